@@ -1,0 +1,65 @@
+"""The `musicgpt` command.
+
+Each subcommand lives in its own module under `musicgpt/commands/`, which exposes
+`add_parser(subparsers)` (argparse only, cheap to import) and `run(args) -> int | None`
+(imports torch and friends lazily). `musicgpt train` hands its arguments to LightningCLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from musicgpt.errors import MusicGPTError
+
+# module under musicgpt.commands, in the order `musicgpt --help` lists them
+COMMAND_MODULES = (
+    "demo",
+    "tokenize",
+    "data",
+    "train",
+    "evaluate",
+    "generate",
+    "attention",
+    "params",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="musicgpt",
+        description="Train a GPT on MIDI (or text), generate piano continuations, look at attention.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"musicgpt.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"musicgpt.commands.{name}":
+                raise
+            continue  # a command still being built; not listed
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "train":
+            # LightningCLI owns the whole argument list of `train` (config files, dotted overrides).
+            from musicgpt.commands.train import run_train
+
+            return run_train(argv[1:]) or 0
+        args = build_parser().parse_args(argv)
+        return args.run(args) or 0
+    except MusicGPTError as e:
+        print(f"musicgpt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("musicgpt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
