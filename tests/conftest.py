@@ -31,3 +31,13 @@ def _few_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def piano_tokens():
+    """A real MAESTRO performance, encoded (about 12k tokens), as int64."""
+    import numpy as np
+
+    from musicgpt.tokenizers.performance import PerformanceTokenizer
+
+    return PerformanceTokenizer().encode(PIANO_DIR / "Maestro_3.mid").astype(np.int64)

@@ -1,0 +1,147 @@
+"""`musicgpt generate`: piano continuations of a MIDI prompt, or text continuations of a prompt."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="continue a MIDI prompt (piano) or a text prompt with a trained model",
+        description="Music: --prompt IN.mid --seconds S --out OUT.mid. Text: --text PROMPT --max-new-tokens N.",
+    )
+    p.add_argument("--checkpoint", required=True, help="model dir, run dir, HF GPT-2 dir or .ckpt file")
+    music = p.add_argument_group("music")
+    music.add_argument("--prompt", help="a MIDI file whose opening is continued (omit to start from nothing)")
+    music.add_argument("--prompt-seconds", type=float, default=10.0, help="seconds of the prompt to keep")
+    music.add_argument("--seconds", type=float, default=30.0, help="seconds of new music per sample")
+    music.add_argument("--out", help="output MIDI path; with --num-samples N > 1, OUT-1.mid ... OUT-N.mid")
+    music.add_argument("--wav", action="store_true", help="also render each MIDI to .wav with fluidsynth")
+    text = p.add_argument_group("text")
+    text.add_argument("--text", help="a text prompt (text models)")
+    text.add_argument("--max-new-tokens", type=int, default=200)
+    s = p.add_argument_group("sampling")
+    s.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--seed", type=int, default=None, help="the same seed gives the same output")
+    s.add_argument("--num-samples", type=int, default=1, help="samples drawn in one batched call")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from musicgpt.errors import MusicGPTError
+    from musicgpt.training.checkpoint import load_checkpoint
+
+    if args.num_samples < 1:
+        raise MusicGPTError(f"--num-samples must be at least 1, got {args.num_samples}")
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device)
+    if tokenizer is None:
+        raise MusicGPTError(f"{args.checkpoint}: no tokenizer.json (or vocab.json + merges.txt) beside the model")
+    if tokenizer.name == "performance":
+        if args.text is not None:
+            raise MusicGPTError(f"{args.checkpoint} is a music model: use --prompt IN.mid, not --text")
+        if not args.out:
+            raise MusicGPTError("music generation needs --out OUT.mid")
+        for path in generate_music(model, tokenizer, args):
+            print(path)
+    else:
+        if args.prompt is not None:
+            raise MusicGPTError(f"{args.checkpoint} is a text model: use --text PROMPT, not --prompt")
+        generate_text(model, tokenizer, args)
+    return 0
+
+
+def output_paths(out: str, n: int) -> list[Path]:
+    out = Path(out)
+    if n == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i}{out.suffix or '.mid'}") for i in range(1, n + 1)]
+
+
+def generate_music(model, tokenizer, args) -> list[Path]:
+    from tqdm.auto import tqdm
+
+    from musicgpt.generate.piano import continue_piano, cut_at_seconds, render_wav, write_midi
+
+    prompt = cut_at_seconds(tokenizer.encode(args.prompt), args.prompt_seconds) if args.prompt else []
+    bar = tqdm(total=args.seconds, unit="s", desc="music generated", bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s")
+
+    def progress(seconds: float) -> None:
+        bar.update(seconds - bar.n)
+
+    result = continue_piano(
+        model,
+        tokenizer,
+        prompt,
+        args.seconds,
+        num_samples=args.num_samples,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        on_progress=progress,
+    )
+    bar.close()
+    written = []
+    for ids, path in zip(result.sequences(), output_paths(args.out, args.num_samples), strict=True):
+        written.append(write_midi(tokenizer.decode(ids), path))
+        if args.wav:
+            written.append(render_wav(path, path.with_suffix(".wav")))
+    return written
+
+
+def generate_text(model, tokenizer, args) -> None:
+    """Stream tokens to stdout as they come (one sample), or print each sample in full (several)."""
+    import numpy as np
+    import torch
+
+    from musicgpt.errors import MusicGPTError
+    from musicgpt.generate.decode import generate_stream
+
+    prompt = np.asarray(tokenizer.encode(args.text or ""), dtype=np.int64)
+    if prompt.size == 0:
+        prompt = np.array([tokenizer.eos_id])  # an empty prompt starts a new document
+    if prompt.size >= model.config.block_size:
+        raise MusicGPTError(
+            f"the prompt is {prompt.size} tokens; the model's context is {model.config.block_size}"
+        )
+    device = next(model.parameters()).device
+    idx = torch.as_tensor(prompt, device=device).unsqueeze(0).repeat(args.num_samples, 1)
+    generator = torch.Generator(device=device).manual_seed(args.seed) if args.seed is not None else None
+    stream = generate_stream(
+        model,
+        idx,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        stop_tokens=[tokenizer.eos_id],
+        generator=generator,
+    )
+    rows: list[list[int]] = [[] for _ in range(args.num_samples)]
+    streaming = args.num_samples == 1
+    if streaming:
+        sys.stdout.write(args.text or "")
+    printed = ""
+    for step in stream:
+        for row, token in zip(rows, step.tolist(), strict=True):
+            if not row or row[-1] != tokenizer.eos_id:
+                row.append(token)
+        if streaming:
+            # Decode the whole continuation each time: a UTF-8 character or a BPE word may span
+            # tokens, so only the text that is stable so far is written.
+            text = tokenizer.decode([t for t in rows[0] if t != tokenizer.eos_id])
+            stable = text.rstrip("\ufffd")
+            sys.stdout.write(stable[len(printed) :])
+            sys.stdout.flush()
+            printed = stable
+    if streaming:
+        sys.stdout.write("\n")
+    else:
+        for i, row in enumerate(rows, 1):
+            text = tokenizer.decode([t for t in row if t != tokenizer.eos_id])
+            print(f"--- sample {i} ---\n{args.text or ''}{text}")

@@ -1,0 +1,92 @@
+"""The LightningDataModule: built shards in, batches of (input, target) windows out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from musicgpt.data.build import read_manifest
+from musicgpt.data.dataset import AugmentConfig, FixedWindows, RandomWindows, TokenShard
+from musicgpt.errors import ConfigError
+
+
+class TokenDataModule(L.LightningDataModule):
+    """Random training windows (augmented for music) and fixed validation windows.
+
+    Args:
+        data_dir: a folder written by `musicgpt data build`.
+        batch_size: windows per batch (per device).
+        block_size: tokens of context; None takes the model's `block_size`.
+        samples_per_epoch: training windows per epoch; None means one pass worth of tokens
+            (split length / block_size), so an epoch sees each token about once.
+        augment: augment training windows (music only: transposition and time stretch).
+        max_val_windows: bound on validation windows, for a quick validation on large splits.
+        num_workers: DataLoader worker processes.
+        seed: seeds the choice of training windows (with the epoch and index).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 16,
+        block_size: int | None = None,
+        samples_per_epoch: int | None = None,
+        augment: bool = True,
+        augment_config: AugmentConfig | None = None,
+        max_val_windows: int | None = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size, self.block_size = batch_size, block_size
+        self.samples_per_epoch, self.max_val_windows = samples_per_epoch, max_val_windows
+        self.num_workers, self.seed = num_workers, seed
+        manifest = read_manifest(self.data_dir)
+        self.tokenizer_settings = manifest["tokenizer"]
+        music = self.tokenizer_settings["name"] == "performance"
+        if augment and not music:
+            augment = False  # transposition and stretch mean nothing for text
+        self.augment = (augment_config or AugmentConfig()) if augment else None
+        self.train_set: RandomWindows | None = None
+        self.val_set: FixedWindows | None = None
+
+    def _resolve_block_size(self) -> int:
+        if self.block_size is not None:
+            return self.block_size
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is None or not hasattr(module, "config"):
+            raise ConfigError("data.block_size is not set and there is no model to take it from")
+        return module.config.block_size
+
+    def setup(self, stage: str | None = None) -> None:
+        block_size = self._resolve_block_size()
+        if stage in ("fit", None):
+            train = TokenShard(self.data_dir, "train")
+            samples = self.samples_per_epoch or max(1, len(train) // block_size)
+            self.train_set = RandomWindows(train, block_size, samples, seed=self.seed, augment=self.augment)
+        if stage in ("fit", "validate", None):
+            self.val_set = FixedWindows(TokenShard(self.data_dir, "validation"), block_size, self.max_val_windows)
+
+    def set_epoch(self, epoch: int) -> None:
+        """New random windows every epoch (called by the LightningModule at each epoch start)."""
+        if self.train_set is not None:
+            self.train_set.set_epoch(epoch)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            # Item i is already a window at a random place (RandomWindows): shuffling the indices
+            # would add nothing but an order that a resumed run cannot reproduce.
+            shuffle=False,
+            drop_last=True,
+            num_workers=self.num_workers,
+            # workers are re-created each epoch so that they see the new epoch's windows
+            persistent_workers=False,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)

@@ -1,0 +1,74 @@
+"""Held-out loss: mean negative log-likelihood per token, in nats and bits.
+
+The model and the n-gram baselines are scored on exactly the same (context, target) pairs: the
+fixed windows of `FixedWindows`, so their numbers can stand side by side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from musicgpt.data.dataset import FixedWindows
+
+
+@dataclass(frozen=True)
+class HeldOutLoss:
+    name: str
+    nats: float  # mean NLL per token
+    tokens: int
+
+    @property
+    def bits(self) -> float:
+        return self.nats / math.log(2)
+
+    def row(self) -> str:
+        return f"{self.name:<22} {self.nats:>8.4f} {self.bits:>8.4f} {self.tokens:>10,}"
+
+
+TABLE_HEADER = f"{'model':<22} {'nats/tok':>8} {'bits/tok':>8} {'tokens':>10}"
+
+
+@torch.inference_mode()
+def model_loss(model, windows: FixedWindows, batch_size: int = 8, name: str = "model") -> HeldOutLoss:
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(windows), batch_size):
+        batch = [windows[i] for i in range(start, min(start + batch_size, len(windows)))]
+        x = torch.stack([b[0] for b in batch]).to(device)
+        y = torch.stack([b[1] for b in batch]).to(device)
+        logits = model(x).float()
+        total += F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
+        count += y.numel()
+    model.train(was_training)
+    return HeldOutLoss(name, total / count, count)
+
+
+def _targets(windows: FixedWindows) -> tuple[np.ndarray, np.ndarray]:
+    """(previous token, target) for every scored position of the windows."""
+    xs, ys = zip(*(windows[i] for i in range(len(windows))), strict=True)
+    return torch.stack(xs).numpy().ravel(), torch.stack(ys).numpy().ravel()
+
+
+def unigram_loss(train_tokens: np.ndarray, windows: FixedWindows, vocab_size: int, alpha: float = 0.5) -> HeldOutLoss:
+    """Token frequencies of the training split (add-alpha smoothing so unseen tokens cost finitely)."""
+    counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size) + alpha
+    log_p = np.log(counts / counts.sum())
+    _, targets = _targets(windows)
+    return HeldOutLoss("unigram", float(-log_p[targets].mean()), targets.size)
+
+
+def bigram_loss(train_tokens: np.ndarray, windows: FixedWindows, vocab_size: int, alpha: float = 0.1) -> HeldOutLoss:
+    """P(next | previous) from training-split counts, add-alpha smoothed."""
+    t = np.asarray(train_tokens, dtype=np.int64)
+    counts = np.bincount(t[:-1] * vocab_size + t[1:], minlength=vocab_size * vocab_size)
+    counts = counts.reshape(vocab_size, vocab_size).astype(np.float64) + alpha
+    log_p = np.log(counts / counts.sum(axis=1, keepdims=True))
+    previous, targets = _targets(windows)
+    return HeldOutLoss("bigram", float(-log_p[previous, targets].mean()), targets.size)

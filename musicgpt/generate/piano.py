@@ -1,0 +1,197 @@
+"""Piano continuations: the opening of a MIDI file in, the same opening plus new music out.
+
+This is the music side of generation; the sampler itself (`generate_stream`) knows nothing of
+music. Here we cut the prompt at a time, keep the output well formed with the tokenizer's
+grammar, and stop once each sample holds the requested seconds of new music.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from musicgpt.errors import MusicGPTError
+from musicgpt.generate.decode import generate_stream
+from musicgpt.tokenizers import vocab as V
+from musicgpt.tokenizers.performance import PerformanceTokenizer
+
+# A guard on runaway sampling: dense piano music runs at ~50-100 tokens per second of music.
+MAX_TOKENS_PER_SECOND = 400
+
+
+def token_steps(ids: np.ndarray) -> np.ndarray:
+    """10 ms steps that each token advances the clock (0 for everything but TIME_SHIFT)."""
+    ids = np.asarray(ids)
+    is_shift = (ids >= V.TIME_SHIFT_OFFSET) & (ids < V.TIME_SHIFT_OFFSET + V.MAX_SHIFT_STEPS)
+    return np.where(is_shift, ids - V.TIME_SHIFT_OFFSET + 1, 0)
+
+
+def cut_at_seconds(ids: np.ndarray, seconds: float) -> np.ndarray:
+    """The tokens of the first `seconds` of music: events before that time, shifts that end by it."""
+    steps = token_steps(ids)
+    clock_after = np.cumsum(steps)
+    limit = round(seconds * V.STEPS_PER_SECOND)
+    past = np.where(steps > 0, clock_after > limit, clock_after >= limit)
+    end = int(np.argmax(past)) if past.any() else len(ids)
+    return np.asarray(ids[:end])
+
+
+class _WholePromptGrammar:
+    """Starts the grammar on the whole prompt when the model sees only its last `block_size` tokens.
+
+    Notes that began before the model's window are still sounding; the grammar must know them so
+    that the continuation can (and eventually must) end them.
+    """
+
+    def __init__(self, grammar, whole_prompt: np.ndarray):
+        self.grammar, self.whole_prompt = grammar, whole_prompt
+
+    def start(self, prompt) -> None:
+        self.grammar.start(self.whole_prompt)
+
+    def allowed(self):
+        return self.grammar.allowed()
+
+    def advance(self, tokens) -> None:
+        self.grammar.advance(tokens)
+
+
+@dataclass
+class Continuation:
+    prompt: np.ndarray  # the prompt's ids (the whole cut opening)
+    samples: list[np.ndarray]  # per sample: the new ids only
+
+    def sequences(self) -> list[np.ndarray]:
+        return [np.concatenate([self.prompt, s]) for s in self.samples]
+
+
+def continue_piano(
+    model,
+    tokenizer: PerformanceTokenizer,
+    prompt_ids: np.ndarray,
+    seconds: float,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> Continuation:
+    """Sample `num_samples` continuations of `seconds` of music each, in one batched call.
+
+    The model conditions on the last `block_size - 1` tokens of the prompt at most (its context);
+    longer continuations slide the window (see `generate_stream`). `on_progress(seconds)` gets the
+    seconds of music every sample has reached so far.
+    """
+    if seconds <= 0:
+        raise MusicGPTError(f"--seconds must be positive, got {seconds}")
+    prompt_ids = np.asarray(prompt_ids, dtype=np.int64)
+    if prompt_ids.size == 0:
+        # An empty prompt: start the piece from its beginning (an EOS is what precedes every piece).
+        context = np.array([tokenizer.eos_id])
+    else:
+        context = prompt_ids[-(model.config.block_size - 1) :]
+    device = next(model.parameters()).device
+    idx = torch.as_tensor(context, device=device).unsqueeze(0).repeat(num_samples, 1)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    grammar = _WholePromptGrammar(tokenizer.grammar(num_samples), np.tile(prompt_ids, (num_samples, 1)))
+
+    limit = round(seconds * V.STEPS_PER_SECOND)
+    clock = np.zeros(num_samples, dtype=np.int64)
+    done = np.zeros(num_samples, dtype=bool)
+    new_tokens: list[np.ndarray] = []
+    stream = generate_stream(
+        model,
+        idx,
+        max_new_tokens=int(seconds * MAX_TOKENS_PER_SECOND) + 1,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        stop_tokens=[tokenizer.eos_id],
+        generator=generator,
+        logits_mask=grammar,
+    )
+    for step in stream:
+        tokens = step.cpu().numpy()
+        # A sample that ended (time reached, or EOS) pads with EOS; dropped when decoding.
+        tokens = np.where(done, tokenizer.eos_id, tokens)
+        new_tokens.append(tokens)
+        clock += token_steps(tokens)
+        done |= (clock >= limit) | (tokens == tokenizer.eos_id)
+        if on_progress is not None:
+            on_progress(min(float(clock.min()), limit) / V.STEPS_PER_SECOND)
+        if done.all():
+            break
+    stream.close()
+    table = np.stack(new_tokens, axis=1) if new_tokens else np.zeros((num_samples, 0), np.int64)
+    samples = [_trim(row, limit, tokenizer.eos_id) for row in table]
+    return Continuation(prompt=prompt_ids, samples=samples)
+
+
+def _trim(row: np.ndarray, limit_steps: int, eos_id: int) -> np.ndarray:
+    """Up to the first EOS, and exactly `limit_steps` of music when the sample got that far.
+
+    The TIME_SHIFT that crosses the limit is shortened to end on it, so a 30 s request gives
+    30 s of music, not up to 30.99.
+    """
+    ends = np.flatnonzero(row == eos_id)
+    row = row[: ends[0]] if ends.size else row
+    clock = np.cumsum(token_steps(row))
+    over = np.flatnonzero(clock >= limit_steps)
+    if over.size == 0:
+        return row
+    row = row[: over[0] + 1].copy()
+    row[-1] -= clock[over[0]] - limit_steps  # a shift of s steps is id OFFSET + s - 1
+    return row
+
+
+def write_midi(pm, path: str | Path) -> Path:
+    """Write a PrettyMIDI atomically."""
+    from musicgpt.io import atomic_open
+
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        pm.write(f)
+    return path
+
+
+def render_wav(midi_path: Path, wav_path: Path) -> Path:
+    """Render with fluidsynth and a General MIDI soundfont (Debian's timgm6mb, or pretty_midi's copy)."""
+    import shutil
+    import subprocess
+
+    fluidsynth = shutil.which("fluidsynth")
+    if fluidsynth is None:
+        raise MusicGPTError("--wav needs the fluidsynth program (Debian: apt-get install fluidsynth)")
+    soundfont = find_soundfont()
+    if soundfont is None:
+        raise MusicGPTError("--wav needs a General MIDI soundfont (Debian: apt-get install timgm6mb-soundfont)")
+    tmp = wav_path.with_name(f".{wav_path.name}.tmp.wav")
+    cmd = [fluidsynth, "-ni", "-g", "0.8", "-r", "44100", "-F", str(tmp), str(soundfont), str(midi_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0 or not tmp.exists():
+        tmp.unlink(missing_ok=True)
+        raise MusicGPTError(f"fluidsynth failed on {midi_path}: {result.stderr.strip()[-300:]}")
+    tmp.replace(wav_path)
+    return wav_path
+
+
+def find_soundfont() -> Path | None:
+    candidates = [
+        Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),
+        Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
+        Path("/usr/share/sounds/sf2/default-GM.sf2"),
+    ]
+    try:
+        import pretty_midi
+
+        candidates.append(Path(pretty_midi.__file__).parent / "TimGM6mb.sf2")
+    except ImportError:
+        pass
+    return next((c for c in candidates if c.exists()), None)

@@ -1,0 +1,79 @@
+"""Callbacks: training throughput, and the exported model that `generate` and `evaluate` load."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+
+from musicgpt.io import atomic_write_json
+
+
+class TokensPerSecond(L.Callback):
+    """Logs training tokens per second (all devices, all accumulated micro-batches)."""
+
+    def __init__(self):
+        self._start: float | None = None
+        self._tokens = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._start is None:
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        x = batch[0]
+        self._tokens += x.numel() * trainer.world_size
+        if trainer.global_step % max(1, trainer.log_every_n_steps) == 0 and self._start is not None:
+            elapsed = time.perf_counter() - self._start
+            if elapsed > 0:
+                pl_module.log("train/tokens_per_sec", self._tokens / elapsed, prog_bar=True, rank_zero_only=True)
+            self._start, self._tokens = time.perf_counter(), 0
+
+
+class ExportBestModel(L.Callback):
+    """Writes the model with the lowest validation loss as a directory `GPT.from_pretrained` reads.
+
+    The directory (default `<trainer.default_root_dir>/model`) holds config.yaml,
+    model.safetensors, tokenizer.json and metrics.json; each file is written atomically.
+    """
+
+    def __init__(self, dirpath: str | None = None, monitor: str = "val/loss"):
+        self.dirpath = dirpath
+        self.monitor = monitor
+        self.best: float | None = None
+
+    def _dir(self, trainer) -> Path:
+        return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "model"
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        if self.best is not None and value >= self.best:
+            return
+        self.best = value
+        if trainer.is_global_zero:
+            export_model(pl_module, self._dir(trainer), {self.monitor: value, "step": trainer.global_step})
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict.get("best")
+
+
+def export_model(pl_module, directory: Path, metrics: dict) -> None:
+    model = pl_module.model
+    model = getattr(model, "_orig_mod", model)
+    model.save_pretrained(directory)
+    datamodule = getattr(pl_module.trainer, "datamodule", None)
+    settings = getattr(datamodule, "tokenizer_settings", None)
+    if settings is not None:
+        atomic_write_json(directory / "tokenizer.json", settings)
+    atomic_write_json(directory / "metrics.json", {k: v for k, v in metrics.items()})
+
+

@@ -1,0 +1,294 @@
+"""One self-contained HTML page per attention view: no CDN, no URL, opens offline.
+
+The static part (the piano roll, or the row of text tokens) is SVG written here, so the page
+shows every note even before its script runs; `assets/attention.js` draws the arcs and the
+heatmap from the data embedded as JSON, its arrays base64 (little-endian). CSS and JS are read
+from `assets/` and inlined when the page is built.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from musicgpt.io import atomic_write_text
+from musicgpt.viz.attention import AttentionData, CompactAttention, Notes, compact
+
+# Tableau 10: distinct on a dark background; heads past ten get golden-angle hues
+_TABLEAU = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
+PITCH_NAMES = ["C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B"]
+DEFAULT_TOP_K = 16  # keys kept per query row (token heatmap and note arcs alike)
+
+
+def head_colors(n_head: int) -> list[str]:
+    """The colour of each head, the same in the page and the PNG."""
+    colors = _TABLEAU[:n_head]
+    for h in range(len(colors), n_head):
+        hue = (h * 137.508) % 360
+        colors.append(_hsl_to_hex(hue, 0.62, 0.62))
+    return colors
+
+
+def _hsl_to_hex(hue: float, s: float, lum: float) -> str:
+    import colorsys
+
+    r, g, b = colorsys.hls_to_rgb(hue / 360, lum, s)
+    return "#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in (r, g, b)))
+
+
+def pitch_name(p: int) -> str:
+    return f"{PITCH_NAMES[p % 12]}{p // 12 - 1}"
+
+
+def default_query_note(n_notes: int) -> int:
+    """Three quarters into the excerpt: late enough to have a past worth attending to."""
+    return max(0, (3 * (n_notes - 1)) // 4)
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def _b64(a: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()).decode("ascii")
+
+
+def _compact_json(c: CompactAttention) -> dict[str, Any]:
+    index_bytes = c.index.dtype.itemsize
+    weight = c.weight if c.weight.dtype == np.uint8 else c.weight.view(np.uint16)
+    return {
+        "k": c.k,
+        "rows": c.index.shape[-2],
+        "indexBytes": index_bytes,
+        "index": _b64(c.index, f"u{index_bytes}"),
+        "dtype": "uint8" if c.weight.dtype == np.uint8 else "float16",
+        "weight": _b64(weight, weight.dtype.str[1:]),
+        "scale": _b64(c.scale, "f4"),
+    }
+
+
+def _script_json(obj: Any) -> str:
+    """JSON safe inside <script>: nothing in it can close the element or start a comment."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
+
+def _init(data: AttentionData, layer: int | None, head: int | None, item: int | None, n_items: int) -> dict:
+    layer = data.n_layer - 1 if layer is None else layer
+    if not 0 <= layer < data.n_layer:
+        raise ValueError(f"layer {layer} does not exist: the model has layers 0..{data.n_layer - 1}")
+    if head is not None and not 0 <= head < data.n_head:
+        raise ValueError(f"head {head} does not exist: the model has heads 0..{data.n_head - 1}")
+    if item is not None and not 0 <= item < n_items:
+        raise ValueError(f"item {item} does not exist: there are {n_items}")
+    return {
+        "layer": layer,
+        "heads": list(range(data.n_head)) if head is None else [head],
+        "hmHead": 0 if head is None else head,
+        "item": item,
+        "perHead": 8,
+    }
+
+
+# --- the static SVG ------------------------------------------------------------------------------
+
+ROLL_LEFT, ROLL_TOP, ROLL_BOTTOM = 44, 80, 26  # room for pitch names, arcs above, time labels
+
+
+def piano_roll_svg(notes: Notes, t0: float, t1: float) -> str:
+    """Time across, pitch up, velocity as shade; every note a <rect data-i> with its arc anchor."""
+    duration = max(t1 - t0, 1e-3)
+    pps = float(np.clip(1800.0 / duration, 40.0, 200.0))  # pixels per second
+    lo, hi = (int(notes.pitch.min()) - 2, int(notes.pitch.max()) + 2) if len(notes) else (58, 70)
+    rh = float(np.clip(440.0 / (hi - lo + 1), 4.0, 14.0))  # pixels per semitone
+    width = ROLL_LEFT + duration * pps + 20
+    height = ROLL_TOP + (hi - lo + 1) * rh + ROLL_BOTTOM
+
+    def y(p: float) -> float:
+        return ROLL_TOP + (hi - p) * rh
+
+    out = [f'<svg id="roll" width="{width:.0f}" height="{height:.0f}" role="img" aria-label="piano roll">']
+    for p in range(lo, hi + 1):  # black keys as darker bands, a line and a name at every C
+        if p % 12 in (1, 3, 6, 8, 10):
+            out.append(f'<rect class="band" x="{ROLL_LEFT}" y="{y(p):.1f}" width="{width - ROLL_LEFT:.0f}" height="{rh:.1f}"/>')
+        if p % 12 == 0:
+            out.append(f'<line class="cline" x1="{ROLL_LEFT}" x2="{width:.0f}" y1="{y(p) + rh:.1f}" y2="{y(p) + rh:.1f}"/>')
+            out.append(f'<text x="4" y="{y(p) + rh:.1f}">{pitch_name(p)}</text>')
+    step = next(s for s in (0.5, 1, 2, 5, 10, 15, 30, 60, 120) if s * pps >= 70)
+    base = y(lo - 1)
+    for t in np.arange(np.ceil(t0 / step) * step, t1 + 1e-9, step):
+        x = ROLL_LEFT + (t - t0) * pps
+        out.append(f'<line class="tick" x1="{x:.1f}" x2="{x:.1f}" y1="{ROLL_TOP:.0f}" y2="{base + 4:.1f}"/>')
+        out.append(f'<text x="{x + 2:.1f}" y="{base + 16:.1f}">{t:g} s</text>')
+    out.append('<g class="notes">')
+    for i in range(len(notes)):
+        p, v = int(notes.pitch[i]), int(notes.velocity[i])
+        x = ROLL_LEFT + (notes.start[i] - t0) * pps
+        w = max((min(notes.end[i], t1) - notes.start[i]) * pps, 2.0)
+        top = y(p)
+        tip = f"{pitch_name(p)} ({p}), {notes.start[i]:.2f}-{notes.end[i]:.2f} s, velocity {v}, note {i}"
+        out.append(
+            f'<rect class="note-r" data-i="{i}" data-cx="{x:.1f}" data-cy="{top + rh / 2:.1f}" x="{x:.1f}" '
+            f'y="{top + 0.5:.1f}" width="{w:.1f}" height="{max(rh - 1, 2):.1f}" rx="1" '
+            f'fill-opacity="{0.3 + 0.7 * v / 127:.2f}"><title>{html.escape(tip)}</title></rect>'
+        )
+    out.append('</g><g id="arcs"></g></svg>')
+    return "\n".join(out)
+
+
+def _shown(token: str) -> str:
+    shown = token.replace(" ", "·").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
+    return shown if len(shown) <= 24 else shown[:23] + "…"
+
+
+def token_row_svg(names: list[str]) -> str:
+    """The text tokens side by side, each a <g data-i> box; arcs rise above the row."""
+    char_w, arc_room, box_h, pad = 7.8, 240, 24, 8  # 13 px monospace is about 7.8 px a character
+    x, parts = pad, []
+    for i, name in enumerate(names):
+        shown = _shown(name)
+        w = max(len(shown) * char_w + 10, 18)
+        parts.append(
+            f'<g class="tok" data-i="{i}" data-cx="{x + w / 2:.1f}" data-cy="{arc_room:.0f}">'
+            f'<rect x="{x:.1f}" y="{arc_room}" width="{w:.1f}" height="{box_h}" rx="3"/>'
+            f'<text x="{x + 5:.1f}" y="{arc_room + 17}">{html.escape(shown)}</text>'
+            f"<title>{html.escape(repr(name))} (token {i})</title></g>"
+        )
+        x += w + 3
+    width, height = x + pad, arc_room + box_h + 12
+    head = f'<svg id="roll" width="{width:.0f}" height="{height}" role="img" aria-label="tokens">'
+    return "\n".join([head, *parts, '<g id="arcs"></g></svg>'])
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
+def _asset(name: str) -> str:
+    return resources.files("musicgpt.viz").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def _page(*, mode: str, title: str, subtitle: str, item: str, explain: str, top_k: int, view: str, payload: dict) -> str:
+    fields = {
+        "{{MODE}}": mode,
+        "{{TITLE}}": html.escape(title),
+        "{{SUBTITLE}}": html.escape(subtitle),
+        "{{ITEM}}": item,
+        "{{EXPLAIN}}": html.escape(explain),
+        "{{TOPK}}": str(top_k),
+        "{{VIEW}}": view,
+        "{{CSS}}": _asset("attention.css"),
+        "{{DATA}}": _script_json(payload),
+        "{{JS}}": _asset("attention.js"),
+    }
+    # one pass over the template: a value (say, a title holding "{{JS}}") is never searched again
+    return re.sub(r"\{\{[A-Z]+\}\}", lambda m: fields[m.group(0)], _asset("page.html"))
+
+
+def _common_payload(data: AttentionData, mode: str, top_k: int, precision: str) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "nLayer": data.n_layer,
+        "nHead": data.n_head,
+        "nTokens": data.n_tokens,
+        "tokens": list(data.token_names),
+        "headColors": head_colors(data.n_head),
+        "tok": _compact_json(compact(data.attention, top_k, precision)),
+    }
+
+
+def music_page(
+    data: AttentionData,
+    *,
+    title: str,
+    subtitle: str = "",
+    layer: int | None = None,
+    head: int | None = None,
+    note: int | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    precision: str = "uint8",
+) -> str:
+    """The piano-roll page as a string; see `render_music_html`."""
+    notes = data.notes
+    if notes is None or data.token_times is None:
+        raise ValueError("a music page needs AttentionData with notes (AttentionData.from_music)")
+    n = len(notes)
+    note = default_query_note(n) if note is None and n else note
+    note_attn = data.note_attention()
+    payload = _common_payload(data, "music", top_k, precision)
+    payload["init"] = _init(data, layer, head, note, n)
+    payload["items"] = _compact_json(compact(note_attn, top_k, precision)) if n else None
+    share = np.clip(np.rint(note_attn.sum(-1) * 255), 0, 255).astype(np.uint8)  # (L, H, N)
+    payload["noteShare"] = _b64(share, "u1")
+    payload["notes"] = {
+        "pitch": notes.pitch.tolist(),
+        "velocity": notes.velocity.tolist(),
+        "start": np.round(notes.start, 3).tolist(),
+        "end": np.round(notes.end, 3).tolist(),
+        "onToken": notes.on_token.tolist(),
+    }
+    t0 = float(data.token_times[0])
+    t1 = float(max(data.token_times[-1], notes.start.max() if n else 0.0)) + 0.5  # pedalled tails cut here
+    explain = (
+        "A note is its NOTE_ON token: an arc shows the weight the chosen note's NOTE_ON gives an earlier "
+        "note's NOTE_ON. Weight on NOTE_OFF, VELOCITY and TIME_SHIFT tokens is not drawn (see the heatmap). "
+        "Width by weight, the widest being the strongest arc shown."
+    )
+    return _page(
+        mode="music", title=title, subtitle=subtitle, item="note", explain=explain,
+        top_k=top_k, view=piano_roll_svg(notes, t0, t1), payload=payload,
+    )  # fmt: skip
+
+
+def render_music_html(data: AttentionData, path: str | Path, **options: Any) -> int:
+    """Write the piano-roll attention page for `data` (from `AttentionData.from_music`); returns its bytes.
+
+    Options: title, subtitle, layer (default the last), head (default all shown), note (the query
+    note chosen on opening, default three quarters in), top_k (keys kept per query row), precision
+    ("uint8" or "float16").
+    """
+    options.setdefault("title", "attention")
+    page = music_page(data, **options)
+    atomic_write_text(path, page)
+    return len(page.encode("utf-8"))
+
+
+def text_page(
+    data: AttentionData,
+    *,
+    title: str,
+    subtitle: str = "",
+    layer: int | None = None,
+    head: int | None = None,
+    token: int | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    precision: str = "uint8",
+) -> str:
+    """The token-row page as a string; see `render_text_html`."""
+    token = data.n_tokens - 1 if token is None else token
+    payload = _common_payload(data, "text", top_k, precision)
+    payload["init"] = _init(data, layer, head, token, data.n_tokens)
+    explain = "Each arc: the weight the chosen token's query gives an earlier token. Width by weight."
+    return _page(
+        mode="text", title=title, subtitle=subtitle, item="token", explain=explain,
+        top_k=top_k, view=token_row_svg(data.token_names), payload=payload,
+    )  # fmt: skip
+
+
+def render_text_html(data: AttentionData, path: str | Path, **options: Any) -> int:
+    """Write the text attention page (tokens in a row, arcs between them); returns its bytes.
+
+    `data` from `AttentionData.from_model(model, ids, tokenizer)`. Options: title, subtitle,
+    layer, head, token (the query chosen on opening, default the last), top_k, precision.
+    """
+    options.setdefault("title", "attention")
+    page = text_page(data, **options)
+    atomic_write_text(path, page)
+    return len(page.encode("utf-8"))

@@ -1,0 +1,87 @@
+"""The id layout other modules code against, names, and note-seq's velocity bins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from musicgpt.errors import MusicGPTError
+from musicgpt.tokenizers import vocab as V
+
+
+def test_layout_constants():
+    assert (V.NOTE_ON_OFFSET, V.NOTE_OFF_OFFSET, V.TIME_SHIFT_OFFSET, V.VELOCITY_OFFSET) == (0, 128, 256, 356)
+    assert (V.NUM_EVENT_IDS, V.EOS_ID, V.PAD_ID, V.VOCAB_SIZE) == (388, 388, 389, 390)
+    assert (V.STEPS_PER_SECOND, V.MAX_SHIFT_STEPS, V.NUM_VELOCITY_BINS) == (100, 100, 32)
+    assert [r.type for r in V.EVENT_RANGES] == ["NOTE_ON", "NOTE_OFF", "TIME_SHIFT", "VELOCITY", "EOS", "PAD"]
+
+
+@pytest.mark.parametrize(
+    "i, event, name",
+    [
+        (0, ("NOTE_ON", 0), "NOTE_ON_0"),
+        (60, ("NOTE_ON", 60), "NOTE_ON_60"),
+        (127, ("NOTE_ON", 127), "NOTE_ON_127"),
+        (128, ("NOTE_OFF", 0), "NOTE_OFF_0"),
+        (188, ("NOTE_OFF", 60), "NOTE_OFF_60"),
+        (255, ("NOTE_OFF", 127), "NOTE_OFF_127"),
+        (256, ("TIME_SHIFT", 1), "TIME_SHIFT_1"),
+        (305, ("TIME_SHIFT", 50), "TIME_SHIFT_50"),
+        (355, ("TIME_SHIFT", 100), "TIME_SHIFT_100"),
+        (356, ("VELOCITY", 1), "VELOCITY_1"),
+        (375, ("VELOCITY", 20), "VELOCITY_20"),
+        (387, ("VELOCITY", 32), "VELOCITY_32"),
+        (388, ("EOS", 0), "EOS"),
+        (389, ("PAD", 0), "PAD"),
+    ],
+)
+def test_known_ids(i, event, name):
+    assert V.id_to_event(i) == V.Event(*event)
+    assert V.id_to_name(i) == name
+    assert V.name_to_id(name) == i
+    assert V.event_to_id(*event) == i
+
+
+def test_every_id_round_trips_through_event_and_name():
+    names = [V.id_to_name(i) for i in range(V.VOCAB_SIZE)]
+    assert len(set(names)) == V.VOCAB_SIZE
+    assert names == list(V.ID_NAMES)
+    for i in range(V.VOCAB_SIZE):
+        assert V.name_to_id(names[i]) == i
+        assert V.event_to_id(*V.id_to_event(i)) == i
+    assert V.id_to_event(np.int64(300)) == ("TIME_SHIFT", 45)
+
+
+@pytest.mark.parametrize("bad", [-1, 390, 1000])
+def test_id_outside_vocabulary_is_a_clear_error(bad):
+    with pytest.raises(V.TokenIdError, match=f"token id {bad} .*0..389"):
+        V.id_to_event(bad)
+    with pytest.raises(ValueError):
+        V.id_to_name(bad)
+    with pytest.raises(MusicGPTError, match=f"token id {bad} at position 2"):
+        V.check_ids([1, 2, bad])
+
+
+def test_non_integer_ids_are_rejected():
+    with pytest.raises(V.TokenIdError, match="integer"):
+        V.id_to_event(1.5)
+    with pytest.raises(V.TokenIdError, match="integers"):
+        V.check_ids(np.array([1.5, 2.0]))
+    with pytest.raises(V.TokenIdError, match="1-D"):
+        V.check_ids(np.zeros((2, 2), np.int64))
+
+
+@pytest.mark.parametrize("name", ["NOTE_ON_128", "TIME_SHIFT_0", "VELOCITY_33", "FOO_1", "NOTE_ON", "EOS_0", "PAD_1"])
+def test_bad_names(name):
+    with pytest.raises(V.TokenIdError):
+        V.name_to_id(name)
+
+
+def test_velocity_bins_are_note_seqs():
+    # note-seq: bin size ceil(127 / 32) = 4, bin = (v - 1) // 4 + 1, a bin decodes to 1 + 4 * (bin - 1)
+    assert [int(V.velocity_to_bin(v)) for v in (1, 4, 5, 8, 9, 64, 124, 125, 127)] == [1, 1, 2, 2, 3, 16, 31, 32, 32]
+    assert [int(V.bin_to_velocity(b)) for b in (1, 2, 16, 31, 32)] == [1, 5, 61, 121, 125]
+    assert int(V.velocity_to_bin(0)) == 1 and int(V.velocity_to_bin(200)) == 32  # clipped
+    bins = np.arange(1, 33)
+    assert np.array_equal(V.velocity_to_bin(V.bin_to_velocity(bins)), bins)
+    assert np.array_equal(np.unique(V.velocity_to_bin(np.arange(1, 128))), bins)

@@ -1,0 +1,115 @@
+"""Training on real piano files: loss goes down, resume restores the state, DDP on CPU, the CLI."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import PIANO_DIR, ROOT
+from musicgpt.data.build import build_dataset
+from musicgpt.data.dataset import FixedWindows, TokenShard
+from musicgpt.evaluate.nll import model_loss
+from musicgpt.model.gpt import GPT
+from musicgpt.training.cli import train_cli
+
+FILES = ["Maestro_3.mid", "fur-elise.mid", "maple-leaf-rag.mid", "POP909_008.mid", "solace.mid"]
+TINY = dict(vocab_size=390, block_size=64, n_layer=2, n_head=2, n_embd=64, dropout=0.0, bias=True)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("src")
+    for name in FILES:
+        shutil.copy(PIANO_DIR / name, src / name)
+    out = tmp_path_factory.mktemp("data")
+    build_dataset(src, out, "performance", workers=1, progress=False, log=lambda _: None)
+    return out
+
+
+def tiny_config(tmp_path: Path, data_dir: Path, **trainer) -> Path:
+    """The shipped CPU config with a tiny model, a few steps and paths under tmp_path."""
+    config = yaml.safe_load((ROOT / "configs" / "piano_cpu.yaml").read_text())
+    config["model"]["config"] = dict(TINY)
+    config["model"]["optimizer"].update(lr=1e-2, warmup_steps=5)
+    config["data"].update(data_dir=str(data_dir), batch_size=8, num_workers=0, max_val_windows=8)
+    t = config["trainer"]
+    t.update(default_root_dir=str(tmp_path), max_steps=6, val_check_interval=3, log_every_n_steps=1,
+             enable_progress_bar=False, enable_model_summary=False, precision="32-true")
+    t.pop("max_time")
+    t["logger"]["init_args"]["save_dir"] = str(tmp_path)
+    t["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
+    t.update(trainer)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_loss(model: GPT, data_dir: Path) -> float:
+    """Loss on the first fixed windows of the training split: what the optimizer works on."""
+    windows = FixedWindows(TokenShard(data_dir, "train"), TINY["block_size"], max_windows=16)
+    return model_loss(model, windows).nats
+
+
+def test_a_few_steps_lower_the_loss(data_dir, tmp_path):
+    cli = train_cli(["--config", str(tiny_config(tmp_path, data_dir, max_steps=60, val_check_interval=30))],
+                    run=False)
+    before = train_loss(cli.model.model, data_dir)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    after = train_loss(cli.model.model, data_dir)
+    assert before > 5.5  # about ln(390) = 5.97 for random weights
+    assert after < before - 1.0, (before, after)
+    # the best model was exported where `generate` and `evaluate` look for it
+    exported = GPT.from_pretrained(tmp_path / "model")
+    assert exported.config.to_dict() == {**TINY, "layer_norm_epsilon": 1e-5}
+    assert (tmp_path / "model" / "tokenizer.json").exists()
+
+
+def test_resume_restores_step_and_optimizer_state(data_dir, tmp_path):
+    config = str(tiny_config(tmp_path, data_dir, max_steps=6))
+    first = train_cli(["--config", config])
+    assert first.trainer.global_step == 6
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 6
+
+    resumed = train_cli(["--config", config, "--trainer.max_steps", "9", "--resume"], run=False)
+    resumed.trainer.fit(resumed.model, datamodule=resumed.datamodule, ckpt_path="last")
+    assert resumed.trainer.global_step == 9
+    # the resumed run started from step 6: its optimizer has taken exactly 9 steps in all
+    state = resumed.trainer.optimizers[0].state_dict()["state"]
+    assert all(int(s["step"]) == 9 for s in state.values())
+
+
+def test_resume_loads_the_saved_optimizer_state_exactly(data_dir, tmp_path):
+    config = str(tiny_config(tmp_path, data_dir, max_steps=6))
+    train_cli(["--config", config])
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = train_cli(["--config", config, "--resume"], run=False)
+    # max_steps=6 is already reached: fit restores the checkpoint and stops without a step
+    resumed.trainer.fit(resumed.model, datamodule=resumed.datamodule, ckpt_path="last")
+    assert resumed.trainer.global_step == 6
+    restored = resumed.trainer.optimizers[0].state_dict()
+    for key, moments in saved["optimizer_states"][0]["state"].items():
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(restored["state"][key][name], moments[name])
+    for name, value in saved["state_dict"].items():
+        assert torch.equal(resumed.model.state_dict()[name], value)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(data_dir, tmp_path):
+    config = tiny_config(tmp_path, data_dir, max_steps=4, val_check_interval=2, devices=2, strategy="ddp")
+    result = subprocess.run(
+        [sys.executable, "-m", "musicgpt.cli", "train", "--config", str(config)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "distributed_backend=gloo" in result.stderr + result.stdout
+    assert "All distributed processes registered. Starting with 2 processes" in result.stderr + result.stdout
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4
