@@ -148,15 +148,25 @@ def build_dataset(
         log(f"tokenizing {len(todo)} file(s) with {workers} worker(s) ({report.from_cache} cached)")
         failures = _run_pool(todo, cache_files, settings, workers, progress)
 
+    # A text corpus of one or two documents (a novel) cannot be split by file: each document's
+    # opening is training text and its last fractions are validation and test text.
+    by_position = settings["name"] != "performance" and len(files) < 3
     manifest_files, pieces_by_split = [], {s: [] for s in SPLITS}
     for p in files:
-        split = splits[rel[p]]
         if p in failures:
             report.skipped.append({"path": rel[p], "reason": failures[p]})
             continue
         ids = np.load(cache_files[p])
-        pieces_by_split[split].append(ids)
-        manifest_files.append({"path": rel[p], "split": split, "tokens": int(ids.size)})
+        if by_position:
+            parts = split_by_position(ids, val_fraction, test_fraction)
+            for split, part in parts.items():
+                pieces_by_split[split].append(part)
+            counts = {split: int(part.size) for split, part in parts.items()}
+            manifest_files.append({"path": rel[p], "split": "by position", "tokens": counts})
+        else:
+            split = splits[rel[p]]
+            pieces_by_split[split].append(ids)
+            manifest_files.append({"path": rel[p], "split": split, "tokens": int(ids.size)})
 
     dtype = np.uint16 if tok.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     for split, pieces in pieces_by_split.items():
@@ -176,6 +186,14 @@ def build_dataset(
         },
     )
     return report
+
+
+def split_by_position(ids: np.ndarray, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
+    """The first (1 - val - test) of a document for training, then validation, then test."""
+    n = ids.size
+    val_start = int(round(n * (1 - val_fraction - test_fraction)))
+    test_start = int(round(n * (1 - test_fraction)))
+    return {"train": ids[:val_start], "validation": ids[val_start:test_start], "test": ids[test_start:]}
 
 
 def _run_pool(

@@ -17,6 +17,8 @@ class TokenDataModule(L.LightningDataModule):
 
     Args:
         data_dir: a folder written by `musicgpt data build`.
+        tokenizer: the tokenizer the config expects ("performance", "bytes", "gpt2-bpe"); None
+            accepts whatever the data was built with. `musicgpt data build --config` reads it too.
         batch_size: windows per batch (per device).
         block_size: tokens of context; None takes the model's `block_size`.
         samples_per_epoch: training windows per epoch; None means one pass worth of tokens
@@ -30,6 +32,7 @@ class TokenDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str | Path,
+        tokenizer: str | None = None,
         batch_size: int = 16,
         block_size: int | None = None,
         samples_per_epoch: int | None = None,
@@ -46,6 +49,11 @@ class TokenDataModule(L.LightningDataModule):
         self.num_workers, self.seed = num_workers, seed
         manifest = read_manifest(self.data_dir)
         self.tokenizer_settings = manifest["tokenizer"]
+        if tokenizer is not None and tokenizer != self.tokenizer_settings["name"]:
+            raise ConfigError(
+                f"{self.data_dir} was built with the {self.tokenizer_settings['name']!r} tokenizer, but the "
+                f"config asks for {tokenizer!r}: build it again with `musicgpt data build --tokenizer {tokenizer}`"
+            )
         music = self.tokenizer_settings["name"] == "performance"
         if augment and not music:
             augment = False  # transposition and stretch mean nothing for text

@@ -1,9 +1,10 @@
-"""Reading MIDI into note arrays (in seconds) and applying the sustain pedal, note-seq's way.
+"""Reading MIDI into note arrays and applying the sustain pedal, note-seq's way.
 
 Files are parsed with symusic (a C++ parser, ~200x faster than pretty_midi) in ticks, and the
-ticks are turned into seconds here in float64 with the file's tempo map (symusic's own
-seconds are float32, which can move a time across a 10 ms rounding boundary in a long file).
-pretty_midi objects are accepted too, so callers that already hold one need not re-read.
+ticks become exact integer times: microseconds x ticks-per-quarter, the sum over the tempo map
+of ticks x microseconds-per-quarter. Rounding to 10 ms steps is then exact integer arithmetic,
+so "half up" really is half up (float seconds put many x.xx5 s onsets of a 100 bpm file on
+either side of the boundary). pretty_midi objects are accepted too, in float seconds.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ class Part:
 
     pitch: np.ndarray  # (N,) int64
     velocity: np.ndarray  # (N,) int64
-    start: np.ndarray  # (N,) float64 seconds
-    end: np.ndarray  # (N,) float64 seconds
-    sustain_time: np.ndarray  # (C,) float64 seconds of CC64 events, in file order
+    start: np.ndarray  # (N,) times in units of 1 / units_per_second s: int64 from files, float64 seconds from pretty_midi
+    end: np.ndarray  # (N,)
+    sustain_time: np.ndarray  # (C,) times of the CC64 events, in file order
     sustain_value: np.ndarray  # (C,) int64
     program: int
     is_drum: bool
+    units_per_second: int | float = 1.0
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -115,31 +117,31 @@ def read_score(path: str | Path):
         raise MidiReadError(path, _parser_problem(e)) from None
 
 
-def ticks_to_seconds(ticks: np.ndarray, tempo_ticks: np.ndarray, tempo_mspq: np.ndarray, tpq: int) -> np.ndarray:
-    """Ticks -> seconds with a tempo map (changes at `tempo_ticks`, microseconds per quarter)."""
+def ticks_to_units(ticks: np.ndarray, tempo_ticks: np.ndarray, tempo_mspq: np.ndarray) -> np.ndarray:
+    """Ticks -> exact int64 time in microseconds x ticks-per-quarter (the tempo map: changes at
+    `tempo_ticks`, in microseconds per quarter). Divide by 1e6 * tpq for seconds."""
     tempo_ticks = np.asarray(tempo_ticks, np.int64)
-    tempo_mspq = np.asarray(tempo_mspq, np.float64)
+    tempo_mspq = np.asarray(tempo_mspq, np.int64)
     if tempo_ticks.size == 0 or tempo_ticks[0] > 0:
         tempo_ticks = np.concatenate([[0], tempo_ticks])
         tempo_mspq = np.concatenate([[DEFAULT_MSPQ], tempo_mspq])
     # several changes at one tick: the last one holds
     last = np.append(tempo_ticks[1:] != tempo_ticks[:-1], True)
     tempo_ticks, tempo_mspq = tempo_ticks[last], tempo_mspq[last]
-    sec_per_tick = tempo_mspq / (1e6 * tpq)
-    seg_start = np.concatenate([[0.0], np.cumsum(np.diff(tempo_ticks) * sec_per_tick[:-1])])
+    seg_start = np.concatenate([[0], np.cumsum(np.diff(tempo_ticks) * tempo_mspq[:-1])])
     k = np.searchsorted(tempo_ticks, ticks, side="right") - 1
-    return seg_start[k] + (ticks - tempo_ticks[k]) * sec_per_tick[k]
+    return seg_start[k] + (ticks - tempo_ticks[k]) * tempo_mspq[k]
 
 
 def parts_from_score(score) -> list[Part]:
-    """One Part per symusic track, times in seconds."""
+    """One Part per symusic track, in exact integer time units."""
     if str(score.ttype).lower() != "tick":
         score = score.to("tick")
     tempos = score.tempos.numpy()
     order = np.argsort(tempos["time"], kind="stable")
 
-    def sec(t):
-        return ticks_to_seconds(t.astype(np.int64), tempos["time"][order], tempos["mspq"][order], score.ticks_per_quarter)
+    def units(t):
+        return ticks_to_units(t.astype(np.int64), tempos["time"][order], tempos["mspq"][order])
 
     parts = []
     for track in score.tracks:
@@ -151,12 +153,13 @@ def parts_from_score(score) -> list[Part]:
             Part(
                 pitch=n["pitch"].astype(np.int64),
                 velocity=n["velocity"].astype(np.int64),
-                start=sec(start_tick),
-                end=sec(start_tick + n["duration"]),
-                sustain_time=sec(c["time"][sus]),
+                start=units(start_tick),
+                end=units(start_tick + n["duration"]),
+                sustain_time=units(c["time"][sus]),
                 sustain_value=c["value"][sus].astype(np.int64),
                 program=int(track.program),
                 is_drum=bool(track.is_drum),
+                units_per_second=1_000_000 * score.ticks_per_quarter,
             )
         )
     return parts
@@ -260,15 +263,18 @@ def apply_sustain(part: Part, last_time: float) -> tuple[np.ndarray, np.ndarray]
     return new_end, keep
 
 
-def pedal_notes(parts: list[Part], sustain_pedal: bool = True) -> tuple[np.ndarray, ...]:
-    """Merge the parts into one note list (pitch, velocity, start, end), the pedal applied per part."""
+def pedal_notes(parts: list[Part], sustain_pedal: bool = True) -> tuple:
+    """Merge the parts (of one score) into one note list, the pedal applied per part.
+
+    Returns (pitch, velocity, start, end, units_per_second).
+    """
     if not parts:
         empty = np.zeros(0, np.int64)
-        return empty, empty, np.zeros(0), np.zeros(0)
+        return empty, empty, empty, empty, 1
     # note-seq's "end of piece" is the last event it walked: a note-off or a pedal event, any part
     last_time = max(
-        [float(p.end.max()) for p in parts if p.end.size] + [float(p.sustain_time.max()) for p in parts if p.sustain_time.size],
-        default=0.0,
+        [p.end.max() for p in parts if p.end.size] + [p.sustain_time.max() for p in parts if p.sustain_time.size],
+        default=0,
     )
     pitch, velocity, start, end = [], [], [], []
     for part in parts:
@@ -280,4 +286,5 @@ def pedal_notes(parts: list[Part], sustain_pedal: bool = True) -> tuple[np.ndarr
         velocity.append(part.velocity[keep])
         start.append(part.start[keep])
         end.append(new_end[keep])
-    return np.concatenate(pitch), np.concatenate(velocity), np.concatenate(start), np.concatenate(end)
+    joined = [np.concatenate(x) for x in (pitch, velocity, start, end)]
+    return (*joined, parts[0].units_per_second)

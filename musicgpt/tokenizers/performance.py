@@ -103,7 +103,8 @@ class PerformanceTokenizer:
         A file that cannot be read raises MidiReadError naming it; one with no notes gives [].
         """
         parts = midi_io.select_parts(midi_io.read_parts(source), self.include_drums, self.programs)
-        return self.encode_notes(*midi_io.pedal_notes(parts, self.sustain_pedal))
+        pitch, velocity, start, end, units_per_second = midi_io.pedal_notes(parts, self.sustain_pedal)
+        return _emit(*_quantize(pitch, velocity, start, end, units_per_second))
 
     def encode_notes(self, pitch, velocity, start, end) -> np.ndarray:
         """Encode notes whose pedal (if any) is already applied: arrays of MIDI pitch, velocity and
@@ -113,13 +114,14 @@ class PerformanceTokenizer:
             raise ValueError(f"pitches must be 0-127, got {pitch.min()}..{pitch.max()}")
         if pitch.size == 0:
             return np.zeros(0, np.int32)
-        step_on, step_off, pitch, vbin = _quantize(
-            pitch,
-            np.asarray(velocity, np.int64).reshape(-1),
-            np.asarray(start, np.float64).reshape(-1),
-            np.asarray(end, np.float64).reshape(-1),
+        return _emit(
+            *_quantize(
+                pitch,
+                np.asarray(velocity, np.int64).reshape(-1),
+                np.asarray(start, np.float64).reshape(-1),
+                np.asarray(end, np.float64).reshape(-1),
+            )
         )
-        return _emit(step_on, step_off, pitch, vbin)
 
     # --- decoding --------------------------------------------------------------------------------
 
@@ -230,11 +232,21 @@ class PerformanceTokenizer:
 # --- encoding helpers ----------------------------------------------------------------------------
 
 
-def _quantize(pitch, velocity, start, end):
-    """Seconds -> 10 ms steps (half up), zero length -> one step, one voice per pitch."""
-    step_on = np.floor(np.maximum(start, 0.0) * V.STEPS_PER_SECOND + 0.5).astype(np.int64)
-    step_off = np.floor(np.maximum(end, 0.0) * V.STEPS_PER_SECOND + 0.5).astype(np.int64)
-    step_off = np.maximum(step_off, step_on + 1)
+def _to_steps(t: np.ndarray, units_per_second: int | float) -> np.ndarray:
+    """Times in 1/units_per_second s -> 10 ms steps, rounding half up (exactly, for integer times)."""
+    t = np.maximum(t, 0)
+    if np.issubdtype(t.dtype, np.integer):
+        return (t * V.STEPS_PER_SECOND + units_per_second // 2) // units_per_second
+    return np.floor(t * (V.STEPS_PER_SECOND / units_per_second) + 0.5).astype(np.int64)
+
+
+def _quantize(pitch, velocity, start, end, units_per_second: int | float = 1.0):
+    """Times -> 10 ms steps (half up), zero length -> one step, one voice per pitch."""
+    if pitch.size == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty, empty
+    step_on = _to_steps(start, units_per_second)
+    step_off = np.maximum(_to_steps(end, units_per_second), step_on + 1)
     vbin = V.velocity_to_bin(velocity)
 
     order = np.lexsort((vbin, step_off, step_on, pitch))

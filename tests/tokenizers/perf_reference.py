@@ -63,12 +63,19 @@ def sustain_notes(notes: list[RefNote], sustain: list[tuple[float, int, int]]) -
     return [n for n in notes if id(n) not in dropped]
 
 
-def quantize(notes: list[RefNote]) -> list[tuple[int, int, int, int]]:
+def to_step(t, units_per_second=None) -> int:
+    """Round half up to 10 ms: float seconds, or exact integer time in 1/units_per_second s."""
+    if units_per_second is None:
+        return math.floor(max(t, 0.0) * 100 + 0.5)
+    return (100 * t + units_per_second // 2) // units_per_second
+
+
+def quantize(notes: list[RefNote], units_per_second=None) -> list[tuple[int, int, int, int]]:
     """-> sorted (pitch, start_step, end_step, velocity_bin), one voice per pitch."""
     by_onset = {}
     for n in notes:
-        on = math.floor(max(n.start, 0.0) * 100 + 0.5)
-        off = max(math.floor(max(n.end, 0.0) * 100 + 0.5), on + 1)
+        on = to_step(n.start, units_per_second)
+        off = max(to_step(n.end, units_per_second), on + 1)
         vbin = (min(max(n.velocity, 1), 127) - 1) // 4 + 1
         key = (n.pitch, on)
         if key not in by_onset or (off, vbin) > by_onset[key]:
