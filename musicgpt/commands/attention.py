@@ -18,20 +18,31 @@ def add_parser(subparsers) -> None:
     )
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--checkpoint", help="model dir (config.yaml + model.safetensors), run dir or .ckpt")
-    model.add_argument("--random-init", metavar="CONFIG", help="an untrained model: a preset (music-tiny) or YAML")
+    model.add_argument(
+        "--random-init", metavar="CONFIG", help="an untrained model: a preset (music-tiny) or YAML"
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--midi", help="a MIDI file")
     source.add_argument("--text", help="a text (text models)")
     p.add_argument("--out", required=True, help="the HTML page to write")
-    p.add_argument("--png", help="also write PNGs: FILE (the arcs of one query) and FILE-heads.png (per head)")
+    p.add_argument(
+        "--png", help="also write PNGs: FILE (the arcs of one query) and FILE-heads.png (per head)"
+    )
     p.add_argument("--layer", type=int, default=None, help="layer shown on opening (default: the last)")
     p.add_argument("--head", type=int, default=None, help="the only head shown on opening (default: all)")
     p.add_argument("--note", type=int, default=None, help="query note (index in the excerpt; default 3/4 in)")
+    p.add_argument("--arcs-per-head", type=int, default=6, help="arcs drawn per head (page on opening, PNG)")
     p.add_argument("--start", type=float, default=None, help="music: excerpt start, in seconds")
-    p.add_argument("--seconds", type=float, default=None, help="music: excerpt length (cut to the model's context)")
-    p.add_argument("--top-k", type=int, default=16, help="keys kept per query row in the page (default 16)")
+    p.add_argument(
+        "--seconds", type=float, default=None, help="music: excerpt length (cut to the model's context)"
+    )
+    p.add_argument(
+        "--top-k", type=int, default=None, help="keys kept per query row (default: up to 16, within ~4 MB)"
+    )
     p.add_argument("--precision", choices=("uint8", "float16"), default="uint8", help="stored weights")
-    p.add_argument("--tokenizer", help="tokenizer name or JSON (default: the checkpoint's, else performance/bytes)")
+    p.add_argument(
+        "--tokenizer", help="tokenizer name or JSON (default: the checkpoint's, else performance/bytes)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of --random-init weights")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.set_defaults(run=run)
@@ -59,9 +70,13 @@ def _model_and_tokenizer(args):
         tokenizer = load_tokenizer("performance" if args.midi else "bytes")
     is_music = tokenizer.name == "performance"
     if args.midi and not is_music:
-        raise MusicGPTError(f"--midi needs a music model, but its tokenizer is {tokenizer.name!r}; use --text")
+        raise MusicGPTError(
+            f"--midi needs a music model, but its tokenizer is {tokenizer.name!r}; use --text"
+        )
     if args.text is not None and is_music:
-        raise MusicGPTError("--text needs a text tokenizer, but this model reads performance events; use --midi")
+        raise MusicGPTError(
+            "--text needs a text tokenizer, but this model reads performance events; use --midi"
+        )
     if tokenizer.vocab_size > model.config.vocab_size:
         raise MusicGPTError(
             f"the {tokenizer.name} tokenizer has {tokenizer.vocab_size} ids; the model reads only {model.config.vocab_size}"
@@ -77,63 +92,92 @@ def _check_choice(name: str, value: int | None, n: int) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
-
     from musicgpt.errors import MusicGPTError
-    from musicgpt.viz import html, png
-    from musicgpt.viz.attention import AttentionData, excerpt_slice
 
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         raise MusicGPTError(f"--top-k must be at least 1, got {args.top_k}")
     tic = time.perf_counter()
     model, tokenizer, label = _model_and_tokenizer(args)
     c = model.config
     _check_choice("layer", args.layer, c.n_layer)
     _check_choice("head", args.head, c.n_head)
-    common = dict(layer=args.layer, head=args.head, top_k=args.top_k, precision=args.precision)
-    if args.midi:
-        ids = np.asarray(tokenizer.encode(args.midi), dtype=np.int64)
-        if ids.size == 0:
-            raise MusicGPTError(f"{args.midi}: no notes to draw")
-        wanted = excerpt_slice(tokenizer.token_times(ids), args.start, args.seconds)
-        data = AttentionData.from_music(model, ids, tokenizer, args.start, args.seconds)
-        first, last = data.token_times[0], data.token_times[-1]
-        if wanted.stop - wanted.start > data.n_tokens:
-            print(
-                f"musicgpt: the excerpt ({wanted.stop - wanted.start} tokens) is cut to the model's context of "
-                f"{c.block_size} tokens ({first:.2f}-{last:.2f} s); choose another with --start/--seconds",
-                file=sys.stderr,
-            )
-        _check_choice("note", args.note, len(data.notes))
-        what = f"{data.n_tokens} tokens, {len(data.notes)} notes, {first:.2f}-{last:.2f} s"
-        title = f"{Path(args.midi).name}: attention"
-        size = html.render_music_html(
-            data, args.out, title=title, subtitle=f"{what} · {label} · {c.n_layer} layers x {c.n_head} heads",
-            note=args.note, **common,
-        )  # fmt: skip
-    else:
-        ids = np.asarray(tokenizer.encode(args.text), dtype=np.int64)
-        if ids.size == 0:
-            raise MusicGPTError("--text is empty")
-        if ids.size > c.block_size:
-            print(f"musicgpt: the text is cut to the model's context of {c.block_size} tokens", file=sys.stderr)
-            ids = ids[: c.block_size]
-        data = AttentionData.from_model(model, ids, tokenizer)
-        what = f"{data.n_tokens} {tokenizer.name} tokens"
-        title = "text: attention"
-        size = html.render_text_html(
-            data, args.out, title=title, subtitle=f"{what} · {label} · {c.n_layer} layers x {c.n_head} heads",
-            token=None, **common,
-        )  # fmt: skip
+    about = f"{label} · {c.n_layer} layers x {c.n_head} heads"
+    if args.arcs_per_head < 1:
+        raise MusicGPTError(f"--arcs-per-head must be at least 1, got {args.arcs_per_head}")
+    options = dict(
+        layer=args.layer,
+        head=args.head,
+        top_k=args.top_k,
+        precision=args.precision,
+        per_head=args.arcs_per_head,
+    )
+    page = _music_page if args.midi else _text_page
+    data, size, what = page(args, model, tokenizer, about, options)
     print(f"wrote {args.out} ({size / 1e3:.0f} kB): {what}")
     if args.png:
-        heads = None if args.head is None else [args.head]
-        if args.midi:
-            png.render_arcs_png(data, args.png, note=args.note, layer=args.layer, heads=heads)
-        else:
-            png.render_text_arcs_png(data, args.png, layer=args.layer, heads=heads)
-        grid = Path(args.png).with_name(Path(args.png).stem + "-heads.png")
-        png.render_heads_png(data, grid)
-        print(f"wrote {args.png} and {grid}")
+        _pngs(args, data)
     print(f"in {time.perf_counter() - tic:.1f} s")
     return 0
+
+
+def _music_page(args, model, tokenizer, about: str, options: dict):
+    import numpy as np
+
+    from musicgpt.errors import MusicGPTError
+    from musicgpt.viz.attention import AttentionData, excerpt_slice
+    from musicgpt.viz.html import render_music_html
+
+    ids = np.asarray(tokenizer.encode(args.midi), dtype=np.int64)
+    if ids.size == 0:
+        raise MusicGPTError(f"{args.midi}: no notes to draw")
+    wanted = excerpt_slice(tokenizer.token_times(ids), args.start, args.seconds)
+    data = AttentionData.from_music(model, ids, tokenizer, args.start, args.seconds)
+    first, last = data.token_times[0], data.token_times[-1]
+    if wanted.stop - wanted.start > data.n_tokens:
+        print(
+            f"musicgpt: the excerpt ({wanted.stop - wanted.start} tokens) is cut to the model's context of "
+            f"{data.n_tokens} tokens ({first:.2f}-{last:.2f} s); choose another with --start/--seconds",
+            file=sys.stderr,
+        )
+    _check_choice("note", args.note, len(data.notes))
+    what = f"{data.n_tokens} tokens, {len(data.notes)} notes, {first:.2f}-{last:.2f} s"
+    title = f"{Path(args.midi).name}: attention"
+    size = render_music_html(
+        data, args.out, title=title, subtitle=f"{what} · {about}", note=args.note, **options
+    )
+    return data, size, what
+
+
+def _text_page(args, model, tokenizer, about: str, options: dict):
+    import numpy as np
+
+    from musicgpt.errors import MusicGPTError
+    from musicgpt.viz.attention import AttentionData
+    from musicgpt.viz.html import render_text_html
+
+    ids = np.asarray(tokenizer.encode(args.text), dtype=np.int64)
+    if ids.size == 0:
+        raise MusicGPTError("--text is empty")
+    block = model.config.block_size
+    if ids.size > block:
+        print(f"musicgpt: the text is cut to the model's context of {block} tokens", file=sys.stderr)
+        ids = ids[:block]
+    data = AttentionData.from_model(model, ids, tokenizer)
+    what = f"{data.n_tokens} {tokenizer.name} tokens"
+    size = render_text_html(data, args.out, title="text: attention", subtitle=f"{what} · {about}", **options)
+    return data, size, what
+
+
+def _pngs(args, data) -> None:
+    from musicgpt.viz import png
+
+    heads = None if args.head is None else [args.head]
+    if args.midi:
+        png.render_arcs_png(
+            data, args.png, note=args.note, layer=args.layer, heads=heads, per_head=args.arcs_per_head
+        )
+    else:
+        png.render_text_arcs_png(data, args.png, layer=args.layer, heads=heads, per_head=args.arcs_per_head)
+    grid = Path(args.png).with_name(Path(args.png).stem + "-heads.png")
+    png.render_heads_png(data, grid)
+    print(f"wrote {args.png} and {grid}")

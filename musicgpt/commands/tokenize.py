@@ -15,10 +15,16 @@ def add_parser(subparsers) -> None:
         "(VELOCITY_20 NOTE_ON_60 TIME_SHIFT_50 NOTE_OFF_60 ...) or, with --out, saves the ids as .npy.",
     )
     p.add_argument("midi", type=Path, help="MIDI file to encode")
-    p.add_argument("--out", type=Path, help="write the ids (int32, no EOS) to this .npy file instead of printing")
+    p.add_argument(
+        "--out", type=Path, help="write the ids (int32, no EOS) to this .npy file instead of printing"
+    )
     p.add_argument("--include-drums", action="store_true", help="keep drum tracks (left out by default)")
     p.add_argument(
-        "--programs", type=int, nargs="+", metavar="P", help="keep only non-drum instruments with these GM programs"
+        "--programs",
+        type=int,
+        nargs="+",
+        metavar="P",
+        help="keep only non-drum instruments with these GM programs",
     )
     p.add_argument("--no-sustain", action="store_true", help="do not apply the sustain pedal (CC64)")
     p.add_argument("--width", type=int, default=100, help="wrap printed tokens at this many characters")

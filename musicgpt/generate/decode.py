@@ -12,7 +12,8 @@ path (`use_cache=False`) cuts its window at exactly the same steps, so both see 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -32,6 +33,33 @@ def decode_step(model: GPT, token: torch.Tensor, input_pos: torch.Tensor) -> tor
     return model(token.view(-1, 1), input_pos, validate=False)[:, -1]
 
 
+def compiled_decode_step(model: GPT) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`decode_step` for this model through torch.compile, built once and kept on the model.
+
+    On CPU: inductor with the weights frozen into the graph (prepacked for oneDNN, AMX for bf16)
+    and max-autotune GEMMs. On CUDA: max-autotune with CUDA graphs. Compiling takes seconds to a
+    minute and happens again for each new batch size or cache length. Since frozen weights are
+    constants of the compiled code, the step is rebuilt whenever a parameter changed (its storage,
+    dtype or version counter) since it was compiled.
+    """
+    key = tuple((p.data_ptr(), p.dtype, p._version) for p in model.parameters())
+    cached = model.__dict__.get("_compiled_decode_step")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+
+    def step(token: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        return decode_step(model, token, input_pos)
+
+    if model.transformer.wte.weight.device.type == "cuda":
+        compiled = torch.compile(step, mode="max-autotune", fullgraph=True, dynamic=False)
+    else:
+        compiled = torch.compile(
+            step, fullgraph=True, dynamic=False, options={"freezing": True, "max_autotune": True}
+        )
+    model.__dict__["_compiled_decode_step"] = (key, compiled)
+    return compiled
+
+
 def generate(
     model: GPT,
     idx: torch.Tensor,
@@ -45,6 +73,7 @@ def generate(
     use_cache: bool = True,
     logits_mask: LogitsMask | None = None,
     window_shift: int | None = None,
+    compile: bool = False,
 ) -> torch.Tensor:
     """Continue the prompt idx (B, T); return it with the new tokens, (B, T + n_new), int64.
 
@@ -54,7 +83,7 @@ def generate(
     steps = list(
         generate_stream(
             model, idx, max_new_tokens, temperature, top_k, top_p, greedy,
-            stop_tokens, generator, use_cache, logits_mask, window_shift,
+            stop_tokens, generator, use_cache, logits_mask, window_shift, compile,
         )
     )  # fmt: skip
     prompt = idx.to(device=model.transformer.wte.weight.device, dtype=torch.long)
@@ -76,6 +105,7 @@ def generate_stream(
     use_cache: bool = True,
     logits_mask: LogitsMask | None = None,
     window_shift: int | None = None,
+    compile: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Yield the new tokens one step at a time, each a (B,) int64 tensor.
 
@@ -91,6 +121,8 @@ def generate_stream(
     logits_mask: a grammar (`musicgpt.tokenizers.base.LogitsMask`): `start(prompt)` once, then
     `allowed()` before and `advance(tokens)` after every step.
     window_shift: how far the window slides when the context is full (default block_size // 4).
+    compile: run the decode steps through `compiled_decode_step` (with use_cache only). Worth it for
+    long continuations: compiling costs seconds; bf16 weights (`model.to(torch.bfloat16)`) gain most.
 
     The model runs in eval mode under torch.inference_mode; its train/eval mode is restored at the
     end. Bad arguments raise at the call, before any iteration.
@@ -103,12 +135,14 @@ def generate_stream(
     if window_shift is None:
         window_shift = max(1, block_size // 4)
     if not 1 <= window_shift < block_size:
-        raise ModelInputError(f"window_shift must be in 1..{block_size - 1} (block_size - 1), got {window_shift!r}")
+        raise ModelInputError(
+            f"window_shift must be in 1..{block_size - 1} (block_size - 1), got {window_shift!r}"
+        )
     device = model.transformer.wte.weight.device
     stops = _stop_tensor(stop_tokens, model.config.vocab_size, device)
     return _stream(
         model, idx.to(device=device, dtype=torch.long), max_new_tokens, temperature, top_k, top_p, greedy,
-        stops, generator, use_cache, logits_mask, window_shift,
+        stops, generator, use_cache, logits_mask, window_shift, compile,
     )  # fmt: skip
 
 
@@ -126,6 +160,7 @@ def _stream(
     use_cache: bool,
     logits_mask: LogitsMask | None,
     window_shift: int,
+    compile: bool,
 ) -> Iterator[torch.Tensor]:
     if max_new_tokens == 0:
         return
@@ -138,6 +173,7 @@ def _stream(
         tokens = torch.empty(B, T + max_new_tokens, dtype=torch.long, device=idx.device)  # the whole history
         tokens[:, :T] = idx
         if use_cache:
+            step = compiled_decode_step(model) if compile else functools.partial(decode_step, model)
             cache_len = min(block_size, T + max_new_tokens)
             model.setup_cache(B, cache_len)
             positions = torch.arange(cache_len, device=idx.device)  # sliced into views: no per-step tensors
@@ -172,7 +208,7 @@ def _stream(
                     logits = prefill(model, tokens[:, n - keep : n], positions[:keep])
                     n_cached = keep
                 else:
-                    logits = decode_step(model, tok, positions[n_cached : n_cached + 1])
+                    logits = step(tok, positions[n_cached : n_cached + 1])
                     n_cached += 1
             else:
                 if n - start > block_size:

@@ -33,7 +33,9 @@ def check_sampling_args(temperature: float, top_k: int | None, top_p: float | No
 def apply_mask(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """Forbid tokens: -inf where `allowed` (batch, vocab) bool is False. Every row must allow one."""
     if allowed.shape != logits.shape:
-        raise SamplingError(f"mask of shape {tuple(allowed.shape)} does not match logits {tuple(logits.shape)}")
+        raise SamplingError(
+            f"mask of shape {tuple(allowed.shape)} does not match logits {tuple(logits.shape)}"
+        )
     empty = ~allowed.any(dim=-1)
     if empty.any():
         rows = empty.nonzero().flatten().tolist()
@@ -44,7 +46,9 @@ def apply_mask(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide by `temperature` > 0: below 1 sharpens, above 1 flattens. (0 is greedy, handled by the caller.)"""
     if not temperature > 0:
-        raise SamplingError(f"apply_temperature needs temperature > 0, got {temperature!r}; use greedy() for 0")
+        raise SamplingError(
+            f"apply_temperature needs temperature > 0, got {temperature!r}; use greedy() for 0"
+        )
     return logits if temperature == 1.0 else logits / temperature
 
 

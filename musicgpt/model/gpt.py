@@ -64,7 +64,9 @@ class GPTConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
-            raise ConfigError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+            raise ConfigError(
+                f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
+            )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if not float(self.layer_norm_epsilon) > 0:
@@ -149,14 +151,16 @@ class CausalSelfAttention(nn.Module):
         self,
         x: torch.Tensor,
         input_pos: torch.Tensor | None = None,
+        kv_len: int | None = None,
         mask: torch.Tensor | None = None,
         need_probs: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, C) -> (y (B, T, C), probs (B, nh, T, T) float32 if need_probs else None).
 
         Without `input_pos` the attention is plainly causal over x. With it, k and v are written to
-        the KV cache at those positions and the queries attend over the whole cache under `mask`
-        (B or 1, 1, T, cache_len), which hides the slots in the future or not written yet.
+        the KV cache at those positions and the queries attend over the first `kv_len` cache slots
+        (all of them if None) under `mask` (T, kv_len) bool, True where a query may look; a None
+        mask lets every query see every one of those slots.
         """
         B, T, C = x.shape
         hs = C // self.n_head
@@ -164,21 +168,24 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)
-        if input_pos is not None:
+        causal = input_pos is None
+        if not causal:
             k, v = self.kv_cache.update(input_pos, k, v)  # (B, nh, cache_len, hs)
+            k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         dropout_p = self.dropout if self.training else 0.0
 
         probs = None
         if need_probs:
             # The explicit path: the same softmax(QK^T / sqrt(hs) + mask) SDPA computes, in float32.
             att = (q.float() @ k.float().transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, L)
-            if mask is None:
+            if causal:
                 mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            att = att.masked_fill(~mask, float("-inf"))
+            if mask is not None:
+                att = att.masked_fill(~mask, float("-inf"))
             probs = att.softmax(dim=-1)
             y = F.dropout(probs, dropout_p, self.training).to(v.dtype) @ v  # (B, nh, T, hs)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y)), probs
 
@@ -207,10 +214,11 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         input_pos: torch.Tensor | None = None,
+        kv_len: int | None = None,
         mask: torch.Tensor | None = None,
         need_probs: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, probs = self.attn(self.ln_1(x), input_pos, mask, need_probs)
+        a, probs = self.attn(self.ln_1(x), input_pos, kv_len, mask, need_probs)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, probs
@@ -274,7 +282,9 @@ class GPT(nn.Module):
         written since the last prefill at 0); any other cache is replaced.
         """
         if not 1 <= max_seq_len <= self.config.block_size:
-            raise CacheError(f"max_seq_len must be in 1..block_size={self.config.block_size}, got {max_seq_len}")
+            raise CacheError(
+                f"max_seq_len must be in 1..block_size={self.config.block_size}, got {max_seq_len}"
+            )
         if batch_size < 1:
             raise CacheError(f"batch_size must be >= 1, got {batch_size}")
         weight = self.transformer.wte.weight
@@ -307,12 +317,15 @@ class GPT(nn.Module):
 
     # --- forward --------------------------------------------------------------------------------
 
-    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, validate: bool = True) -> torch.Tensor:
+    def forward(
+        self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, validate: bool = True
+    ) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab_size), always for every position.
 
         Without `input_pos` the tokens sit at positions 0..T-1 and nothing is cached. With
-        `input_pos` (T,) the tokens sit at those positions, their keys and values go into the KV
-        cache (see `setup_cache`) and attention reads everything cached at earlier positions.
+        `input_pos` (T,), increasing, the tokens sit at those positions, their keys and values go
+        into the KV cache (see `setup_cache`) and attention reads everything cached at earlier
+        positions (a prefill writes 0..T-1, each decode step the next one).
         `validate=False` skips the checks on ids and positions (the sampler's hot loop, whose
         inputs were checked once); bad ids then give undefined results.
         """
@@ -338,16 +351,23 @@ class GPT(nn.Module):
         self, idx: torch.Tensor, input_pos: torch.Tensor | None, need_probs: bool
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         B, T = idx.shape
+        kv_len = mask = None  # uncached: plain causal attention over idx itself
         if input_pos is None:
             pos = torch.arange(T, device=idx.device)
-            mask = None  # plain causal attention over idx itself
+        elif torch.compiler.is_compiling():
+            # Compiled: attend over the whole cache so every decode step has the same shapes;
+            # the slots after a query's position (empty or stale) are masked out.
+            pos, mask = input_pos, self.causal_mask[input_pos]  # (T, cache_len)
         else:
-            pos = input_pos
-            mask = self.causal_mask[input_pos]  # (T, cache_len): a query sees its own and earlier slots
+            # Eager: read only the slots written so far (input_pos increases, so its last entry is
+            # the furthest); the rest of the cache is masked anyway and reading it costs time.
+            pos, kv_len = input_pos, int(input_pos[-1]) + 1
+            if T > 1:  # one query at the newest position sees every slot up to it: no mask needed
+                mask = self.causal_mask[input_pos, :kv_len]  # (T, kv_len)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         all_probs = []
         for block in self.transformer.h:
-            x, probs = block(x, input_pos, mask, need_probs)
+            x, probs = block(x, input_pos, kv_len, mask, need_probs)
             if need_probs:
                 all_probs.append(probs)
         return self.lm_head(self.transformer.ln_f(x)), all_probs
@@ -374,15 +394,21 @@ class GPT(nn.Module):
         if input_pos is None:
             return
         if self.cache_shape is None:
-            raise CacheError("forward with input_pos needs a KV cache: call model.setup_cache(batch_size, max_seq_len)")
+            raise CacheError(
+                "forward with input_pos needs a KV cache: call model.setup_cache(batch_size, max_seq_len)"
+            )
         cache_batch, cache_len = self.cache_shape
         if B != cache_batch:
             raise CacheError(f"the KV cache was set up for batch size {cache_batch}, got a batch of {B}")
         if input_pos.dim() != 1 or input_pos.shape[0] != T:
-            raise ModelInputError(f"input_pos must be a (T,)=({T},) tensor of positions, got {tuple(input_pos.shape)}")
+            raise ModelInputError(
+                f"input_pos must be a (T,)=({T},) tensor of positions, got {tuple(input_pos.shape)}"
+            )
         lo, hi = torch.aminmax(input_pos)
         if lo < 0 or hi >= cache_len:
             raise CacheError(f"positions {int(lo)}..{int(hi)} do not fit the KV cache of length {cache_len}")
+        if T > 1 and not bool((input_pos[1:] > input_pos[:-1]).all()):
+            raise ModelInputError(f"input_pos must increase, got {input_pos.tolist()}")
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -440,8 +466,14 @@ class GPT(nn.Module):
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
-            raise ConfigError(f"{source}: weights do not fit the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise ConfigError(
+                f"{source}: weights do not fit the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
         for k, v in state.items():
+            if not isinstance(v, torch.Tensor):
+                raise ConfigError(f"{source}: {k} is a {type(v).__name__}, not a tensor")
             if v.shape != own[k].shape:
-                raise ConfigError(f"{source}: {k} has shape {tuple(v.shape)}, the config needs {tuple(own[k].shape)}")
+                raise ConfigError(
+                    f"{source}: {k} has shape {tuple(v.shape)}, the config needs {tuple(own[k].shape)}"
+                )
         self.load_state_dict(state, strict=False)

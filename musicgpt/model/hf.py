@@ -118,7 +118,9 @@ def load_hf_checkpoint(directory: str | Path) -> tuple[GPTConfig, dict[str, torc
         try:  # weights_only: a .bin file is a pickle, and a pickle can run code
             state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ConfigError(f"{directory / 'pytorch_model.bin'}: not a plain tensor checkpoint ({e})") from None
+            raise ConfigError(
+                f"{directory / 'pytorch_model.bin'}: not a plain tensor checkpoint ({e})"
+            ) from None
     else:
         raise ConfigError(f"{directory}: config.json but neither model.safetensors nor pytorch_model.bin")
     return config, state_from_hf(state)

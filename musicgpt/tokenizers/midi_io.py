@@ -30,7 +30,9 @@ class Part:
 
     pitch: np.ndarray  # (N,) int64
     velocity: np.ndarray  # (N,) int64
-    start: np.ndarray  # (N,) times in units of 1 / units_per_second s: int64 from files, float64 seconds from pretty_midi
+    start: (
+        np.ndarray
+    )  # (N,) times in units of 1 / units_per_second s: int64 from files, float64 seconds from pretty_midi
     end: np.ndarray  # (N,)
     sustain_time: np.ndarray  # (C,) times of the CC64 events, in file order
     sustain_value: np.ndarray  # (C,) int64
@@ -169,7 +171,9 @@ def parts_from_pretty_midi(pm) -> list[Part]:
     """One Part per pretty_midi instrument (its times are already seconds)."""
     parts = []
     for inst in pm.instruments:
-        notes = np.array([(n.pitch, n.velocity, n.start, n.end) for n in inst.notes], np.float64).reshape(-1, 4)
+        notes = np.array([(n.pitch, n.velocity, n.start, n.end) for n in inst.notes], np.float64).reshape(
+            -1, 4
+        )
         ccs = np.array(
             [(c.time, c.value) for c in inst.control_changes if c.number == SUSTAIN_CC], np.float64
         ).reshape(-1, 2)
@@ -197,7 +201,9 @@ def read_parts(source: Any) -> list[Part]:
         return parts_from_pretty_midi(source)
     if module.startswith("symusic"):
         return parts_from_score(source)
-    raise TypeError(f"expected a MIDI path, pretty_midi.PrettyMIDI or symusic.Score, got {type(source).__name__}")
+    raise TypeError(
+        f"expected a MIDI path, pretty_midi.PrettyMIDI or symusic.Score, got {type(source).__name__}"
+    )
 
 
 def select_parts(parts: list[Part], include_drums: bool, programs: tuple[int, ...] | None) -> list[Part]:
@@ -273,7 +279,8 @@ def pedal_notes(parts: list[Part], sustain_pedal: bool = True) -> tuple:
         return empty, empty, empty, empty, 1
     # note-seq's "end of piece" is the last event it walked: a note-off or a pedal event, any part
     last_time = max(
-        [p.end.max() for p in parts if p.end.size] + [p.sustain_time.max() for p in parts if p.sustain_time.size],
+        [p.end.max() for p in parts if p.end.size]
+        + [p.sustain_time.max() for p in parts if p.sustain_time.size],
         default=0,
     )
     pitch, velocity, start, end = [], [], [], []

@@ -90,7 +90,9 @@ assert (NUM_EVENT_IDS, EOS_ID, PAD_ID, VOCAB_SIZE) == (388, 388, 389, 390)
 
 # id -> (type index into EVENT_RANGES, value), as arrays for vectorized decoding
 _TYPE_OF_ID = np.concatenate([np.full(r.size, k, np.int8) for k, r in enumerate(EVENT_RANGES)])
-_VALUE_OF_ID = np.concatenate([np.arange(r.min_value, r.max_value + 1) for r in EVENT_RANGES]).astype(np.int32)
+_VALUE_OF_ID = np.concatenate([np.arange(r.min_value, r.max_value + 1) for r in EVENT_RANGES]).astype(
+    np.int32
+)
 _TYPE_NAMES = tuple(r.type for r in EVENT_RANGES)
 
 

@@ -125,7 +125,9 @@ def excerpt_slice(times: np.ndarray, start: float | None = None, seconds: float 
     if hi <= lo:
         last = float(times[-1]) if len(times) else 0.0
         span = "to the end" if seconds is None else f"for {seconds:g} s"
-        raise ExcerptError(f"no tokens from {start:g} s {span} (the piece's events run from 0 to {last:.2f} s)")
+        raise ExcerptError(
+            f"no tokens from {start:g} s {span} (the piece's events run from 0 to {last:.2f} s)"
+        )
     return slice(lo, hi)
 
 
@@ -255,7 +257,9 @@ def compact(attention: np.ndarray, k: int, precision: str = "uint8") -> CompactA
     index = np.empty((len(flat), rows, k), dtype=np.uint16 if n <= 65536 else np.uint32)
     value = np.empty((len(flat), rows, k), dtype=np.float32)
     for m, a in enumerate(flat):  # one (rows, n) matrix at a time: argsort's int64 copy stays small
-        top = np.argpartition(-a, k - 1, axis=-1)[:, :k] if k < n else np.broadcast_to(np.arange(n), (rows, n))
+        top = (
+            np.argpartition(-a, k - 1, axis=-1)[:, :k] if k < n else np.broadcast_to(np.arange(n), (rows, n))
+        )
         w = np.take_along_axis(a, top, axis=-1)
         order = np.lexsort((top, -w), axis=-1)  # strongest first, ties by earlier key
         index[m] = np.take_along_axis(top, order, axis=-1)

@@ -22,9 +22,23 @@ from musicgpt.io import atomic_write_text
 from musicgpt.viz.attention import AttentionData, CompactAttention, Notes, compact
 
 # Tableau 10: distinct on a dark background; heads past ten get golden-angle hues
-_TABLEAU = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
+_TABLEAU = [
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+]
 PITCH_NAMES = ["C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B"]
-DEFAULT_TOP_K = 16  # keys kept per query row (token heatmap and note arcs alike)
+DEFAULT_ARCS = 6  # arcs drawn per head on opening (the page's "arcs per head")
+MAX_TOP_K = 16  # keys kept per query row, when the page's budget allows
+TOKEN_BUDGET = 2_000_000  # bytes (before base64) for the token matrices of all layers and heads
+NOTE_BUDGET = 1_000_000  # the same for the note matrices
 
 
 def head_colors(n_head: int) -> list[str]:
@@ -47,6 +61,15 @@ def pitch_name(p: int) -> str:
     return f"{PITCH_NAMES[p % 12]}{p // 12 - 1}"
 
 
+def auto_top_k(n_matrices: int, n_rows: int, budget: int) -> int:
+    """Keys per row that keep `n_matrices` compacted matrices within `budget` bytes: 4 to MAX_TOP_K.
+
+    Each kept key costs 3 bytes (uint16 position, uint8 weight). A 2-layer, 2-head model keeps
+    16 keys per row of a 2,048-token excerpt; a 6-layer, 8-head one keeps 6.
+    """
+    return int(np.clip(budget // (3 * n_matrices * max(n_rows, 1)), 4, MAX_TOP_K))
+
+
 def default_query_note(n_notes: int) -> int:
     """Three quarters into the excerpt: late enough to have a past worth attending to."""
     return max(0, (3 * (n_notes - 1)) // 4)
@@ -56,7 +79,9 @@ def default_query_note(n_notes: int) -> int:
 
 
 def _b64(a: np.ndarray, dtype: str) -> str:
-    return base64.b64encode(np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()).decode("ascii")
+    return base64.b64encode(
+        np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    ).decode("ascii")
 
 
 def _compact_json(c: CompactAttention) -> dict[str, Any]:
@@ -76,12 +101,20 @@ def _compact_json(c: CompactAttention) -> dict[str, Any]:
 def _script_json(obj: Any) -> str:
     """JSON safe inside <script>: nothing in it can close the element or start a comment."""
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for ch, esc in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(ch, esc)
     return text
 
 
-def _init(data: AttentionData, layer: int | None, head: int | None, item: int | None, n_items: int) -> dict:
+def _init(
+    data: AttentionData, layer: int | None, head: int | None, item: int | None, n_items: int, per_head: int
+) -> dict:
     layer = data.n_layer - 1 if layer is None else layer
     if not 0 <= layer < data.n_layer:
         raise ValueError(f"layer {layer} does not exist: the model has layers 0..{data.n_layer - 1}")
@@ -94,7 +127,7 @@ def _init(data: AttentionData, layer: int | None, head: int | None, item: int | 
         "heads": list(range(data.n_head)) if head is None else [head],
         "hmHead": 0 if head is None else head,
         "item": item,
-        "perHead": 8,
+        "perHead": per_head,
     }
 
 
@@ -118,9 +151,13 @@ def piano_roll_svg(notes: Notes, t0: float, t1: float) -> str:
     out = [f'<svg id="roll" width="{width:.0f}" height="{height:.0f}" role="img" aria-label="piano roll">']
     for p in range(lo, hi + 1):  # black keys as darker bands, a line and a name at every C
         if p % 12 in (1, 3, 6, 8, 10):
-            out.append(f'<rect class="band" x="{ROLL_LEFT}" y="{y(p):.1f}" width="{width - ROLL_LEFT:.0f}" height="{rh:.1f}"/>')
+            out.append(
+                f'<rect class="band" x="{ROLL_LEFT}" y="{y(p):.1f}" width="{width - ROLL_LEFT:.0f}" height="{rh:.1f}"/>'
+            )
         if p % 12 == 0:
-            out.append(f'<line class="cline" x1="{ROLL_LEFT}" x2="{width:.0f}" y1="{y(p) + rh:.1f}" y2="{y(p) + rh:.1f}"/>')
+            out.append(
+                f'<line class="cline" x1="{ROLL_LEFT}" x2="{width:.0f}" y1="{y(p) + rh:.1f}" y2="{y(p) + rh:.1f}"/>'
+            )
             out.append(f'<text x="4" y="{y(p) + rh:.1f}">{pitch_name(p)}</text>')
     step = next(s for s in (0.5, 1, 2, 5, 10, 15, 30, 60, 120) if s * pps >= 70)
     base = y(lo - 1)
@@ -175,7 +212,9 @@ def _asset(name: str) -> str:
     return resources.files("musicgpt.viz").joinpath("assets", name).read_text(encoding="utf-8")
 
 
-def _page(*, mode: str, title: str, subtitle: str, item: str, explain: str, top_k: int, view: str, payload: dict) -> str:
+def _page(
+    *, mode: str, title: str, subtitle: str, item: str, explain: str, top_k: int, view: str, payload: dict
+) -> str:
     fields = {
         "{{MODE}}": mode,
         "{{TITLE}}": html.escape(title),
@@ -194,6 +233,7 @@ def _page(*, mode: str, title: str, subtitle: str, item: str, explain: str, top_
 
 def _common_payload(data: AttentionData, mode: str, top_k: int, precision: str) -> dict[str, Any]:
     return {
+        "topK": top_k,
         "mode": mode,
         "nLayer": data.n_layer,
         "nHead": data.n_head,
@@ -212,8 +252,9 @@ def music_page(
     layer: int | None = None,
     head: int | None = None,
     note: int | None = None,
-    top_k: int = DEFAULT_TOP_K,
+    top_k: int | None = None,
     precision: str = "uint8",
+    per_head: int = DEFAULT_ARCS,
 ) -> str:
     """The piano-roll page as a string; see `render_music_html`."""
     notes = data.notes
@@ -222,9 +263,12 @@ def music_page(
     n = len(notes)
     note = default_query_note(n) if note is None and n else note
     note_attn = data.note_attention()
-    payload = _common_payload(data, "music", top_k, precision)
-    payload["init"] = _init(data, layer, head, note, n)
-    payload["items"] = _compact_json(compact(note_attn, top_k, precision)) if n else None
+    n_matrices = data.n_layer * data.n_head
+    token_k = top_k or auto_top_k(n_matrices, data.n_tokens, TOKEN_BUDGET)
+    payload = _common_payload(data, "music", token_k, precision)
+    payload["init"] = _init(data, layer, head, note, n, per_head)
+    note_k = top_k or auto_top_k(n_matrices, n, NOTE_BUDGET)
+    payload["items"] = _compact_json(compact(note_attn, note_k, precision)) if n else None
     share = np.clip(np.rint(note_attn.sum(-1) * 255), 0, 255).astype(np.uint8)  # (L, H, N)
     payload["noteShare"] = _b64(share, "u1")
     payload["notes"] = {
@@ -243,7 +287,7 @@ def music_page(
     )
     return _page(
         mode="music", title=title, subtitle=subtitle, item="note", explain=explain,
-        top_k=top_k, view=piano_roll_svg(notes, t0, t1), payload=payload,
+        top_k=token_k, view=piano_roll_svg(notes, t0, t1), payload=payload,
     )  # fmt: skip
 
 
@@ -251,8 +295,9 @@ def render_music_html(data: AttentionData, path: str | Path, **options: Any) -> 
     """Write the piano-roll attention page for `data` (from `AttentionData.from_music`); returns its bytes.
 
     Options: title, subtitle, layer (default the last), head (default all shown), note (the query
-    note chosen on opening, default three quarters in), top_k (keys kept per query row), precision
-    ("uint8" or "float16").
+    note chosen on opening, default three quarters in), top_k (keys kept per query row; default
+    `auto_top_k` within TOKEN_BUDGET / NOTE_BUDGET), precision ("uint8" or "float16"), per_head
+    (arcs per head on opening).
     """
     options.setdefault("title", "attention")
     page = music_page(data, **options)
@@ -268,13 +313,15 @@ def text_page(
     layer: int | None = None,
     head: int | None = None,
     token: int | None = None,
-    top_k: int = DEFAULT_TOP_K,
+    top_k: int | None = None,
     precision: str = "uint8",
+    per_head: int = DEFAULT_ARCS,
 ) -> str:
     """The token-row page as a string; see `render_text_html`."""
     token = data.n_tokens - 1 if token is None else token
+    top_k = top_k or auto_top_k(data.n_layer * data.n_head, data.n_tokens, TOKEN_BUDGET)
     payload = _common_payload(data, "text", top_k, precision)
-    payload["init"] = _init(data, layer, head, token, data.n_tokens)
+    payload["init"] = _init(data, layer, head, token, data.n_tokens, per_head)
     explain = "Each arc: the weight the chosen token's query gives an earlier token. Width by weight."
     return _page(
         mode="text", title=title, subtitle=subtitle, item="token", explain=explain,
@@ -286,7 +333,7 @@ def render_text_html(data: AttentionData, path: str | Path, **options: Any) -> i
     """Write the text attention page (tokens in a row, arcs between them); returns its bytes.
 
     `data` from `AttentionData.from_model(model, ids, tokenizer)`. Options: title, subtitle,
-    layer, head, token (the query chosen on opening, default the last), top_k, precision.
+    layer, head, token (the query chosen on opening, default the last), top_k, precision, per_head.
     """
     options.setdefault("title", "attention")
     page = text_page(data, **options)

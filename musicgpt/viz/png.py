@@ -13,7 +13,7 @@ import numpy as np
 
 from musicgpt.io import atomic_write_bytes
 from musicgpt.viz.attention import AttentionData, strongest_keys
-from musicgpt.viz.html import default_query_note, head_colors, pitch_name
+from musicgpt.viz.html import DEFAULT_ARCS, default_query_note, head_colors, pitch_name
 
 BG, PANEL, TEXT, MUTED, SELECTED = "#0f1115", "#171a21", "#d7dce3", "#8a93a3", "#ffd166"
 MASKED = "#2c3038"
@@ -41,30 +41,49 @@ def _save(fig, path: str | Path, dpi: int) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _arcs(ax, points: np.ndarray, query: int, arcs: list[tuple[int, int, float]], colors: list[str], rise: float):
+def _arcs(
+    ax, points: np.ndarray, query: int, arcs: list[tuple[int, int, float]], colors: list[str], rise: float
+):
     """Quadratic curves from each key point to the query point, bowing up by `rise` per unit of x."""
-    from matplotlib.path import Path as MPath
     from matplotlib.patches import PathPatch
+    from matplotlib.path import Path as MPath
 
     if not arcs:
         return 0.0
     wmax = max(w for _, _, w in arcs)
     xq, yq = points[query]
     peak = 0.0
-    for n, (h, j, w) in enumerate(sorted(arcs, key=lambda a: a[2])):  # strongest drawn last, on top
+    for h, j, w in sorted(arcs, key=lambda a: a[2]):  # strongest drawn last, on top
         xk, yk = points[j]
         lift = rise * (abs(xq - xk) ** 0.7) + 2.0
         ctrl = (xk + xq) / 2, max(yk, yq) + 2 * lift
         peak = max(peak, (max(yk, yq) + ctrl[1]) / 2)
         path = MPath([(xk, yk), ctrl, (xq, yq)], [MPath.MOVETO, MPath.CURVE3, MPath.CURVE3])
-        ax.add_patch(PathPatch(path, fill=False, edgecolor=colors[h], lw=0.8 + 4.5 * w / wmax, alpha=0.8, zorder=3))
+        ax.add_patch(
+            PathPatch(path, fill=False, edgecolor=colors[h], lw=0.8 + 4.5 * w / wmax, alpha=0.8, zorder=3)
+        )
         ax.plot([xk], [yk], "o", ms=3.5, color=colors[h], mec=BG, mew=0.6, zorder=4)
-        if n >= len(arcs) - 3:  # label the three strongest
-            ax.annotate(
-                f"h{h} {w:.3f}", (xk, yk), xytext=(4, 6 + 10 * (len(arcs) - 1 - n)), textcoords="offset points",
-                color=colors[h], fontsize=8, fontweight="bold", zorder=5,
-            )  # fmt: skip
+    for rank, (h, j, _) in enumerate(arcs[:3], start=1):  # arcs come strongest first
+        ax.annotate(
+            str(rank), points[j], xytext=(-4, 5), textcoords="offset points", ha="right", color=colors[h],
+            fontsize=9, fontweight="bold", zorder=5, path_effects=[_halo()],
+        )  # fmt: skip
     return peak
+
+
+def _halo():
+    from matplotlib import patheffects
+
+    return patheffects.withStroke(linewidth=2.5, foreground=BG)
+
+
+def _strongest(ax, arcs: list[tuple[int, int, float]], colors: list[str], name) -> None:
+    """The numbered strongest arcs, spelled out in the top right corner."""
+    for rank, (h, j, w) in enumerate(arcs[:3], start=1):
+        ax.text(
+            0.995, 0.975 - 0.055 * (rank - 1), f"{rank}  head {h}  {w:.3f}  → {name(j)}", transform=ax.transAxes,
+            ha="right", va="top", color=colors[h], fontsize=8, fontweight="bold", path_effects=[_halo()], zorder=6,
+        )  # fmt: skip
 
 
 def _legend(ax, heads: list[int], colors: list[str]) -> None:
@@ -85,7 +104,7 @@ def render_arcs_png(
     note: int | None = None,
     layer: int | None = None,
     heads: list[int] | None = None,
-    per_head: int = 6,
+    per_head: int = DEFAULT_ARCS,
     threshold: float = 0.0,
     title: str | None = None,
     dpi: int = 120,
@@ -113,7 +132,10 @@ def render_arcs_png(
     _style(ax)
     shade = np.array([to_rgba("#c9d4e3", 0.3 + 0.7 * v / 127) for v in notes.velocity])
     shade[note] = to_rgba(SELECTED)
-    rects = [Rectangle((s, p - 0.42), max(e - s, 0.02), 0.84) for s, e, p in zip(notes.start, notes.end, notes.pitch)]
+    rects = [
+        Rectangle((s, p - 0.42), max(e - s, 0.02), 0.84)
+        for s, e, p in zip(notes.start, notes.end, notes.pitch, strict=True)
+    ]
     ax.add_collection(PatchCollection(rects, facecolors=shade, edgecolors="none", zorder=2))
     points = np.stack([notes.start, notes.pitch.astype(np.float64)], axis=1)
     t0, t1 = float(notes.start.min()), float(notes.end.max())
@@ -121,8 +143,12 @@ def render_arcs_png(
     peak = _arcs(ax, points, note, arcs, colors, rise=(hi - lo) * 0.35 / max(t1 - t0, 1e-3) ** 0.7)
     ax.set_xlim(t0 - 0.2, t1 + 0.2)
     ax.set_ylim(lo, max(hi, peak + 2) + 0.15 * (hi - lo))  # headroom for the legend
-    ax.set_yticks([p for p in range(lo, hi + 1) if p % 12 == 0], [pitch_name(p) for p in range(lo, hi + 1) if p % 12 == 0])
+    ax.set_yticks(
+        [p for p in range(lo, hi + 1) if p % 12 == 0],
+        [pitch_name(p) for p in range(lo, hi + 1) if p % 12 == 0],
+    )
     ax.set_xlabel("time (s)", color=MUTED, fontsize=9)
+    _strongest(ax, arcs, colors, lambda j: f"{pitch_name(int(notes.pitch[j]))} at {notes.start[j]:.2f} s")
     ax.grid(axis="y", color="#262b36", lw=0.6, zorder=1)
     _legend(ax, heads, colors)
     q = f"{pitch_name(int(notes.pitch[note]))} at {notes.start[note]:.2f} s (note {note})"
@@ -141,7 +167,12 @@ def _max_pool(a: np.ndarray, size: int) -> np.ndarray:
 
 
 def render_heads_png(
-    data: AttentionData, path: str | Path, *, layers: list[int] | None = None, dpi: int = 110, pixels: int = 256
+    data: AttentionData,
+    path: str | Path,
+    *,
+    layers: list[int] | None = None,
+    dpi: int = 110,
+    pixels: int = 256,
 ) -> int:
     """A grid of heatmaps, one per (layer, head): log10 weight, the masked triangle grey. Returns bytes."""
     from matplotlib import colormaps
@@ -181,7 +212,7 @@ def render_text_arcs_png(
     token: int | None = None,
     layer: int | None = None,
     heads: list[int] | None = None,
-    per_head: int = 6,
+    per_head: int = DEFAULT_ARCS,
     window: int = 48,
     dpi: int = 120,
 ) -> int:
@@ -204,6 +235,7 @@ def render_text_arcs_png(
     for i, s in enumerate(shown):
         ax.text(i, -0.4, s, rotation=0 if upright else 90, ha="center", va="top", fontsize=8, family="monospace",
                 color=SELECTED if i == n - 1 else TEXT)  # fmt: skip
+    _strongest(ax, arcs, colors, lambda j: f"{data.token_names[first + j]!r} (token {first + j})")
     ax.set_xlim(-1, n)
     ax.set_ylim(-0.2, max(peak, 1.0) * 1.25 + 1)
     ax.set_xticks([])

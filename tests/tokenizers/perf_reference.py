@@ -17,7 +17,13 @@ _SUSTAIN_ON, _SUSTAIN_OFF, _NOTE_ON, _NOTE_OFF = 0, 1, 2, 3
 
 class RefNote:
     def __init__(self, pitch, velocity, start, end, instrument):
-        self.pitch, self.velocity, self.start, self.end, self.instrument = pitch, velocity, start, end, instrument
+        self.pitch, self.velocity, self.start, self.end, self.instrument = (
+            pitch,
+            velocity,
+            start,
+            end,
+            instrument,
+        )
 
 
 def sustain_notes(notes: list[RefNote], sustain: list[tuple[float, int, int]]) -> list[RefNote]:
@@ -106,5 +112,5 @@ def decoded_as_tuples(decoded) -> list[tuple[int, int, int, int]]:
     """DecodedNotes -> the same sorted (pitch, start_step, end_step, velocity_bin) form."""
     return sorted(
         (int(p), round(s * 100), round(e * 100), (int(v) - 1) // 4 + 1)
-        for p, s, e, v in zip(decoded.pitch, decoded.start, decoded.end, decoded.velocity)
+        for p, s, e, v in zip(decoded.pitch, decoded.start, decoded.end, decoded.velocity, strict=True)
     )

@@ -52,7 +52,9 @@ def reference_from_file(path, include_drums=False):
     for k, track in enumerate(score.tracks):
         if track.is_drum and not include_drums:
             continue
-        notes += [RefNote(n.pitch, n.velocity, time(n.time), time(n.time + n.duration), k) for n in track.notes]
+        notes += [
+            RefNote(n.pitch, n.velocity, time(n.time), time(n.time + n.duration), k) for n in track.notes
+        ]
         sustain += [(time(c.time), c.value, k) for c in track.controls if c.number == 64]
     return quantize(sustain_notes(notes, sustain), units_per_second=1_000_000 * score.ticks_per_quarter)
 
@@ -99,7 +101,9 @@ def test_decoded_midi_file_reencodes_to_the_same_ids(path):
     assert np.array_equal(TOK.encode(symusic.Score.from_midi(buffer.getvalue())), ids)
 
 
-@pytest.mark.parametrize("path", MAESTRO_FILES[:1] + PIANO_FILES[-2:] + MULTITRACK_FILES[:1], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", MAESTRO_FILES[:1] + PIANO_FILES[-2:] + MULTITRACK_FILES[:1], ids=lambda p: p.name
+)
 @pytest.mark.filterwarnings("ignore:Tempo, Key or Time signature:RuntimeWarning")
 def test_pretty_midi_input_encodes_like_the_path(path):
     # (files where both parsers pair overlapping same-pitch note-offs alike; POP909 does not:

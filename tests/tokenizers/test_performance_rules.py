@@ -39,7 +39,7 @@ def notes_of(decoded) -> list[tuple]:
     """(pitch, velocity, start_step, end_step) in NOTE_ON order."""
     return [
         (int(p), int(v), round(s * 100), round(e * 100))
-        for p, v, s, e in zip(decoded.pitch, decoded.velocity, decoded.start, decoded.end)
+        for p, v, s, e in zip(decoded.pitch, decoded.velocity, decoded.start, decoded.end, strict=True)
     ]
 
 
@@ -79,9 +79,15 @@ def test_pedal_never_released_holds_to_the_last_event():
 def test_restrike_under_pedal_ends_the_earlier_note_at_the_new_onset():
     pedal = [(0.0, 127), (3.0, 0)]
     # released and sustained, then struck again
-    assert round_trip(piano([(60, 80, 0.0, 0.5), (60, 90, 1.0, 1.2)], pedal)) == [(60, 77, 0, 100), (60, 89, 100, 300)]
+    assert round_trip(piano([(60, 80, 0.0, 0.5), (60, 90, 1.0, 1.2)], pedal)) == [
+        (60, 77, 0, 100),
+        (60, 89, 100, 300),
+    ]
     # still held by the finger when struck again
-    assert round_trip(piano([(60, 80, 0.0, 2.0), (60, 90, 1.0, 1.2)], pedal)) == [(60, 77, 0, 100), (60, 89, 100, 300)]
+    assert round_trip(piano([(60, 80, 0.0, 2.0), (60, 90, 1.0, 1.2)], pedal)) == [
+        (60, 77, 0, 100),
+        (60, 89, 100, 300),
+    ]
     # struck twice at one instant: note-seq drops the first (file order), whatever its length
     assert round_trip(piano([(60, 100, 1.0, 2.5), (60, 40, 1.0, 1.2)], pedal)) == [(60, 37, 100, 300)]
 
@@ -116,11 +122,19 @@ def test_simultaneous_notes_offs_before_ons_each_by_pitch():
         "VELOCITY_20 NOTE_ON_60 NOTE_ON_64 TIME_SHIFT_100 NOTE_OFF_60 NOTE_OFF_64 NOTE_ON_55 NOTE_ON_60 "
         "TIME_SHIFT_50 NOTE_OFF_55 NOTE_OFF_60"
     )
-    assert sorted(round_trip(pm)) == [(55, 77, 100, 150), (60, 77, 0, 100), (60, 77, 100, 150), (64, 77, 0, 100)]
+    assert sorted(round_trip(pm)) == [
+        (55, 77, 100, 150),
+        (60, 77, 0, 100),
+        (60, 77, 100, 150),
+        (64, 77, 0, 100),
+    ]
 
 
 def test_zero_length_notes_last_one_step():
-    assert names(TOK.encode(piano([(60, 80, 0.5, 0.5)]))) == "TIME_SHIFT_50 VELOCITY_20 NOTE_ON_60 TIME_SHIFT_1 NOTE_OFF_60"
+    assert (
+        names(TOK.encode(piano([(60, 80, 0.5, 0.5)])))
+        == "TIME_SHIFT_50 VELOCITY_20 NOTE_ON_60 TIME_SHIFT_1 NOTE_OFF_60"
+    )
     # 0.501 and 0.504 both round to step 50
     assert round_trip(piano([(60, 80, 0.501, 0.504)])) == [(60, 77, 50, 51)]
 
@@ -142,14 +156,24 @@ def test_velocity_event_only_when_the_bin_changes():
 def test_drums_left_out_unless_asked():
     pm = midi((0, False, [(60, 80, 0.0, 0.5)], []), (0, True, [(36, 100, 0.0, 0.1)], []))
     assert round_trip(pm) == [(60, 77, 0, 50)]
-    assert sorted(round_trip(pm, PerformanceTokenizer(include_drums=True))) == [(36, 97, 0, 10), (60, 77, 0, 50)]
+    assert sorted(round_trip(pm, PerformanceTokenizer(include_drums=True))) == [
+        (36, 97, 0, 10),
+        (60, 77, 0, 50),
+    ]
 
 
 def test_instruments_merge_into_one_piano_or_are_picked_by_program():
-    pm = midi((0, False, [(60, 80, 0.0, 0.5)], []), (40, False, [(76, 60, 0.25, 1.0)], []), (33, False, [(40, 100, 0.0, 1.0)], []))
+    pm = midi(
+        (0, False, [(60, 80, 0.0, 0.5)], []),
+        (40, False, [(76, 60, 0.25, 1.0)], []),
+        (33, False, [(40, 100, 0.0, 1.0)], []),
+    )
     assert sorted(round_trip(pm)) == [(40, 97, 0, 100), (60, 77, 0, 50), (76, 57, 25, 100)]
     assert round_trip(pm, PerformanceTokenizer(programs=[40])) == [(76, 57, 25, 100)]
-    assert sorted(round_trip(pm, PerformanceTokenizer(programs=[0, 33]))) == [(40, 97, 0, 100), (60, 77, 0, 50)]
+    assert sorted(round_trip(pm, PerformanceTokenizer(programs=[0, 33]))) == [
+        (40, 97, 0, 100),
+        (60, 77, 0, 50),
+    ]
     out = TOK.decode(TOK.encode(pm))
     assert len(out.instruments) == 1 and out.instruments[0].program == 0 and not out.instruments[0].is_drum
 
@@ -165,13 +189,17 @@ def test_no_notes_encode_to_an_empty_array():
 
 
 def test_unmatched_note_offs_are_ignored():
-    d = TOK.decode_notes(ids_of("NOTE_OFF_60 VELOCITY_20 NOTE_ON_60 TIME_SHIFT_10 NOTE_OFF_60 NOTE_OFF_60 NOTE_OFF_61"))
+    d = TOK.decode_notes(
+        ids_of("NOTE_OFF_60 VELOCITY_20 NOTE_ON_60 TIME_SHIFT_10 NOTE_OFF_60 NOTE_OFF_60 NOTE_OFF_61")
+    )
     assert notes_of(d) == [(60, 77, 0, 10)]
     assert d.on_token.tolist() == [2] and d.off_token.tolist() == [4]
 
 
 def test_open_notes_of_one_pitch_close_first_in_first_out():
-    d = TOK.decode_notes(ids_of("NOTE_ON_60 TIME_SHIFT_10 NOTE_ON_60 TIME_SHIFT_10 NOTE_OFF_60 TIME_SHIFT_10 NOTE_OFF_60"))
+    d = TOK.decode_notes(
+        ids_of("NOTE_ON_60 TIME_SHIFT_10 NOTE_ON_60 TIME_SHIFT_10 NOTE_OFF_60 TIME_SHIFT_10 NOTE_OFF_60")
+    )
     assert notes_of(d) == [(60, 61, 0, 20), (60, 61, 10, 30)]  # no VELOCITY yet: bin 16 = velocity 61
     assert d.off_token.tolist() == [4, 6]
 
@@ -193,11 +221,17 @@ def test_note_closed_at_its_onset_step_lasts_one_step():
 def test_eos_and_pad_are_skipped():
     plain = ids_of("NOTE_ON_60 TIME_SHIFT_10 NOTE_OFF_60 NOTE_ON_61 TIME_SHIFT_5")
     padded = ids_of("PAD NOTE_ON_60 TIME_SHIFT_10 EOS NOTE_OFF_60 NOTE_ON_61 PAD TIME_SHIFT_5 EOS")
-    assert notes_of(TOK.decode_notes(padded)) == notes_of(TOK.decode_notes(plain)) == [(60, 61, 0, 10), (61, 61, 10, 15)]
+    assert (
+        notes_of(TOK.decode_notes(padded))
+        == notes_of(TOK.decode_notes(plain))
+        == [(60, 61, 0, 10), (61, 61, 10, 15)]
+    )
 
 
 def test_token_times_are_the_clock_before_each_token():
-    ids = ids_of("VELOCITY_20 NOTE_ON_60 TIME_SHIFT_50 NOTE_OFF_60 TIME_SHIFT_100 TIME_SHIFT_7 NOTE_ON_61 EOS")
+    ids = ids_of(
+        "VELOCITY_20 NOTE_ON_60 TIME_SHIFT_50 NOTE_OFF_60 TIME_SHIFT_100 TIME_SHIFT_7 NOTE_ON_61 EOS"
+    )
     assert TOK.token_times(ids).tolist() == [0.0, 0.0, 0.0, 0.5, 0.5, 1.5, 1.57, 1.57]
 
 
@@ -227,7 +261,9 @@ def test_symusic_scores_are_accepted(tmp_path):
 def test_settings_save_and_load(tmp_path):
     from musicgpt.tokenizers import load_tokenizer
 
-    tok = PerformanceTokenizer(include_drums=True, programs=[0, 40], max_note_seconds=4.0, sustain_pedal=False)
+    tok = PerformanceTokenizer(
+        include_drums=True, programs=[0, 40], max_note_seconds=4.0, sustain_pedal=False
+    )
     d = tok.to_dict()
     assert d == {
         "name": "performance",

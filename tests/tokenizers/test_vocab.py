@@ -71,7 +71,9 @@ def test_non_integer_ids_are_rejected():
         V.check_ids(np.zeros((2, 2), np.int64))
 
 
-@pytest.mark.parametrize("name", ["NOTE_ON_128", "TIME_SHIFT_0", "VELOCITY_33", "FOO_1", "NOTE_ON", "EOS_0", "PAD_1"])
+@pytest.mark.parametrize(
+    "name", ["NOTE_ON_128", "TIME_SHIFT_0", "VELOCITY_33", "FOO_1", "NOTE_ON", "EOS_0", "PAD_1"]
+)
 def test_bad_names(name):
     with pytest.raises(V.TokenIdError):
         V.name_to_id(name)
@@ -79,7 +81,17 @@ def test_bad_names(name):
 
 def test_velocity_bins_are_note_seqs():
     # note-seq: bin size ceil(127 / 32) = 4, bin = (v - 1) // 4 + 1, a bin decodes to 1 + 4 * (bin - 1)
-    assert [int(V.velocity_to_bin(v)) for v in (1, 4, 5, 8, 9, 64, 124, 125, 127)] == [1, 1, 2, 2, 3, 16, 31, 32, 32]
+    assert [int(V.velocity_to_bin(v)) for v in (1, 4, 5, 8, 9, 64, 124, 125, 127)] == [
+        1,
+        1,
+        2,
+        2,
+        3,
+        16,
+        31,
+        32,
+        32,
+    ]
     assert [int(V.bin_to_velocity(b)) for b in (1, 2, 16, 31, 32)] == [1, 5, 61, 121, 125]
     assert int(V.velocity_to_bin(0)) == 1 and int(V.velocity_to_bin(200)) == 32  # clipped
     bins = np.arange(1, 33)

@@ -63,7 +63,15 @@ def test_probabilities_too_long_for_the_context(model, piano_ids):
 
 
 def test_map_two_overlapping_notes():
-    ids = ids_of("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_50", "NOTE_ON_64", "TIME_SHIFT_10", "NOTE_OFF_60", "NOTE_OFF_64")
+    ids = ids_of(
+        "VELOCITY_20",
+        "NOTE_ON_60",
+        "TIME_SHIFT_50",
+        "NOTE_ON_64",
+        "TIME_SHIFT_10",
+        "NOTE_OFF_60",
+        "NOTE_OFF_64",
+    )
     m = token_note_map(TOK.decode_notes(ids), len(ids))
     assert m.note_of_on.tolist() == [-1, 0, -1, 1, -1, -1, -1]
     assert m.note_of_off.tolist() == [-1, -1, -1, -1, -1, 0, 1]
@@ -71,7 +79,15 @@ def test_map_two_overlapping_notes():
 
 
 def test_map_same_pitch_struck_twice_pairs_first_in_first_out():
-    ids = ids_of("NOTE_ON_60", "TIME_SHIFT_10", "NOTE_ON_60", "TIME_SHIFT_10", "NOTE_OFF_60", "TIME_SHIFT_10", "NOTE_OFF_60")
+    ids = ids_of(
+        "NOTE_ON_60",
+        "TIME_SHIFT_10",
+        "NOTE_ON_60",
+        "TIME_SHIFT_10",
+        "NOTE_OFF_60",
+        "TIME_SHIFT_10",
+        "NOTE_OFF_60",
+    )
     m = token_note_map(TOK.decode_notes(ids), len(ids))
     assert m.note_of_on.tolist() == [0, -1, 1, -1, -1, -1, -1]
     assert m.note_of_off.tolist() == [-1, -1, -1, -1, 0, -1, 1]
@@ -86,7 +102,9 @@ def test_map_open_note_and_stray_note_off():
 
 
 def test_map_rejects_notes_that_do_not_fit():
-    notes = Notes(*(np.zeros(2, int) for _ in range(4)), on_token=np.array([1, 1]), off_token=np.array([-1, -1]))
+    notes = Notes(
+        *(np.zeros(2, int) for _ in range(4)), on_token=np.array([1, 1]), off_token=np.array([-1, -1])
+    )
     with pytest.raises(ValueError, match="share"):
         token_note_map(notes, 4)
     bad = Notes(*(np.zeros(1, int) for _ in range(4)), on_token=np.array([3]), off_token=np.array([2]))
@@ -97,7 +115,15 @@ def test_map_rejects_notes_that_do_not_fit():
 
 
 def test_note_attention_is_the_note_on_rows_and_columns(model):
-    ids = ids_of("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_50", "NOTE_ON_64", "NOTE_ON_67", "TIME_SHIFT_10", "NOTE_OFF_60")
+    ids = ids_of(
+        "VELOCITY_20",
+        "NOTE_ON_60",
+        "TIME_SHIFT_50",
+        "NOTE_ON_64",
+        "NOTE_ON_67",
+        "TIME_SHIFT_10",
+        "NOTE_OFF_60",
+    )
     a = attention_probs(model, ids)
     m = token_note_map(TOK.decode_notes(ids), len(ids))
     n = note_attention(a, m)
@@ -160,7 +186,11 @@ def test_compact_keeps_the_top_weights_exactly(model, piano_ids):
         expected = -np.sort(-a, axis=-1)[..., :12]
         np.testing.assert_array_equal(kept, expected)  # exactly the k largest, strongest first
         w = c.weights()
-        tol = a.max(-1, keepdims=True) / 510 + 1e-7 if precision == "uint8" else np.abs(expected) * 2**-11 + 1e-8
+        tol = (
+            a.max(-1, keepdims=True) / 510 + 1e-7
+            if precision == "uint8"
+            else np.abs(expected) * 2**-11 + 1e-8
+        )
         assert np.all(np.abs(w - expected) <= tol)
         dense = c.dense()
         assert dense.shape == a.shape and np.all((dense[..., 100:, :] > 0).sum(-1) == 12)

@@ -119,7 +119,9 @@ def model() -> GPT:
 @pytest.fixture(scope="module")
 def music_page(model, tmp_path_factory) -> tuple[Path, AttentionData]:
     tok = PerformanceTokenizer()
-    data = AttentionData.from_music(model, tok.encode(PIANO_DIR / "Maestro_3.mid").astype(np.int64), tok, 30.0, 8.0)
+    data = AttentionData.from_music(
+        model, tok.encode(PIANO_DIR / "Maestro_3.mid").astype(np.int64), tok, 30.0, 8.0
+    )
     path = tmp_path_factory.mktemp("page") / "page.html"
     render_music_html(data, path, title="Maestro_3.mid")
     return path, data
@@ -146,7 +148,7 @@ def test_choosing_a_note_draws_arcs(browser, music_page, tmp_path):
     browser.click(f'.note-r[data-i="{n // 2}"]')  # a real click on the piano roll
     state = arcs_drawn(browser)
     assert state["selected"] == [n // 2] and f"note={n // 2}" in state["hash"]
-    assert state["paths"] == state["count"] == 2 * 8  # 2 heads x 8 arcs each (random weights: none zero)
+    assert state["paths"] == state["count"] == 2 * 6  # 2 heads x 6 arcs each (random weights: none zero)
     assert sorted(state["colors"]) == sorted(head_colors(2))
     title = browser.js("return document.getElementById('sel-title').textContent")
     assert title.startswith(f"note {n // 2}:")
@@ -175,11 +177,13 @@ def test_hash_chooses_layer_and_heads(browser, music_page):
 
 def test_text_page_in_the_browser(browser, model, tmp_path):
     tok = ByteTokenizer()
-    data = AttentionData.from_model(model, tok.encode("It was a dark and stormy night; </script> the rain fell"), tok)
+    data = AttentionData.from_model(
+        model, tok.encode("It was a dark and stormy night; </script> the rain fell"), tok
+    )
     render_text_html(data, tmp_path / "text.html", title="text")
     browser.open((tmp_path / "text.html").as_uri())
     drawn = browser.js("return [+document.body.dataset.arcs, document.querySelectorAll('.tok').length]")
-    assert drawn == [16, data.n_tokens]
+    assert drawn == [12, data.n_tokens]
     browser.click('.tok[data-i="10"]')
-    assert browser.js("return document.querySelectorAll('#arcs path.arc').length") == 16
+    assert browser.js("return document.querySelectorAll('#arcs path.arc').length") == 12
     assert [e for e in browser.console() if e["level"] == "SEVERE"] == []

@@ -15,7 +15,16 @@ from musicgpt.model.gpt import GPT, GPTConfig
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 from musicgpt.tokenizers.text import ByteTokenizer
 from musicgpt.viz.attention import AttentionData, compact
-from musicgpt.viz.html import head_colors, music_page, render_music_html, render_text_html, text_page
+from musicgpt.viz.html import (
+    NOTE_BUDGET,
+    TOKEN_BUDGET,
+    auto_top_k,
+    head_colors,
+    music_page,
+    render_music_html,
+    render_text_html,
+    text_page,
+)
 
 TOK = PerformanceTokenizer()
 # anything that would make the browser fetch: a scheme, a protocol-relative URL, a linked file
@@ -54,7 +63,7 @@ def test_page_holds_every_note_of_the_excerpt(data, tmp_path):
     assert len(notes) > 20
     rects = re.findall(r'<rect class="note-r" data-i="(\d+)"[^>]*><title>([^<]*)</title>', page)
     assert [int(i) for i, _ in rects] == list(range(len(notes)))
-    for (_, tip), p, s in zip(rects, notes.pitch, notes.start):
+    for (_, tip), p, s in zip(rects, notes.pitch, notes.start, strict=True):
         assert f"({p}), {s:.2f}-" in tip
     d = embedded(page)
     assert d["notes"]["pitch"] == notes.pitch.tolist()
@@ -73,7 +82,7 @@ def test_page_has_no_external_url(data):
 def test_page_data_decodes_to_the_compacted_attention(data):
     page = music_page(data, title="x", top_k=8, layer=0, head=1, note=3)
     d = embedded(page)
-    assert d["init"] == {"layer": 0, "heads": [1], "hmHead": 1, "item": 3, "perHead": 8}
+    assert d["init"] == {"layer": 0, "heads": [1], "hmHead": 1, "item": 3, "perHead": 6}
     assert d["headColors"] == head_colors(2)
     want = compact(data.attention, 8)
     index, weight = decode(d["tok"])
@@ -128,4 +137,13 @@ def test_a_2048_token_excerpt_page_stays_small(tmp_path):
     data = AttentionData.from_music(big, ids, TOK, start=0.0)
     assert data.n_tokens == 2048
     size = render_music_html(data, tmp_path / "long.html", title="long")
-    assert size < 1_500_000  # 2 layers x 2 heads, 16 keys per row: about 1 MB
+    assert size < 1_200_000  # 2 layers x 2 heads, 16 keys per row: 0.86 MB
+    d = embedded((tmp_path / "long.html").read_text(encoding="utf-8"))
+    assert d["topK"] == d["tok"]["k"] == d["items"]["k"] == 16
+
+
+def test_top_k_shrinks_to_keep_big_models_pages_small():
+    assert auto_top_k(4, 2048, TOKEN_BUDGET) == 16
+    assert auto_top_k(48, 2048, TOKEN_BUDGET) == 6  # music-20m: 6 layers x 8 heads
+    assert auto_top_k(48, 480, NOTE_BUDGET) == 14
+    assert auto_top_k(12 * 12, 2048, TOKEN_BUDGET) == 4  # never fewer

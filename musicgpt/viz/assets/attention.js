@@ -60,7 +60,7 @@
   const KEY = music ? "note" : "token";
   const state = {
     layer: D.init.layer, heads: new Set(D.init.heads), item: D.init.item,
-    threshold: 0, perHead: D.init.perHead, hm: D.init.hmHead,
+    threshold: 0, perHead: Math.min(D.init.perHead, items.k), hm: D.init.hmHead,
   };
   function readHash() {
     const p = new URLSearchParams(location.hash.slice(1));
@@ -71,7 +71,7 @@
     const i = int(KEY, 0, els.length); if (i !== null) state.item = i;
     const l = int("layer", 0, D.nLayer); if (l !== null) state.layer = l;
     const h = int("hm", 0, D.nHead); if (h !== null) state.hm = h;
-    const k = int("k", 1, 65); if (k !== null) state.perHead = k;
+    const k = int("k", 1, items.k + 1); if (k !== null) state.perHead = k;
     const t = parseFloat(p.get("t")); if (t >= 0 && t <= 1) state.threshold = t;
     if (p.has("heads")) {
       const hs = p.get("heads").split(",").map(Number).filter((x) => Number.isInteger(x) && x >= 0 && x < D.nHead);
@@ -94,6 +94,7 @@
   const sliderToWeight = (v) => (v <= 0 ? 0 : 10 ** (-4 + (4 * v) / 100));
   const weightToSlider = (w) => (w <= 0 ? 0 : Math.round(((Math.log10(w) + 4) * 100) / 4));
   function buildControls() {
+    $("per-head").max = items.k;
     for (let l = 0; l < D.nLayer; l++) $("layer").add(new Option(String(l), String(l)));
     D.headColors.forEach((c, h) => {
       const lab = document.createElement("label");
@@ -112,7 +113,7 @@
     $("hm-head").addEventListener("change", (e) => { state.hm = +e.target.value; update(); });
     $("threshold").addEventListener("input", (e) => { state.threshold = sliderToWeight(+e.target.value); update(); });
     $("per-head").addEventListener("change", (e) => {
-      state.perHead = Math.max(1, Math.min(64, +e.target.value || 1)); update();
+      state.perHead = Math.max(1, Math.min(items.k, +e.target.value || 1)); update();
     });
     els.forEach((e, i) => e.addEventListener("click", () => choose(i)));
     document.addEventListener("keydown", (e) => {
@@ -180,10 +181,10 @@
         svgEl("title", {}, p).textContent = "head " + a.h + " → " + itemName(a.j) + ": " + a.w.toFixed(4);
         svgEl("circle", { class: "end", cx: xk, cy: yk, r: 3, fill: color }, g);
       }
-      arcs.slice(-3).forEach((a, n) => { // the three strongest get their weight written
-        const [xk, yk] = anchor(a.j);
-        const t = svgEl("text", { class: "label", x: xk + 4, y: yk - 6 - 11 * (2 - n), fill: D.headColors[a.h] }, g);
-        t.textContent = "h" + a.h + " " + a.w.toFixed(3);
+      arcs.slice(-3).forEach((a, n) => { // the three strongest: their rank (as in the list) and weight
+        const [xk, yk] = anchor(a.j), rank = Math.min(3, arcs.length) - n;
+        const t = svgEl("text", { class: "label", x: xk + 4, y: yk - 6 - 12 * (rank - 1), fill: D.headColors[a.h] }, g);
+        t.textContent = rank + ": " + a.w.toFixed(3);
       });
     }
     document.body.dataset.arcs = arcs.length; // read by the browser test

@@ -1,0 +1,167 @@
+"""The generation grammar: one test per rule, then the encoder's real output must satisfy it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import MULTITRACK_FILES, PIANO_FILES
+
+from musicgpt.tokenizers import vocab as V
+from musicgpt.tokenizers.base import LogitsMask
+from musicgpt.tokenizers.performance import PerformanceTokenizer
+from musicgpt.tokenizers.vocab import ID_NAMES, name_to_id
+
+TOK = PerformanceTokenizer()
+
+
+def grammar_after(text: str, tok=TOK, batch: int = 1):
+    g = tok.grammar(batch)
+    ids = np.array([[name_to_id(n) for n in text.split()]] * batch, np.int64).reshape(batch, -1)
+    g.start(ids)
+    return g
+
+
+def allowed_names(g, row: int = 0) -> set[str]:
+    return {ID_NAMES[i] for i in np.flatnonzero(g.allowed()[row])}
+
+
+def kinds(g, row: int = 0) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name in allowed_names(g, row):
+        kind = name.rsplit("_", 1)[0] if name[-1].isdigit() else name
+        out[kind] = out.get(kind, 0) + 1
+    return out
+
+
+def test_is_a_logits_mask_with_the_right_shape():
+    g = TOK.grammar(3)
+    for method in ("start", "allowed", "advance"):
+        assert callable(getattr(g, method)) and method in vars(LogitsMask)
+    g.start(np.zeros((3, 0), np.int64))
+    m = g.allowed()
+    assert m.shape == (3, V.VOCAB_SIZE) and m.dtype == bool
+
+
+def test_at_the_start():
+    assert kinds(grammar_after("")) == {"NOTE_ON": 128, "TIME_SHIFT": 100, "VELOCITY": 32, "EOS": 1}
+
+
+def test_note_off_only_for_sounding_pitches_and_no_second_voice():
+    g = grammar_after("NOTE_ON_60 NOTE_ON_64 TIME_SHIFT_10")
+    names = allowed_names(g)
+    assert {n for n in names if n.startswith("NOTE_OFF")} == {"NOTE_OFF_60", "NOTE_OFF_64"}
+    assert "NOTE_ON_60" not in names and "NOTE_ON_61" in names
+    g.advance(np.array([name_to_id("NOTE_OFF_60")]))
+    assert "NOTE_ON_60" in allowed_names(g) and "NOTE_OFF_60" not in allowed_names(g)
+
+
+def test_no_note_off_at_the_step_of_a_note_on():
+    g = grammar_after("NOTE_ON_60 TIME_SHIFT_10 NOTE_ON_64")
+    names = allowed_names(g)
+    assert not any(n.startswith("NOTE_OFF") for n in names)
+    assert "TIME_SHIFT_1" in names and "NOTE_ON_67" in names
+
+
+def test_velocity_then_only_note_on_and_never_the_same_bin():
+    g = grammar_after("VELOCITY_20")
+    assert kinds(g) == {"NOTE_ON": 128}
+    g.advance(np.array([name_to_id("NOTE_ON_60")]))
+    names = allowed_names(g)
+    assert "VELOCITY_20" not in names and "VELOCITY_21" in names and "VELOCITY_1" in names
+
+
+def test_no_time_shift_after_a_short_one():
+    assert kinds(grammar_after("TIME_SHIFT_40")).get("TIME_SHIFT", 0) == 0
+    assert kinds(grammar_after("TIME_SHIFT_100"))["TIME_SHIFT"] == 100
+
+
+def test_notes_end_within_max_note_seconds():
+    tok = PerformanceTokenizer(max_note_seconds=0.5)
+    g = grammar_after("NOTE_ON_60 TIME_SHIFT_30", tok)
+    shifts = sorted(int(n.split("_")[-1]) for n in allowed_names(g) if n.startswith("TIME_SHIFT"))
+    assert shifts == []  # right after a short shift
+    g = grammar_after("NOTE_ON_60 TIME_SHIFT_30 NOTE_ON_62", tok)
+    shifts = sorted(int(n.split("_")[-1]) for n in allowed_names(g) if n.startswith("TIME_SHIFT"))
+    assert shifts == list(range(1, 21))  # 60 has 20 steps left
+    g.advance(np.array([name_to_id("TIME_SHIFT_20")]))
+    assert allowed_names(g) == {"NOTE_OFF_60"}  # overdue: only its NOTE_OFF
+    g.advance(np.array([name_to_id("NOTE_OFF_60")]))
+    assert "NOTE_OFF_62" in allowed_names(g) and "TIME_SHIFT_30" in allowed_names(g)
+
+
+def test_polyphony_cap():
+    g = grammar_after("NOTE_ON_60 NOTE_ON_62", PerformanceTokenizer(max_polyphony=2))
+    assert kinds(g) == {"TIME_SHIFT": 100}  # offs wait for the next step
+    g.advance(np.array([name_to_id("TIME_SHIFT_100")]))
+    assert kinds(g) == {"NOTE_OFF": 2, "TIME_SHIFT": 100}
+
+
+def test_eos_only_when_silent_and_it_resets_the_row():
+    assert "EOS" not in allowed_names(grammar_after("NOTE_ON_60"))
+    assert "EOS" not in allowed_names(grammar_after("VELOCITY_3"))
+    g = grammar_after("VELOCITY_20 NOTE_ON_60 TIME_SHIFT_10 NOTE_OFF_60")
+    assert "EOS" in allowed_names(g) and "VELOCITY_20" not in allowed_names(g)
+    g.advance(np.array([V.EOS_ID]))
+    assert kinds(g) == kinds(grammar_after(""))
+
+
+def test_pad_never():
+    g = TOK.grammar(2)
+    g.start(np.array([[V.PAD_ID, 60], [61, 62]]))
+    assert not g.allowed()[:, V.PAD_ID].any()
+
+
+def test_rows_are_independent():
+    g = TOK.grammar(2)
+    g.start(
+        np.array(
+            [
+                [name_to_id("NOTE_ON_60"), name_to_id("TIME_SHIFT_5")],
+                [name_to_id("VELOCITY_9"), name_to_id("NOTE_ON_70")],
+            ]
+        )
+    )
+    assert "NOTE_OFF_60" in allowed_names(g, 0) and "NOTE_OFF_60" not in allowed_names(g, 1)
+    assert "NOTE_OFF_70" not in allowed_names(g, 1)  # same step as its NOTE_ON
+    assert "VELOCITY_9" in allowed_names(g, 0) and "VELOCITY_9" not in allowed_names(g, 1)
+
+
+def test_prompt_with_stray_tokens_is_taken_as_it_comes():
+    g = grammar_after("NOTE_OFF_60 NOTE_ON_60 NOTE_ON_60 VELOCITY_4 VELOCITY_4 TIME_SHIFT_3 TIME_SHIFT_3")
+    assert g.n_sounding[0] == 1 and g.clock[0] == 6
+    assert allowed_names(g) & {"NOTE_OFF_60"}
+
+
+def test_bad_prompts():
+    with pytest.raises(ValueError, match="prompt must be"):
+        TOK.grammar(2).start(np.zeros((3, 4), np.int64))
+    with pytest.raises(V.TokenIdError, match="token id 390"):
+        TOK.grammar(1).start(np.array([[1, 390]]))
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [(PIANO_FILES[2], PIANO_FILES[9]), (PIANO_FILES[13], MULTITRACK_FILES[1])],
+    ids=lambda ps: ps[0].name,
+)
+def test_the_encoders_output_is_always_allowed(paths):
+    # every real token must be allowed when it comes (grammar limits set beyond the data's)
+    tok = PerformanceTokenizer(max_note_seconds=600.0, max_polyphony=127)
+    rows = np.stack([tok.encode(p)[:1500] for p in paths]).astype(np.int64)
+    g = tok.grammar(2)
+    g.start(rows[:, :0])
+    for t in range(rows.shape[1]):
+        forbidden = ~g.allowed()[[0, 1], rows[:, t]]
+        assert not forbidden.any(), f"{[ID_NAMES[i] for i in rows[forbidden, t]]} at {t} forbidden"
+        g.advance(rows[:, t])
+
+
+def test_something_is_always_allowed_under_random_sampling():
+    tok = PerformanceTokenizer(max_note_seconds=0.3, max_polyphony=3)
+    g = tok.grammar(4)
+    g.start(np.zeros((4, 0), np.int64))
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        m = g.allowed()
+        assert m.any(1).all()
+        g.advance((rng.random(m.shape) * m).argmax(1))
