@@ -36,15 +36,26 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 PROMPT = 64
 
 
-def best_rate(run, n_tokens: int, repeats: int) -> float:
-    """New tokens per second: the best of `repeats` timed runs (the first call is a warm-up)."""
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return n_tokens / best
+def best_rates(runs: dict[str, tuple], repeats: int) -> dict[str, float]:
+    """name -> new tokens/s, for runs {name: (callable, new tokens it makes, rounds or None)}.
+
+    Runs are timed in rounds, one call of each per round, so that all of them meet the same load
+    on a shared machine; the best round counts. A run limited to a number of rounds (the slow
+    uncached path) takes part in those only and gets no warm-up; the others are called once first
+    to warm up (and compile).
+    """
+    for run, _, limit in runs.values():
+        if limit is None:
+            run()
+    best = dict.fromkeys(runs, float("inf"))
+    for round_ in range(repeats):
+        for name, (run, _, limit) in runs.items():
+            if limit is not None and round_ >= limit:
+                continue
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: n / best[name] for name, (_, n, _) in runs.items()}
 
 
 def hf_copy(model: GPT, directory: Path):
@@ -102,16 +113,22 @@ def bench_batch(
     if not torch.equal(ours(model)(), theirs()):  # the same work: the same greedy tokens
         raise SystemExit("musicgpt and transformers disagree on the greedy tokens: the comparison is void")
     n = idx.shape[0] * new_tokens
-    rates = {"transformers generate, KV cache, fp32": best_rate(theirs, n, repeats)}
-    rates["musicgpt, KV cache, fp32"] = best_rate(ours(model), n, repeats)
-    rates["musicgpt, KV cache, fp32, compiled"] = best_rate(ours(model, compile=True), n, repeats)
-    rates["musicgpt, KV cache, bf16"] = best_rate(ours(bf16), n, repeats)
-    rates["musicgpt, KV cache, bf16, compiled"] = best_rate(ours(bf16, compile=True), n, repeats)
-    uncached = f"musicgpt, no cache, fp32 ({uncached_tokens} new tokens)"
-    rates[uncached] = best_rate(
-        ours(model, uncached_tokens, use_cache=False), idx.shape[0] * uncached_tokens, 1
+    return best_rates(
+        {
+            "transformers generate, KV cache, fp32": (theirs, n, None),
+            "musicgpt, KV cache, fp32": (ours(model), n, None),
+            "musicgpt, KV cache, fp32, compiled": (ours(model, compile=True), n, None),
+            "musicgpt, KV cache, bf16": (ours(bf16), n, None),
+            "musicgpt, KV cache, bf16, compiled": (ours(bf16, compile=True), n, None),
+            # slow: timed in the first round only
+            f"musicgpt, no cache, fp32 ({uncached_tokens} new tokens)": (
+                ours(model, uncached_tokens, use_cache=False),
+                idx.shape[0] * uncached_tokens,
+                1,
+            ),
+        },
+        repeats,
     )
-    return rates
 
 
 def markdown(rows: list[dict], args: argparse.Namespace, seconds: float) -> str:
@@ -127,9 +144,10 @@ def markdown(rows: list[dict], args: argparse.Namespace, seconds: float) -> str:
         "",
         f"`python benchmarks/generate.py{' --quick' if args.quick else ''}`: greedy decoding, a {PROMPT}-token "
         f"prompt and {args.new_tokens} new tokens, random weights (the same in both libraries: the greedy "
-        f"tokens were checked equal), {torch.get_num_threads()} threads, best of {args.repeats} runs, "
+        f"tokens were checked equal), {torch.get_num_threads()} threads, best of {args.repeats} rounds, "
         f"torch {torch.__version__}, {cpu}, {os.cpu_count()} cores shared with other work "
         f"(load average {os.getloadavg()[0]:.1f} at the end); {seconds:.0f} s in all. "
+        "Runs are timed in rounds, one of each variant per round, so that they meet the same load. "
         "Compiled: `generate(..., compile=True)`, the decode step through torch.compile (inductor, frozen "
         "weights, max-autotune GEMMs); compile time is not counted. The uncached path runs the whole "
         "window every step, so it is timed over fewer new tokens.",
@@ -161,13 +179,13 @@ def write_section(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="128 new tokens, one timed run each")
+    parser.add_argument("--quick", action="store_true", help="128 new tokens, 2 rounds")
     parser.add_argument("--configs", nargs="+", default=["music-20m", "gpt2"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
     args.new_tokens = 128 if args.quick else 512
-    args.repeats = 1 if args.quick else 2
+    args.repeats = 2 if args.quick else 4
     torch.set_num_threads(2)
     start = time.perf_counter()
     rows = []

@@ -134,7 +134,6 @@ def build_dataset(
         raise MusicGPTError(f"{src}: no {'/'.join(suffixes)} files found")
     root = src if src.is_dir() else src.parent
     rel = {p: p.relative_to(root).as_posix() for p in files}
-    splits = assign_splits(root, [rel[p] for p in files], val_fraction, test_fraction)
 
     cache_dir = out / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +149,11 @@ def build_dataset(
 
     # A text corpus of one or two documents (a novel) cannot be split by file: each document's
     # opening is training text and its last fractions are validation and test text.
-    by_position = settings["name"] != "performance" and len(files) < 3
+    good = [p for p in files if p not in failures]
+    by_position = settings["name"] != "performance" and len(good) < 3
+    # Splits are drawn among the files that tokenized: a broken file must not take the place of
+    # the only validation piece.
+    splits = assign_splits(root, [rel[p] for p in good], val_fraction, test_fraction)
     manifest_files, pieces_by_split = [], {s: [] for s in SPLITS}
     for p in files:
         if p in failures:

@@ -108,7 +108,7 @@ class FixedWindows(Dataset):
     """
 
     def __init__(self, shard: TokenShard, block_size: int, max_windows: int | None = None):
-        n = (len(shard) - 1) // block_size
+        n = max(0, (len(shard) - 1) // block_size)
         if n == 0:
             raise MusicGPTError(f"{shard.path}: {len(shard)} tokens, too few for one window of {block_size + 1}")
         self.shard, self.block_size = shard, block_size

@@ -87,6 +87,11 @@ class Browser:
         element = self.cmd("POST", "/element", {"using": "css selector", "value": css})
         self.cmd("POST", f"/element/{next(iter(element.values()))}/click", {})
 
+    def press(self, key: str) -> None:
+        """Press and release one key (WebDriver key codes, e.g. "\ue012" is ArrowLeft) on the page."""
+        keys = [{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]
+        self.cmd("POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": keys}]})
+
     def screenshot(self, path: Path) -> bytes:
         png = base64.b64decode(self.cmd("GET", "/screenshot"))
         path.write_bytes(png)
@@ -170,6 +175,13 @@ def test_hash_chooses_layer_and_heads(browser, music_page):
     assert browser.js("return document.getElementById('layer').value") == "0"
     browser.click('#heads input[data-head="0"]')  # show head 0 as well
     assert arcs_drawn(browser)["count"] == 6
+    browser.click('.note-r[data-i="20"]')  # takes the focus off the checkbox, keeps note 20
+    browser.press("\ue012")  # ArrowLeft: the note before
+    state = arcs_drawn(browser)
+    assert state["selected"] == [19] and "note=19" in state["hash"]
+    browser.open(path.as_uri() + "#note=20&t=0.9")  # a threshold no random weight reaches
+    assert arcs_drawn(browser)["count"] == 0
+    assert browser.js("return document.getElementById('threshold-out').textContent") == "0.90"
     render_ms = int(browser.js("return document.body.dataset.renderMs"))
     assert 0 <= render_ms < 5000
     assert [e for e in browser.console() if e["level"] == "SEVERE"] == []
