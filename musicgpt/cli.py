@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from musicgpt.errors import MusicGPTError
@@ -56,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     except MusicGPTError as e:
         print(f"musicgpt: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader closed the pipe (`musicgpt tokenize x.mid | head`): not an error. Point
+        # stdout at devnull so that Python's exit-time flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("musicgpt: interrupted", file=sys.stderr)
         return 130
