@@ -57,7 +57,9 @@ def train_steps(model: torch.nn.Module, forward, batches, autocast: bool) -> flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="music-20m")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
@@ -103,9 +105,16 @@ def main() -> None:
         from musicgpt.model.hf import state_to_hf
 
         hf_config = GPT2Config(
-            vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
-            n_layer=config.n_layer, n_head=config.n_head, resid_pdrop=args.dropout, embd_pdrop=args.dropout,
-            attn_pdrop=args.dropout, bos_token_id=None, eos_token_id=None,
+            vocab_size=config.vocab_size,
+            n_positions=config.block_size,
+            n_embd=config.n_embd,
+            n_layer=config.n_layer,
+            n_head=config.n_head,
+            resid_pdrop=args.dropout,
+            embd_pdrop=args.dropout,
+            attn_pdrop=args.dropout,
+            bos_token_id=None,
+            eos_token_id=None,
         )
         hf = GPT2LMHeadModel(hf_config)
         ours.load_state_dict(state)
@@ -117,10 +126,14 @@ def main() -> None:
 
     reference = next((r for n, r, _ in rows if n == "transformers fp32"), None)
     print()
-    print(f"config {args.config}: {ours.num_params():,} parameters; batch {args.batch} x {args.seq} tokens; "
-          f"{args.threads} threads; dropout {args.dropout}")
-    print(f"peak matmul: fp32 {peak['fp32'] / 1e9:,.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:,.0f} GFLOP/s; "
-          f"{fpt / 1e6:,.1f} MFLOP per token")
+    print(
+        f"config {args.config}: {ours.num_params():,} parameters; batch {args.batch} x {args.seq} tokens; "
+        f"{args.threads} threads; dropout {args.dropout}"
+    )
+    print(
+        f"peak matmul: fp32 {peak['fp32'] / 1e9:,.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:,.0f} GFLOP/s; "
+        f"{fpt / 1e6:,.1f} MFLOP per token"
+    )
     print(f"{'run':<26} {'tokens/s':>10} {'vs transformers fp32':>21} {'MFU':>7}")
     for name, rate, mfu in rows:
         ratio = f"{rate / reference:.2f}x" if reference else "-"

@@ -23,7 +23,19 @@ _EXPORTS = {
     "MusicGPTError": "musicgpt.errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [
+    "GPT",
+    "ByteTokenizer",
+    "GPT2BPETokenizer",
+    "GPTConfig",
+    "MusicGPTError",
+    "PerformanceTokenizer",
+    "__version__",
+    "generate",
+    "generate_stream",
+    "load_tokenizer",
+]
+assert set(__all__) == set(_EXPORTS) | {"__version__"}
 
 
 def __getattr__(name: str):

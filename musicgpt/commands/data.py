@@ -23,7 +23,9 @@ def add_parser(subparsers) -> None:
     b.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     b.add_argument("--val-fraction", type=float, default=0.1)
     b.add_argument("--test-fraction", type=float, default=0.1)
-    b.add_argument("--include-drums", action="store_true", help="music: keep drum tracks (left out by default)")
+    b.add_argument(
+        "--include-drums", action="store_true", help="music: keep drum tracks (left out by default)"
+    )
     b.set_defaults(run=run)
 
 

@@ -14,7 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="build data, train, evaluate and generate on the bundled piano corpus")
+    p = subparsers.add_parser(
+        "demo", help="build data, train, evaluate and generate on the bundled piano corpus"
+    )
     p.add_argument("--src", default=None, help="MIDI folder (default: the bundled data/midi/piano)")
     p.add_argument("--config", default=None, help="training config (default: configs/piano_cpu.yaml)")
     p.add_argument("--run-dir", default="runs/piano", help="where data, checkpoints, model and outputs go")
@@ -33,7 +35,9 @@ def _find(relative: str) -> Path:
     for base in (Path.cwd(), REPO):
         if (base / relative).exists():
             return base / relative
-    raise MusicGPTError(f"cannot find {relative} (looked in {Path.cwd()} and {REPO}); run from the repository")
+    raise MusicGPTError(
+        f"cannot find {relative} (looked in {Path.cwd()} and {REPO}); run from the repository"
+    )
 
 
 def run(args) -> int:
@@ -99,7 +103,11 @@ def _checkpoint_dir_override(config: Path, run_dir: Path) -> list[str]:
             # jsonargparse does not index lists from the command line: hand it the whole list.
             callback.setdefault("init_args", {})["dirpath"] = str(run_dir / "checkpoints")
         callbacks[i] = callback
-    return [f"--trainer.callbacks={yaml.safe_dump(callbacks, default_flow_style=True).strip()}"] if callbacks else []
+    return (
+        [f"--trainer.callbacks={yaml.safe_dump(callbacks, default_flow_style=True).strip()}"]
+        if callbacks
+        else []
+    )
 
 
 def _as_duration(minutes: float) -> str:

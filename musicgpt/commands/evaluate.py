@@ -4,7 +4,9 @@ from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="held-out loss (nats and bits per token) beside n-gram baselines")
+    p = subparsers.add_parser(
+        "evaluate", help="held-out loss (nats and bits per token) beside n-gram baselines"
+    )
     p.add_argument("--checkpoint", required=True, help="model dir, run dir, HF GPT-2 dir or .ckpt file")
     p.add_argument("--data", required=True, help="a folder built by `musicgpt data build`")
     p.add_argument("--split", default="validation", choices=["train", "validation", "test"])
@@ -15,8 +17,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    for line in evaluate(args.checkpoint, args.data, args.split, args.max_windows, args.batch_size,
-                         baselines=not args.no_baselines):
+    for line in evaluate(
+        args.checkpoint,
+        args.data,
+        args.split,
+        args.max_windows,
+        args.batch_size,
+        baselines=not args.no_baselines,
+    ):
         print(line)
     return 0
 
@@ -33,7 +41,11 @@ def evaluate(checkpoint, data, split="validation", max_windows=None, batch_size=
     rows = [model_loss(model, windows, batch_size)]
     if baselines:
         train = TokenShard(data, "train").tokens
-        rows += [unigram_loss(train, windows, model.config.vocab_size), bigram_loss(train, windows, model.config.vocab_size)]
-    return [f"{split} split of {data}: {len(windows)} windows of {model.config.block_size} tokens", TABLE_HEADER] + [
-        r.row() for r in rows
-    ]
+        rows += [
+            unigram_loss(train, windows, model.config.vocab_size),
+            bigram_loss(train, windows, model.config.vocab_size),
+        ]
+    return [
+        f"{split} split of {data}: {len(windows)} windows of {model.config.block_size} tokens",
+        TABLE_HEADER,
+    ] + [r.row() for r in rows]

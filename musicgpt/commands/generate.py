@@ -40,7 +40,9 @@ def run(args) -> int:
         raise MusicGPTError(f"--num-samples must be at least 1, got {args.num_samples}")
     model, tokenizer = load_checkpoint(args.checkpoint, args.device)
     if tokenizer is None:
-        raise MusicGPTError(f"{args.checkpoint}: no tokenizer.json (or vocab.json + merges.txt) beside the model")
+        raise MusicGPTError(
+            f"{args.checkpoint}: no tokenizer.json (or vocab.json + merges.txt) beside the model"
+        )
     if tokenizer.name == "performance":
         if args.text is not None:
             raise MusicGPTError(f"{args.checkpoint} is a music model: use --prompt IN.mid, not --text")
@@ -68,7 +70,9 @@ def generate_music(model, tokenizer, args) -> list[Path]:
     from musicgpt.generate.piano import continue_piano, cut_at_seconds, render_wav, write_midi
 
     prompt = cut_at_seconds(tokenizer.encode(args.prompt), args.prompt_seconds) if args.prompt else []
-    bar = tqdm(total=args.seconds, unit="s", desc="music generated", bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s")
+    bar = tqdm(
+        total=args.seconds, unit="s", desc="music generated", bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s"
+    )
 
     def progress(seconds: float) -> None:
         bar.update(seconds - bar.n)

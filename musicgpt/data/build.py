@@ -245,5 +245,7 @@ def _write_shard(out: Path, split: str, pieces: list[np.ndarray], eos_id: int, d
 def read_manifest(data_dir: str | Path) -> dict[str, Any]:
     path = Path(data_dir) / MANIFEST
     if not path.exists():
-        raise MusicGPTError(f"{data_dir}: not a built dataset (no {MANIFEST}); run `musicgpt data build` first")
+        raise MusicGPTError(
+            f"{data_dir}: not a built dataset (no {MANIFEST}); run `musicgpt data build` first"
+        )
     return json.loads(path.read_text(encoding="utf-8"))

@@ -76,7 +76,9 @@ class TokenDataModule(L.LightningDataModule):
             samples = self.samples_per_epoch or max(1, len(train) // block_size)
             self.train_set = RandomWindows(train, block_size, samples, seed=self.seed, augment=self.augment)
         if stage in ("fit", "validate", None):
-            self.val_set = FixedWindows(TokenShard(self.data_dir, "validation"), block_size, self.max_val_windows)
+            self.val_set = FixedWindows(
+                TokenShard(self.data_dir, "validation"), block_size, self.max_val_windows
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """New random windows every epoch (called by the LightningModule at each epoch start)."""
@@ -97,4 +99,6 @@ class TokenDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(
+            self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
+        )

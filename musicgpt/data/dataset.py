@@ -110,7 +110,9 @@ class FixedWindows(Dataset):
     def __init__(self, shard: TokenShard, block_size: int, max_windows: int | None = None):
         n = max(0, (len(shard) - 1) // block_size)
         if n == 0:
-            raise MusicGPTError(f"{shard.path}: {len(shard)} tokens, too few for one window of {block_size + 1}")
+            raise MusicGPTError(
+                f"{shard.path}: {len(shard)} tokens, too few for one window of {block_size + 1}"
+            )
         self.shard, self.block_size = shard, block_size
         self.n = n if max_windows is None else min(n, max_windows)
 
@@ -119,5 +121,7 @@ class FixedWindows(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = i * self.block_size
-        window = torch.from_numpy(np.asarray(self.shard.tokens[start : start + self.block_size + 1]).astype(np.int64))
+        window = torch.from_numpy(
+            np.asarray(self.shard.tokens[start : start + self.block_size + 1]).astype(np.int64)
+        )
         return window[:-1], window[1:]

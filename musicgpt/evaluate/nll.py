@@ -56,7 +56,9 @@ def _targets(windows: FixedWindows) -> tuple[np.ndarray, np.ndarray]:
     return torch.stack(xs).numpy().ravel(), torch.stack(ys).numpy().ravel()
 
 
-def unigram_loss(train_tokens: np.ndarray, windows: FixedWindows, vocab_size: int, alpha: float = 0.5) -> HeldOutLoss:
+def unigram_loss(
+    train_tokens: np.ndarray, windows: FixedWindows, vocab_size: int, alpha: float = 0.5
+) -> HeldOutLoss:
     """Token frequencies of the training split (add-alpha smoothing so unseen tokens cost finitely)."""
     counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size) + alpha
     log_p = np.log(counts / counts.sum())
@@ -64,7 +66,9 @@ def unigram_loss(train_tokens: np.ndarray, windows: FixedWindows, vocab_size: in
     return HeldOutLoss("unigram", float(-log_p[targets].mean()), targets.size)
 
 
-def bigram_loss(train_tokens: np.ndarray, windows: FixedWindows, vocab_size: int, alpha: float = 0.1) -> HeldOutLoss:
+def bigram_loss(
+    train_tokens: np.ndarray, windows: FixedWindows, vocab_size: int, alpha: float = 0.1
+) -> HeldOutLoss:
     """P(next | previous) from training-split counts, add-alpha smoothed."""
     t = np.asarray(train_tokens, dtype=np.int64)
     counts = np.bincount(t[:-1] * vocab_size + t[1:], minlength=vocab_size * vocab_size)

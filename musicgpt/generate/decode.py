@@ -36,11 +36,11 @@ def decode_step(model: GPT, token: torch.Tensor, input_pos: torch.Tensor) -> tor
 def compiled_decode_step(model: GPT) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """`decode_step` for this model through torch.compile, built once and kept on the model.
 
-    On CPU: inductor with the weights frozen into the graph (prepacked for oneDNN, AMX for bf16)
-    and max-autotune GEMMs. On CUDA: max-autotune with CUDA graphs. Compiling takes seconds to a
-    minute and happens again for each new batch size or cache length. Since frozen weights are
-    constants of the compiled code, the step is rebuilt whenever a parameter changed (its storage,
-    dtype or version counter) since it was compiled.
+    On CPU: inductor with the weights frozen into the graph (prepacked for oneDNN, which runs bf16
+    on AMX where the CPU has it), max-autotune GEMMs and the C++ wrapper. On CUDA: max-autotune
+    with CUDA graphs. Compiling takes seconds to a minute, and again for each new batch size or
+    cache length. Frozen weights are constants of the compiled code, so the step is rebuilt
+    whenever a parameter changed (its storage, dtype or version counter) since it was compiled.
     """
     key = tuple((p.data_ptr(), p.dtype, p._version) for p in model.parameters())
     cached = model.__dict__.get("_compiled_decode_step")
@@ -53,9 +53,16 @@ def compiled_decode_step(model: GPT) -> Callable[[torch.Tensor, torch.Tensor], t
     if model.transformer.wte.weight.device.type == "cuda":
         compiled = torch.compile(step, mode="max-autotune", fullgraph=True, dynamic=False)
     else:
-        compiled = torch.compile(
-            step, fullgraph=True, dynamic=False, options={"freezing": True, "max_autotune": True}
+        inner = torch.compile(
+            step, fullgraph=True, dynamic=False, options={"max_autotune": True, "cpp_wrapper": True}
         )
+
+        def compiled(token: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+            # Freezing is read outside torch.compile's `options`; patching it around each call
+            # (compiles happen inside calls) keeps it from being a process-wide setting.
+            with torch._inductor.config.patch(freezing=True):
+                return inner(token, input_pos)
+
     model.__dict__["_compiled_decode_step"] = (key, compiled)
     return compiled
 

@@ -171,7 +171,9 @@ def render_wav(midi_path: Path, wav_path: Path) -> Path:
         raise MusicGPTError("--wav needs the fluidsynth program (Debian: apt-get install fluidsynth)")
     soundfont = find_soundfont()
     if soundfont is None:
-        raise MusicGPTError("--wav needs a General MIDI soundfont (Debian: apt-get install timgm6mb-soundfont)")
+        raise MusicGPTError(
+            "--wav needs a General MIDI soundfont (Debian: apt-get install timgm6mb-soundfont)"
+        )
     tmp = wav_path.with_name(f".{wav_path.name}.tmp.wav")
     cmd = [fluidsynth, "-ni", "-g", "0.8", "-r", "44100", "-F", str(tmp), str(soundfont), str(midi_path)]
     result = subprocess.run(cmd, capture_output=True, text=True)

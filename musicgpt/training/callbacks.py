@@ -27,7 +27,9 @@ class TokensPerSecond(L.Callback):
         if trainer.global_step % max(1, trainer.log_every_n_steps) == 0 and self._start is not None:
             elapsed = time.perf_counter() - self._start
             if elapsed > 0:
-                pl_module.log("train/tokens_per_sec", self._tokens / elapsed, prog_bar=True, rank_zero_only=True)
+                pl_module.log(
+                    "train/tokens_per_sec", self._tokens / elapsed, prog_bar=True, rank_zero_only=True
+                )
             self._start, self._tokens = time.perf_counter(), 0
 
 
@@ -75,5 +77,3 @@ def export_model(pl_module, directory: Path, metrics: dict) -> None:
     if settings is not None:
         atomic_write_json(directory / "tokenizer.json", settings)
     atomic_write_json(directory / "metrics.json", {k: v for k, v in metrics.items()})
-
-

@@ -61,7 +61,9 @@ def _from_lightning_ckpt(path: Path) -> tuple[GPT, Tokenizer | None]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file, or one that needs pickled code to load
-        raise MusicGPTError(f"{path}: cannot read as a Lightning checkpoint ({type(e).__name__}: {e})") from None
+        raise MusicGPTError(
+            f"{path}: cannot read as a Lightning checkpoint ({type(e).__name__}: {e})"
+        ) from None
     try:
         config = GPTConfig.from_dict(ckpt["hyper_parameters"]["config"], source=str(path))
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}

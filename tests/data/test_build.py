@@ -5,8 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import CORRUPTED_DIR, EMPTY_MIDI, PIANO_DIR
+
 from musicgpt.cli import main
 from musicgpt.data.build import build_dataset, read_manifest
 from musicgpt.data.dataset import FixedWindows, RandomWindows, TokenShard
@@ -103,7 +103,9 @@ def test_cli_build_prints_the_report(corpus, tmp_path, capsys):
 
 def test_cli_build_of_a_missing_folder_is_one_clear_line(tmp_path, capsys):
     assert main(["data", "build", str(tmp_path / "nope"), "--out", str(tmp_path / "d")]) == 2
-    assert capsys.readouterr().err.strip() == f"musicgpt: error: {tmp_path / 'nope'}: no such file or directory"
+    assert (
+        capsys.readouterr().err.strip() == f"musicgpt: error: {tmp_path / 'nope'}: no such file or directory"
+    )
 
 
 def test_windows(built):

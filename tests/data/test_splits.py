@@ -27,7 +27,12 @@ def test_maestro_csv_split_is_used(tmp_path):
         "Liszt,Sonata,test,2008,2008/c.midi,2008/c.wav,10.0\n"
     )
     split = assign_splits(tmp_path, ["2004/a.midi", "2006/b.midi", "2008/c.midi", "extra/d.mid"])
-    assert split == {"2004/a.midi": "train", "2006/b.midi": "validation", "2008/c.midi": "test", "extra/d.mid": "train"}
+    assert split == {
+        "2004/a.midi": "train",
+        "2006/b.midi": "validation",
+        "2008/c.midi": "test",
+        "extra/d.mid": "train",
+    }
 
 
 def test_maestro_csv_with_wrong_columns_is_a_clear_error(tmp_path):

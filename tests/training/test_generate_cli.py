@@ -6,8 +6,8 @@ import numpy as np
 import pretty_midi
 import pytest
 import torch
-
 from conftest import PIANO_DIR
+
 from musicgpt.cli import main
 from musicgpt.generate.piano import cut_at_seconds, token_steps
 from musicgpt.model.gpt import GPT, GPTConfig
@@ -42,8 +42,25 @@ def test_cut_at_seconds_keeps_exactly_the_opening():
 
 def test_generate_writes_the_prompt_then_the_requested_seconds(model_dir, tmp_path):
     out = tmp_path / "cont.mid"
-    args = ["generate", "--checkpoint", str(model_dir), "--prompt", str(PROMPT), "--prompt-seconds", "4",
-            "--seconds", "6", "--out", str(out), "--seed", "7", "--num-samples", "2", "--top-k", "40"]
+    args = [
+        "generate",
+        "--checkpoint",
+        str(model_dir),
+        "--prompt",
+        str(PROMPT),
+        "--prompt-seconds",
+        "4",
+        "--seconds",
+        "6",
+        "--out",
+        str(out),
+        "--seed",
+        "7",
+        "--num-samples",
+        "2",
+        "--top-k",
+        "40",
+    ]
     assert main(args) == 0
     tok = PerformanceTokenizer()
     prompt = cut_at_seconds(tok.encode(PROMPT), 4.0)
@@ -68,29 +85,73 @@ def notes_of_ids(tok, ids):
 
 def test_same_seed_same_music(model_dir, tmp_path):
     for name in ("a.mid", "b.mid"):
-        main(["generate", "--checkpoint", str(model_dir), "--prompt", str(PROMPT), "--seconds", "3",
-              "--out", str(tmp_path / name), "--seed", "3"])
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(model_dir),
+                "--prompt",
+                str(PROMPT),
+                "--seconds",
+                "3",
+                "--out",
+                str(tmp_path / name),
+                "--seed",
+                "3",
+            ]
+        )
     assert (tmp_path / "a.mid").read_bytes() == (tmp_path / "b.mid").read_bytes()
 
 
 def test_generate_from_nothing(model_dir, tmp_path):
-    assert main(["generate", "--checkpoint", str(model_dir), "--seconds", "2", "--out", str(tmp_path / "x.mid"),
-                 "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(model_dir),
+                "--seconds",
+                "2",
+                "--out",
+                str(tmp_path / "x.mid"),
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert max(n[1] for n in notes_of(tmp_path / "x.mid")) <= 2.0
 
 
 def test_generate_errors_are_one_line(model_dir, tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(tmp_path / "missing"), "--out", "x.mid"]) == 2
-    assert capsys.readouterr().err.strip() == f"musicgpt: error: {tmp_path / 'missing'}: no such checkpoint file or directory"
-    assert main(["generate", "--checkpoint", str(model_dir), "--prompt", str(PROMPT), "--out",
-                 str(tmp_path / "y.mid"), "--top-p", "1.5"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"musicgpt: error: {tmp_path / 'missing'}: no such checkpoint file or directory"
+    )
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(model_dir),
+                "--prompt",
+                str(PROMPT),
+                "--out",
+                str(tmp_path / "y.mid"),
+                "--top-p",
+                "1.5",
+            ]
+        )
+        == 2
+    )
     assert "top_p must be in (0, 1]" in capsys.readouterr().err
 
 
 def test_evaluate_prints_model_and_baselines(model_dir, tmp_path, capsys):
-    from musicgpt.data.build import build_dataset
-
     import shutil
+
+    from musicgpt.data.build import build_dataset
 
     src = tmp_path / "src"
     src.mkdir()

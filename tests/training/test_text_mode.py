@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import GPT2_VOCAB_DIR, ROOT, TEXT_DIR
+
 from musicgpt.cli import main
 from musicgpt.data.build import build_dataset, read_manifest
 from musicgpt.data.dataset import TokenShard
@@ -30,8 +30,11 @@ def test_one_document_is_split_by_position(text_data):
     pieces = [TokenShard(text_data, s).piece(0) for s in ("train", "validation", "test")]
     assert all(p[-1] == 256 for p in pieces)  # each part ends with <|endoftext|>
     np.testing.assert_array_equal(np.concatenate([p[:-1] for p in pieces]), raw)
-    assert [p.size - 1 for p in pieces] == [round(raw.size * 0.8), round(raw.size * 0.9) - round(raw.size * 0.8),
-                                           raw.size - round(raw.size * 0.9)]
+    assert [p.size - 1 for p in pieces] == [
+        round(raw.size * 0.8),
+        round(raw.size * 0.9) - round(raw.size * 0.8),
+        raw.size - round(raw.size * 0.9),
+    ]
     assert read_manifest(text_data)["files"][0]["split"] == "by position"
 
 
@@ -56,7 +59,9 @@ def test_config_and_data_must_agree_on_the_tokenizer(text_data, tmp_path, capsys
     from musicgpt.data.datamodule import TokenDataModule
     from musicgpt.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="built with the 'bytes' tokenizer, but the config asks for 'gpt2-bpe'"):
+    with pytest.raises(
+        ConfigError, match="built with the 'bytes' tokenizer, but the config asks for 'gpt2-bpe'"
+    ):
         TokenDataModule(text_data, tokenizer="gpt2-bpe")
 
 
@@ -66,8 +71,14 @@ def test_train_and_generate_text_with_the_shipped_config(text_data, tmp_path, ca
     config["model"]["optimizer"].update(lr=1e-2, warmup_steps=5)
     config["data"].update(data_dir=str(text_data), batch_size=8, num_workers=0, max_val_windows=4)
     t = config["trainer"]
-    t.update(default_root_dir=str(tmp_path), max_steps=30, val_check_interval=30, precision="32-true",
-             enable_progress_bar=False, enable_model_summary=False)
+    t.update(
+        default_root_dir=str(tmp_path),
+        max_steps=30,
+        val_check_interval=30,
+        precision="32-true",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     t.pop("max_time")
     t["logger"]["init_args"]["save_dir"] = str(tmp_path)
     t["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
@@ -76,8 +87,17 @@ def test_train_and_generate_text_with_the_shipped_config(text_data, tmp_path, ca
     assert float(cli.trainer.callback_metrics["val/loss"]) < np.log(257) - 1.5  # far below uniform bytes
 
     capsys.readouterr()
-    args = ["generate", "--checkpoint", str(tmp_path / "model"), "--text", "Holmes said", "--max-new-tokens", "40",
-            "--temperature", "0"]
+    args = [
+        "generate",
+        "--checkpoint",
+        str(tmp_path / "model"),
+        "--text",
+        "Holmes said",
+        "--max-new-tokens",
+        "40",
+        "--temperature",
+        "0",
+    ]
     assert main(args) == 0
     first = capsys.readouterr().out
     assert first.startswith("Holmes said") and len(first) > len("Holmes said")
@@ -106,9 +126,23 @@ def test_huggingface_gpt2_directory_generates_what_transformers_generates(tmp_pa
     ids = hf_tok(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=24, do_sample=False, pad_token_id=50256)
-    expected_text = hf_tok.decode(expected[0, ids.shape[1]:].tolist())
+    expected_text = hf_tok.decode(expected[0, ids.shape[1] :].tolist())
     expected_text = expected_text.split("<|endoftext|>")[0]
 
-    assert main(["generate", "--checkpoint", str(hf_dir), "--text", prompt, "--max-new-tokens", "24",
-                 "--temperature", "0"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(hf_dir),
+                "--text",
+                prompt,
+                "--max-new-tokens",
+                "24",
+                "--temperature",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == prompt + expected_text + "\n"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import PIANO_DIR, ROOT
+
 from musicgpt.data.build import build_dataset
 from musicgpt.data.dataset import FixedWindows, TokenShard
 from musicgpt.evaluate.nll import model_loss
@@ -39,8 +39,15 @@ def tiny_config(tmp_path: Path, data_dir: Path, **trainer) -> Path:
     config["model"]["optimizer"].update(lr=1e-2, warmup_steps=5)
     config["data"].update(data_dir=str(data_dir), batch_size=8, num_workers=0, max_val_windows=8)
     t = config["trainer"]
-    t.update(default_root_dir=str(tmp_path), max_steps=6, val_check_interval=3, log_every_n_steps=1,
-             enable_progress_bar=False, enable_model_summary=False, precision="32-true")
+    t.update(
+        default_root_dir=str(tmp_path),
+        max_steps=6,
+        val_check_interval=3,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        precision="32-true",
+    )
     t.pop("max_time")
     t["logger"]["init_args"]["save_dir"] = str(tmp_path)
     t["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
@@ -57,8 +64,9 @@ def train_loss(model: GPT, data_dir: Path) -> float:
 
 
 def test_a_few_steps_lower_the_loss(data_dir, tmp_path):
-    cli = train_cli(["--config", str(tiny_config(tmp_path, data_dir, max_steps=60, val_check_interval=30))],
-                    run=False)
+    cli = train_cli(
+        ["--config", str(tiny_config(tmp_path, data_dir, max_steps=60, val_check_interval=30))], run=False
+    )
     before = train_loss(cli.model.model, data_dir)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     after = train_loss(cli.model.model, data_dir)
@@ -106,7 +114,10 @@ def test_ddp_two_processes_on_cpu(data_dir, tmp_path):
     config = tiny_config(tmp_path, data_dir, max_steps=4, val_check_interval=2, devices=2, strategy="ddp")
     result = subprocess.run(
         [sys.executable, "-m", "musicgpt.cli", "train", "--config", str(config)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "distributed_backend=gloo" in result.stderr + result.stdout
