@@ -28,7 +28,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from musicgpt.generate.decode import generate  # noqa: E402
+from musicgpt.generation.decode import generate  # noqa: E402
 from musicgpt.model.gpt import GPT, GPTConfig  # noqa: E402
 from musicgpt.model.hf import export_hf  # noqa: E402
 

@@ -18,8 +18,8 @@ _EXPORTS = {
     "load_tokenizer": "musicgpt.tokenizers",
     "GPT": "musicgpt.model.gpt",
     "GPTConfig": "musicgpt.model.gpt",
-    "generate": "musicgpt.generate.decode",
-    "generate_stream": "musicgpt.generate.decode",
+    "generate": "musicgpt.generation.decode",
+    "generate_stream": "musicgpt.generation.decode",
     "MusicGPTError": "musicgpt.errors",
 }
 
@@ -46,7 +46,7 @@ def __getattr__(name: str):
 
 if TYPE_CHECKING:  # pragma: no cover
     from musicgpt.errors import MusicGPTError
-    from musicgpt.generate.decode import generate, generate_stream
+    from musicgpt.generation.decode import generate, generate_stream
     from musicgpt.model.gpt import GPT, GPTConfig
     from musicgpt.tokenizers import load_tokenizer
     from musicgpt.tokenizers.performance import PerformanceTokenizer

@@ -45,7 +45,7 @@ def run(args) -> int:
 
     from musicgpt.commands.evaluate import evaluate
     from musicgpt.data.build import build_dataset, read_manifest
-    from musicgpt.generate.piano import continue_piano, cut_at_seconds, write_midi
+    from musicgpt.generation.piano import continue_piano, cut_at_seconds, write_midi
     from musicgpt.training.checkpoint import load_checkpoint
     from musicgpt.training.cli import train_cli
 

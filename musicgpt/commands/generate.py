@@ -67,7 +67,7 @@ def output_paths(out: str, n: int) -> list[Path]:
 def generate_music(model, tokenizer, args) -> list[Path]:
     from tqdm.auto import tqdm
 
-    from musicgpt.generate.piano import continue_piano, cut_at_seconds, render_wav, write_midi
+    from musicgpt.generation.piano import continue_piano, cut_at_seconds, render_wav, write_midi
 
     prompt = cut_at_seconds(tokenizer.encode(args.prompt), args.prompt_seconds) if args.prompt else []
     bar = tqdm(
@@ -104,7 +104,7 @@ def generate_text(model, tokenizer, args) -> None:
     import torch
 
     from musicgpt.errors import MusicGPTError
-    from musicgpt.generate.decode import generate_stream
+    from musicgpt.generation.decode import generate_stream
 
     prompt = np.asarray(tokenizer.encode(args.text or ""), dtype=np.int64)
     if prompt.size == 0:

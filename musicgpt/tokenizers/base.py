@@ -33,7 +33,7 @@ class Tokenizer(Protocol):
 
 
 class LogitsMask(Protocol):
-    """A grammar that forbids tokens during generation (see `musicgpt.generate`).
+    """A grammar that forbids tokens during generation (see `musicgpt.generation`).
 
     The sampler calls `start` once with the prompt, then for every step `allowed()` before
     sampling and `advance(tokens)` with the tokens it chose.

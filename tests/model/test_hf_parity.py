@@ -9,7 +9,7 @@ import torch
 from conftest import GPT2_VOCAB_DIR, TEXT_DIR
 
 from musicgpt.errors import ConfigError
-from musicgpt.generate.decode import generate
+from musicgpt.generation.decode import generate
 from musicgpt.model.gpt import GPT, GPTConfig
 from musicgpt.model.hf import export_hf
 

@@ -9,7 +9,7 @@ import torch
 from conftest import PIANO_DIR
 
 from musicgpt.cli import main
-from musicgpt.generate.piano import cut_at_seconds, token_steps
+from musicgpt.generation.piano import cut_at_seconds, token_steps
 from musicgpt.model.gpt import GPT, GPTConfig
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 

@@ -8,8 +8,8 @@ import torch
 from conftest import TEXT_DIR
 
 from musicgpt.errors import MusicGPTError
-from musicgpt.generate.decode import generate, generate_stream
-from musicgpt.generate.sampling import SamplingError
+from musicgpt.generation.decode import generate, generate_stream
+from musicgpt.generation.sampling import SamplingError
 from musicgpt.model.gpt import GPT, GPTConfig, ModelInputError
 
 

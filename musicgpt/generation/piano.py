@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from musicgpt.errors import MusicGPTError
-from musicgpt.generate.decode import generate_stream
+from musicgpt.generation.decode import generate_stream
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 

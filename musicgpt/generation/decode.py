@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from musicgpt.generate.sampling import SamplingError, check_sampling_args, next_token
+from musicgpt.generation.sampling import SamplingError, check_sampling_args, next_token
 from musicgpt.model.gpt import GPT, ModelInputError
 from musicgpt.tokenizers.base import LogitsMask
 
@@ -117,7 +117,7 @@ def generate_stream(
     """Yield the new tokens one step at a time, each a (B,) int64 tensor.
 
     idx: (B, T) prompt of token ids; a 1-D prompt is an error (use `idx[None]` for one row).
-    Sampling: see `musicgpt.generate.sampling` (mask -> temperature -> top-k -> top-p -> sample);
+    Sampling: see `musicgpt.generation.sampling` (mask -> temperature -> top-k -> top-p -> sample);
     `greedy=True` or temperature 0 takes the argmax. `generator` seeds the draws: the same seed
     gives the same tokens.
     stop_tokens: a row that emits one is finished; it keeps emitting that same token while the

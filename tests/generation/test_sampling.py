@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from musicgpt.errors import MusicGPTError
-from musicgpt.generate.sampling import (
+from musicgpt.generation.sampling import (
     SamplingError,
     apply_mask,
     apply_temperature,
