@@ -41,3 +41,36 @@ def piano_tokens():
     from musicgpt.tokenizers.performance import PerformanceTokenizer
 
     return PerformanceTokenizer().encode(PIANO_DIR / "Maestro_3.mid").astype(np.int64)
+
+
+def shipped_config(
+    name: str, tmp_path: Path, data_dir: Path, model: dict, data: dict | None = None, **trainer
+) -> Path:
+    """A config from configs/ made test-sized: the given model fields, quick steps, paths under tmp_path.
+
+    Tests train through the shipped YAML files, so a config that stops working fails a test.
+    """
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / name).read_text())
+    config["model"]["config"].update(model)
+    config["model"]["optimizer"].update(lr=1e-2, warmup_steps=5)
+    config["data"].update(
+        {"data_dir": str(data_dir), "batch_size": 8, "num_workers": 0, "max_val_windows": 8}
+    )
+    config["data"].update(data or {})
+    t = config["trainer"]
+    t.pop("max_time")
+    t.update(
+        default_root_dir=str(tmp_path),
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        precision="32-true",
+    )
+    t.update(trainer)
+    t["logger"]["init_args"]["save_dir"] = str(tmp_path)
+    t["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

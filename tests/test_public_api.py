@@ -15,8 +15,18 @@ def test_public_names_are_what_they_say():
     assert PerformanceTokenizer().vocab_size == 390
     assert load_tokenizer("bytes").vocab_size == 257
     assert sorted(musicgpt.__all__) == sorted(
-        ["GPT", "GPTConfig", "PerformanceTokenizer", "ByteTokenizer", "GPT2BPETokenizer", "generate",
-         "generate_stream", "load_tokenizer", "MusicGPTError", "__version__"]
+        [
+            "GPT",
+            "GPTConfig",
+            "PerformanceTokenizer",
+            "ByteTokenizer",
+            "GPT2BPETokenizer",
+            "generate",
+            "generate_stream",
+            "load_tokenizer",
+            "MusicGPTError",
+            "__version__",
+        ]
     )
 
 

@@ -7,8 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import GPT2_VOCAB_DIR, ROOT, TEXT_DIR
+from conftest import GPT2_VOCAB_DIR, TEXT_DIR, shipped_config
 
 from musicgpt.cli import main
 from musicgpt.data.build import build_dataset, read_manifest
@@ -66,24 +65,17 @@ def test_config_and_data_must_agree_on_the_tokenizer(text_data, tmp_path, capsys
 
 
 def test_train_and_generate_text_with_the_shipped_config(text_data, tmp_path, capsys):
-    config = yaml.safe_load((ROOT / "configs" / "text_bytes.yaml").read_text())
-    config["model"]["config"].update(block_size=64, n_layer=2, n_head=2, n_embd=64, dropout=0.0)
-    config["model"]["optimizer"].update(lr=1e-2, warmup_steps=5)
-    config["data"].update(data_dir=str(text_data), batch_size=8, num_workers=0, max_val_windows=4)
-    t = config["trainer"]
-    t.update(
-        default_root_dir=str(tmp_path),
+    model = dict(block_size=64, n_layer=2, n_head=2, n_embd=64, dropout=0.0)
+    config = shipped_config(
+        "text_bytes.yaml",
+        tmp_path,
+        text_data,
+        model,
+        {"max_val_windows": 4},
         max_steps=30,
         val_check_interval=30,
-        precision="32-true",
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
-    t.pop("max_time")
-    t["logger"]["init_args"]["save_dir"] = str(tmp_path)
-    t["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    cli = train_cli(["--config", str(tmp_path / "c.yaml")])
+    cli = train_cli(["--config", str(config)])
     assert float(cli.trainer.callback_metrics["val/loss"]) < np.log(257) - 1.5  # far below uniform bytes
 
     capsys.readouterr()

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from conftest import PIANO_DIR, ROOT
+from conftest import PIANO_DIR, shipped_config
 
 from musicgpt.data.build import build_dataset
 from musicgpt.data.dataset import FixedWindows, TokenShard
@@ -33,28 +32,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def tiny_config(tmp_path: Path, data_dir: Path, **trainer) -> Path:
-    """The shipped CPU config with a tiny model, a few steps and paths under tmp_path."""
-    config = yaml.safe_load((ROOT / "configs" / "piano_cpu.yaml").read_text())
-    config["model"]["config"] = dict(TINY)
-    config["model"]["optimizer"].update(lr=1e-2, warmup_steps=5)
-    config["data"].update(data_dir=str(data_dir), batch_size=8, num_workers=0, max_val_windows=8)
-    t = config["trainer"]
-    t.update(
-        default_root_dir=str(tmp_path),
-        max_steps=6,
-        val_check_interval=3,
-        log_every_n_steps=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        precision="32-true",
-    )
-    t.pop("max_time")
-    t["logger"]["init_args"]["save_dir"] = str(tmp_path)
-    t["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
-    t.update(trainer)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    """configs/piano_cpu.yaml with a tiny model and a few steps."""
+    trainer = {"max_steps": 6, "val_check_interval": 3, **trainer}
+    return shipped_config("piano_cpu.yaml", tmp_path, data_dir, TINY, **trainer)
 
 
 def train_loss(model: GPT, data_dir: Path) -> float:
