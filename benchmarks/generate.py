@@ -12,25 +12,20 @@ The table goes into benchmarks/RESULTS.md under "## Generation".
 
 from __future__ import annotations
 
+import argparse
 import os
+import platform
+import re
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# Running `python benchmarks/generate.py` puts benchmarks/ first on sys.path, where tokenize.py
-# (the tokenizer benchmark) would shadow the standard library's tokenize, which torch imports.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+import torch
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-
-from musicgpt.generation.decode import generate  # noqa: E402
-from musicgpt.model.gpt import GPT, GPTConfig  # noqa: E402
-from musicgpt.model.hf import export_hf  # noqa: E402
+from musicgpt.generation.decode import generate
+from musicgpt.model.gpt import GPT, GPTConfig
+from musicgpt.model.hf import export_hf
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 PROMPT = 64

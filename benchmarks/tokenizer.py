@@ -1,6 +1,6 @@
 """Tokenizer throughput: this project's PerformanceTokenizer against miditok 3.1's MIDILike, side by side.
 
-    OMP_NUM_THREADS=1 python benchmarks/tokenize.py [--repeats 3] [--no-write]
+    OMP_NUM_THREADS=1 python benchmarks/tokenizer.py [--repeats 3] [--no-write]
 
 Both run in one process on the same real piano files (data/midi/piano), interleaved file by file,
 best of --repeats per file, so a loaded machine slows both alike; the ratio is what to read.
@@ -24,23 +24,16 @@ split over 2 cores (one process each).
 
 from __future__ import annotations
 
-import sys
+import argparse
+import time
+import warnings
+from pathlib import Path
 
-# Run as a script, this file's folder leads sys.path and this file would shadow the standard
-# library's `tokenize` (which numpy imports through inspect/linecache).
-if sys.path and sys.path[0] == __import__("os").path.dirname(__file__):
-    sys.path.pop(0)
+import numpy as np
+import symusic
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import symusic  # noqa: E402
-
-from musicgpt.tokenizers import midi_io  # noqa: E402
-from musicgpt.tokenizers.performance import PerformanceTokenizer  # noqa: E402
+from musicgpt.tokenizers import midi_io
+from musicgpt.tokenizers.performance import PerformanceTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 PIANO_DIR = ROOT / "data" / "midi" / "piano"
@@ -168,7 +161,7 @@ def main() -> None:
         [
             "## Tokenizer",
             "",
-            f"`python benchmarks/tokenize.py`: {len(files)} real piano files of data/midi/piano, {n_notes:,} notes "
+            f"`python benchmarks/tokenizer.py`: {len(files)} real piano files of data/midi/piano, {n_notes:,} notes "
             f"after the pedal, best of {args.repeats} per file, one process, side by side in one run. "
             "miditok's time excludes reading the file and the pedal (done for it beforehand); ours includes both.",
             "",
