@@ -13,6 +13,7 @@ The table goes into benchmarks/RESULTS.md under "## Generation".
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import re
@@ -126,7 +127,7 @@ def bench_batch(
     )
 
 
-def markdown(rows: list[dict], args: argparse.Namespace, seconds: float) -> str:
+def markdown(rows: list[dict], args: argparse.Namespace, seconds: float, load: float) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(
@@ -139,13 +140,13 @@ def markdown(rows: list[dict], args: argparse.Namespace, seconds: float) -> str:
         "",
         f"`python benchmarks/generate.py{' --quick' if args.quick else ''}`: greedy decoding, a {PROMPT}-token "
         f"prompt and {args.new_tokens} new tokens, random weights (the same in both libraries: the greedy "
-        f"tokens were checked equal), {torch.get_num_threads()} threads, best of {args.repeats} rounds, "
-        f"torch {torch.__version__}, {cpu}, {os.cpu_count()} cores shared with other work "
-        f"(load average {os.getloadavg()[0]:.1f} at the end); {seconds:.0f} s in all. "
-        "Runs are timed in rounds, one of each variant per round, so that they meet the same load. "
-        "Compiled: `generate(..., compile=True)`, the decode step through torch.compile (inductor, frozen "
-        "weights, max-autotune GEMMs); compile time is not counted. The uncached path runs the whole "
-        "window every step, so it is timed over fewer new tokens.",
+        f"tokens were checked equal), {args.threads} threads, torch {torch.__version__}, {cpu}, "
+        f"{os.cpu_count()} cores shared with other work (load average {load:.1f} at the end); "
+        f"{seconds:.0f} s in all. Variants are timed in rounds, one run of each per round, so that they "
+        f"meet the same load; the best of {args.repeats} rounds counts (the uncached path: its one run; "
+        "for gpt2 over 64 new tokens, as its step over a long window takes about a second). Compiled: "
+        "`generate(..., compile=True)`, the decode step through torch.compile (inductor, frozen weights, "
+        "max-autotune GEMMs, C++ wrapper); compile time is not counted.",
         "",
         "No GPU was available in this session: CPU figures only.",
         "",
@@ -155,6 +156,17 @@ def markdown(rows: list[dict], args: argparse.Namespace, seconds: float) -> str:
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['batch']} | {r['variant']} | {r['rate']:,.1f} | {r['ratio']:.2f}x |"
+        )
+    lines.append("")
+    for (config, batch), group in itertools.groupby(rows, key=lambda r: (r["config"], r["batch"])):
+        rate = {r["variant"]: r["rate"] for r in group}
+        best_name = max((v for v in rate if v.startswith("musicgpt, KV")), key=rate.get)
+        reference = rate["transformers generate, KV cache, fp32"]
+        uncached = next(v for v in rate if "no cache" in v)
+        lines.append(
+            f"- {config}, batch {batch}: fastest {best_name} at {rate[best_name] / reference:.2f}x "
+            f"transformers; the cache (fp32) {rate['musicgpt, KV cache, fp32'] / rate[uncached]:.0f}x the "
+            f"uncached path{' (over fewer tokens, see above)' if f'({args.new_tokens} ' not in uncached else ''}"
         )
     return "\n".join(lines) + "\n"
 
@@ -188,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         # gpt2's uncached step over a 576-token window takes about a second: time fewer of them
         uncached = args.new_tokens if name != "gpt2" else min(args.new_tokens, 64)
         rows += bench_config(name, args.new_tokens, uncached, args.batches, args.repeats)
-    text = markdown(rows, args, time.perf_counter() - start)
+    args.threads = torch.get_num_threads()
+    text = markdown(rows, args, time.perf_counter() - start, os.getloadavg()[0])
     print()
     print(text)
     if not args.no_write:

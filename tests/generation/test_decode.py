@@ -225,10 +225,10 @@ def test_bad_input_fails_at_the_call_with_a_clear_error(tiny, idx, kwargs, error
         generate(tiny, idx, **kwargs)
 
 
+# both raised inside inductor, not by musicgpt
 @pytest.mark.slow
-@pytest.mark.filterwarnings(
-    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
-)  # inside inductor
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
 def test_compiled_decode_step_gives_the_eager_tokens():
     torch.manual_seed(2)
     model = GPT(GPTConfig.preset("music-tiny", n_layer=1)).eval()
