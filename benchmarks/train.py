@@ -1,12 +1,17 @@
 """Training throughput: tokens/s of forward + backward + AdamW, side by side in one run.
 
-    python benchmarks/train.py [--threads 2] [--steps 5] [--batch 8] [--seq 512] [--config music-20m]
+    python benchmarks/train.py [--threads 2] [--rounds 3] [--steps 4] [--batch 8] [--seq 512]
+                               [--config music-20m] [--system-allocator] [--no-hf]
 
-Rows: this project's GPT in fp32 and under bf16 autocast (what `precision: bf16-mixed` does),
-and transformers' GPT2LMHeadModel with the same config (fp32, and bf16 autocast), all on the
-same random token batches. Model FLOPs utilization counts 6 FLOPs per parameter per token plus
-attention (PaLM's formula), against the peak matrix-product rate given with --peak-fp32/--peak-bf16
-(defaults: measured on the 2-core development machines with a large matmul, see RESULTS.md).
+Rows: this project's GPT in fp32 and under bf16 autocast (what `precision: bf16-mixed` does; once
+more with PyTorch's stock kernels, to show what `musicgpt/model/cpu_kernels.py` buys), and
+transformers' GPT2LMHeadModel with the same config and weights (fp32, and bf16 autocast), all on
+the same random token batches, with what `musicgpt train` uses for every row: fused AdamW with
+gradient clipping, and freed memory kept in the process (`--system-allocator` to compare without).
+
+The variants are timed in rounds, `--steps` steps of each per round, so that they meet the same
+load on a shared machine; each row is its best round. Model FLOPs utilization counts PaLM's
+6N + 12·L·d·T FLOPs per token against the peak rate of a large matmul measured in the same run.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from musicgpt.model.cpu_kernels import use_compiled_cpu_kernels
 from musicgpt.model.gpt import GPT, GPTConfig
+from musicgpt.training.allocator import keep_freed_memory
 
 
 def flops_per_token(config: GPTConfig, seq: int) -> float:
@@ -37,23 +46,34 @@ def measure_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> floa
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
-def train_steps(model: torch.nn.Module, forward, batches, autocast: bool) -> float:
-    """Seconds per step, over all but the first two (warm-up) batches."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
-    model.train()
-    times = []
-    for x, y in batches:
-        start = time.perf_counter()
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-        with ctx:
-            logits = forward(model, x)
+@dataclass
+class Variant:
+    name: str
+    model: torch.nn.Module
+    forward: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # ids -> logits
+    autocast: bool
+    compiled_cpu_kernels: bool = True
+    seconds_per_step: list[float] = field(default_factory=list)  # one mean per round
+
+    def __post_init__(self) -> None:
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        use_compiled_cpu_kernels(self.compiled_cpu_kernels)
+        context = torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        with context:
+            logits = self.forward(self.model, x)
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    return sum(times[2:]) / len(times[2:])
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def run(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        start = time.perf_counter()
+        for x, y in batches:
+            self.step(x, y)
+        self.seconds_per_step.append((time.perf_counter() - start) / len(batches))
 
 
 def main() -> None:
@@ -62,82 +82,106 @@ def main() -> None:
     )
     parser.add_argument("--config", default="music-20m")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per variant per round")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--peak-fp32", type=float, default=None, help="GFLOP/s; measured when omitted")
-    parser.add_argument("--peak-bf16", type=float, default=None, help="GFLOP/s; measured when omitted")
+    parser.add_argument("--system-allocator", action="store_true", help="leave glibc's malloc as it is")
     parser.add_argument("--no-hf", action="store_true", help="skip the transformers rows")
     args = parser.parse_args()
 
+    allocator = "system default"
+    if not args.system_allocator and keep_freed_memory():
+        allocator = "freed memory kept"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = GPTConfig.preset(args.config, dropout=args.dropout)
-    peak = {
-        "fp32": (args.peak_fp32 or measure_peak(torch.float32) / 1e9) * 1e9,
-        "bf16": (args.peak_bf16 or measure_peak(torch.bfloat16) / 1e9) * 1e9,
-    }
     shape = (args.batch, args.seq)
     batches = [
         (torch.randint(0, config.vocab_size, shape), torch.randint(0, config.vocab_size, shape))
-        for _ in range(args.steps + 2)
+        for _ in range(args.steps)
     ]
-    tokens = args.batch * args.seq
-    fpt = flops_per_token(config, args.seq)
 
-    ours = GPT(config)
-    rows = []
+    def ours() -> GPT:
+        torch.manual_seed(0)  # the same weights in every musicgpt row
+        return GPT(config)
 
-    def add(name: str, model, forward, autocast: bool) -> None:
-        seconds = train_steps(model, forward, batches, autocast)
-        rate = tokens / seconds
-        rows.append((name, rate, fpt * rate / peak["bf16" if autocast else "fp32"]))
-        print(f"  measured {name}: {rate:,.0f} tokens/s", flush=True)
-
-    state = {k: v.clone() for k, v in ours.state_dict().items()}
-    add("musicgpt fp32", ours, lambda m, x: m(x), autocast=False)
-    ours.load_state_dict(state)
-    add("musicgpt bf16-mixed", ours, lambda m, x: m(x), autocast=True)
+    reference = ours()
+    variants = [
+        Variant("musicgpt fp32", ours(), lambda m, x: m(x), autocast=False),
+        Variant("musicgpt bf16-mixed", ours(), lambda m, x: m(x), autocast=True),
+        Variant(
+            "musicgpt bf16-mixed, stock kernels",
+            ours(),
+            lambda m, x: m(x),
+            autocast=True,
+            compiled_cpu_kernels=False,
+        ),
+    ]
     if not args.no_hf:
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        from musicgpt.model.hf import state_to_hf
+        from musicgpt.model.hf import config_to_hf, state_to_hf
 
         hf_config = GPT2Config(
-            vocab_size=config.vocab_size,
-            n_positions=config.block_size,
-            n_embd=config.n_embd,
-            n_layer=config.n_layer,
-            n_head=config.n_head,
-            resid_pdrop=args.dropout,
-            embd_pdrop=args.dropout,
-            attn_pdrop=args.dropout,
-            bos_token_id=None,
-            eos_token_id=None,
+            **{
+                **config_to_hf(config),
+                "resid_pdrop": args.dropout,
+                "embd_pdrop": args.dropout,
+                "attn_pdrop": args.dropout,
+                "bos_token_id": None,
+                "eos_token_id": None,
+            }
         )
-        hf = GPT2LMHeadModel(hf_config)
-        ours.load_state_dict(state)
-        hf.load_state_dict(state_to_hf(ours), strict=False)
-        hf_state = {k: v.clone() for k, v in hf.state_dict().items()}
-        add("transformers fp32", hf, lambda m, x: m(x).logits, autocast=False)
-        hf.load_state_dict(hf_state)
-        add("transformers bf16-mixed", hf, lambda m, x: m(x).logits, autocast=True)
 
-    reference = next((r for n, r, _ in rows if n == "transformers fp32"), None)
+        def hf() -> GPT2LMHeadModel:
+            model = GPT2LMHeadModel(hf_config)
+            model.load_state_dict(state_to_hf(reference), strict=False)
+            return model
+
+        variants += [
+            Variant("transformers fp32", hf(), lambda m, x: m(x).logits, autocast=False),
+            Variant("transformers bf16-mixed", hf(), lambda m, x: m(x).logits, autocast=True),
+        ]
+
+    for variant in variants:  # warm-up: first-step allocations, compiling cpu_kernels
+        variant.step(*batches[0])
+    for round_index in range(args.rounds):
+        for variant in variants:
+            variant.run(batches)
+        summary = ", ".join(
+            f"{v.name} {len(batches[0][0]) * args.seq / v.seconds_per_step[-1]:,.0f}" for v in variants
+        )
+        print(f"  round {round_index + 1}/{args.rounds} tokens/s: {summary}", flush=True)
+
+    peak = {"fp32": measure_peak(torch.float32), "bf16": measure_peak(torch.bfloat16)}
+    tokens = args.batch * args.seq
+    fpt = flops_per_token(config, args.seq)
+    rates = {v.name: tokens / min(v.seconds_per_step) for v in variants}
     print()
     print(
-        f"config {args.config}: {ours.num_params():,} parameters; batch {args.batch} x {args.seq} tokens; "
-        f"{args.threads} threads; dropout {args.dropout}"
+        f"config {args.config}: {reference.num_params():,} parameters; batch {args.batch} x {args.seq} tokens; "
+        f"{args.threads} threads; dropout {args.dropout}; allocator: {allocator}; "
+        f"best of {args.rounds} rounds of {args.steps} steps"
     )
     print(
         f"peak matmul: fp32 {peak['fp32'] / 1e9:,.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:,.0f} GFLOP/s; "
         f"{fpt / 1e6:,.1f} MFLOP per token"
     )
-    print(f"{'run':<26} {'tokens/s':>10} {'vs transformers fp32':>21} {'MFU':>7}")
-    for name, rate, mfu in rows:
-        ratio = f"{rate / reference:.2f}x" if reference else "-"
-        print(f"{name:<26} {rate:>10,.0f} {ratio:>21} {mfu:>7.1%}")
+    baseline = rates.get("transformers fp32")
+    print(f"{'run':<36} {'tokens/s':>10} {'vs transformers fp32':>21} {'MFU':>7}")
+    for variant in variants:
+        rate = rates[variant.name]
+        ratio = f"{rate / baseline:.2f}x" if baseline else "-"
+        mfu = fpt * rate / peak["bf16" if variant.autocast else "fp32"]
+        print(f"{variant.name:<36} {rate:>10,.0f} {ratio:>21} {mfu:>7.1%}")
+    if baseline:
+        ours_bf16 = rates["musicgpt bf16-mixed"]
+        print(
+            f"musicgpt bf16-mixed: {ours_bf16 / baseline:.2f}x transformers fp32, "
+            f"{ours_bf16 / rates['transformers bf16-mixed']:.2f}x transformers bf16-mixed"
+        )
 
 
 if __name__ == "__main__":

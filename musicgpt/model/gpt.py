@@ -5,8 +5,9 @@
 
 Names follow Hugging Face's GPT2LMHeadModel (transformer.wte, transformer.h.0.attn.c_attn, ...)
 so checkpoints map one to one; HF stores its Conv1D weights transposed, `hf.py` handles that.
-Attention runs through `F.scaled_dot_product_attention`; the same code computes the explicit
-softmax (for `attention_probs`) when asked, so the two cannot drift apart.
+Attention runs through `F.scaled_dot_product_attention` (training on CPU in bf16 swaps in a faster
+backward, and a faster GELU: `cpu_kernels.py`); the same code computes the explicit softmax (for
+`attention_probs`) when asked, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicgpt.errors import ConfigError, MusicGPTError
+from musicgpt.model.cpu_kernels import causal_attention, gelu_tanh
 from musicgpt.model.kv_cache import KVCache
 
 
@@ -184,8 +186,10 @@ class CausalSelfAttention(nn.Module):
                 att = att.masked_fill(~mask, float("-inf"))
             probs = att.softmax(dim=-1)
             y = F.dropout(probs, dropout_p, self.training).to(v.dtype) @ v  # (B, nh, T, hs)
+        elif causal:
+            y = causal_attention(q, k, v, dropout_p)  # SDPA, or on CPU in bf16 a faster backward
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y)), probs
 
@@ -199,7 +203,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # GPT-2's "gelu_new" is the tanh approximation; the exact erf GELU would break parity.
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(gelu_tanh(self.c_fc(x))))
 
 
 class Block(nn.Module):

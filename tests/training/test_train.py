@@ -58,6 +58,28 @@ def test_a_few_steps_lower_the_loss(data_dir, tmp_path):
     assert (tmp_path / "model" / "tokenizer.json").exists()
 
 
+def test_bf16_mixed_on_cpu_lowers_the_loss_with_a_fused_optimizer_and_clipping(data_dir, tmp_path):
+    config = tiny_config(tmp_path, data_dir, max_steps=40, val_check_interval=20, precision="bf16-mixed")
+    cli = train_cli(["--config", str(config)], run=False)
+    before = train_loss(cli.model.model, data_dir)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert train_loss(cli.model.model, data_dir) < before - 0.5
+    optimizer = cli.trainer.optimizers[0]
+    assert all(group["fused"] for group in optimizer.param_groups)
+
+    # Lightning's mixed-precision plugin refuses to clip for a fused optimizer; the module clips.
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:
+        p.grad = torch.full_like(p, 3.0)
+    cli.model.configure_gradient_clipping(optimizer, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    assert norm.item() == pytest.approx(0.5, rel=1e-4)
+    for p in params:
+        p.grad = torch.full_like(p, -3.0)
+    cli.model.configure_gradient_clipping(optimizer, gradient_clip_val=0.1, gradient_clip_algorithm="value")
+    assert all(torch.equal(p.grad, torch.full_like(p, -0.1)) for p in params)
+
+
 def test_resume_restores_step_and_optimizer_state(data_dir, tmp_path):
     config = str(tiny_config(tmp_path, data_dir, max_steps=6))
     first = train_cli(["--config", config])
