@@ -1,13 +1,13 @@
 """Training throughput: tokens/s of forward + backward + AdamW, side by side in one run.
 
     python benchmarks/train.py [--threads 2] [--rounds 3] [--steps 4] [--batch 8] [--seq 512]
-                               [--config music-20m] [--system-allocator] [--no-hf]
+                               [--config music-20m] [--no-hf]
 
 Rows: this project's GPT in fp32 and under bf16 autocast (what `precision: bf16-mixed` does; once
 more with PyTorch's stock kernels, to show what `musicgpt/model/cpu_kernels.py` buys), and
 transformers' GPT2LMHeadModel with the same config and weights (fp32, and bf16 autocast), all on
-the same random token batches, with what `musicgpt train` uses for every row: fused AdamW with
-gradient clipping, and freed memory kept in the process (`--system-allocator` to compare without).
+the same random token batches, with the optimizer `musicgpt train` uses for every row (fused
+AdamW, gradient clipping).
 
 The variants are timed in rounds, `--steps` steps of each per round, so that they meet the same
 load on a shared machine; each row is its best round. Model FLOPs utilization counts PaLM's
@@ -27,7 +27,6 @@ import torch.nn.functional as F
 
 from musicgpt.model.cpu_kernels import use_compiled_cpu_kernels
 from musicgpt.model.gpt import GPT, GPTConfig
-from musicgpt.training.allocator import keep_freed_memory
 
 
 def flops_per_token(config: GPTConfig, seq: int) -> float:
@@ -87,13 +86,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--system-allocator", action="store_true", help="leave glibc's malloc as it is")
     parser.add_argument("--no-hf", action="store_true", help="skip the transformers rows")
     args = parser.parse_args()
 
-    allocator = "system default"
-    if not args.system_allocator and keep_freed_memory():
-        allocator = "freed memory kept"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = GPTConfig.preset(args.config, dropout=args.dropout)
@@ -162,7 +157,7 @@ def main() -> None:
     print()
     print(
         f"config {args.config}: {reference.num_params():,} parameters; batch {args.batch} x {args.seq} tokens; "
-        f"{args.threads} threads; dropout {args.dropout}; allocator: {allocator}; "
+        f"{args.threads} threads; dropout {args.dropout}; "
         f"best of {args.rounds} rounds of {args.steps} steps"
     )
     print(

@@ -71,6 +71,9 @@ def run(args) -> int:
         overrides.append(f"--trainer.max_steps={args.max_steps}")
     if args.resume:
         overrides.append("--resume")
+    if _trainer_setting(config, "precision") == "bf16-mixed" and not cpu_has_bf16_matmul():
+        print("this CPU has no bf16 matrix units (AVX512-BF16 or AMX): training in fp32 instead")
+        overrides.append("--trainer.precision=32-true")
     cli = train_cli(["--config", str(config), *overrides, *_checkpoint_dir_override(config, run_dir)])
     trained_minutes = (time.perf_counter() - started) / 60
     print(f"trained to step {cli.trainer.global_step} ({trained_minutes:.1f} min so far)")
@@ -91,6 +94,20 @@ def run(args) -> int:
     print(f"prompt: the first 10 s of {prompt_file.name}; {args.seconds:.0f} s continuation written to {out}")
     print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} minutes")
     return 0
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively; elsewhere PyTorch emulates them, slower than fp32."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own probes
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def _trainer_setting(config: Path, key: str):
+    import yaml
+
+    return (yaml.safe_load(config.read_text()).get("trainer") or {}).get(key)
 
 
 def _checkpoint_dir_override(config: Path, run_dir: Path) -> list[str]:

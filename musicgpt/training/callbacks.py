@@ -38,6 +38,8 @@ class ExportBestModel(L.Callback):
 
     The directory (default `<trainer.default_root_dir>/model`) holds config.yaml,
     model.safetensors, tokenizer.json and metrics.json; each file is written atomically.
+    A run that ends before its first validation (a few steps, or stopped by `max_time`) exports
+    its final weights instead, so that there is always a model to evaluate and sample.
     """
 
     def __init__(self, dirpath: str | None = None, monitor: str = "val/loss"):
@@ -60,6 +62,10 @@ class ExportBestModel(L.Callback):
         self.best = value
         if trainer.is_global_zero:
             export_model(pl_module, self._dir(trainer), {self.monitor: value, "step": trainer.global_step})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.best is None and trainer.is_global_zero:
+            export_model(pl_module, self._dir(trainer), {self.monitor: None, "step": trainer.global_step})
 
     def state_dict(self) -> dict:
         return {"best": self.best}

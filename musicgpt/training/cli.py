@@ -15,7 +15,6 @@ import warnings
 from lightning.pytorch.cli import LightningCLI
 
 from musicgpt.data.datamodule import TokenDataModule
-from musicgpt.training.allocator import keep_freed_memory
 from musicgpt.training.module import MusicGPTModule
 
 
@@ -31,7 +30,6 @@ def train_cli(args: list[str], run: bool = True) -> MusicGPTCLI:
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
         cli = _make_cli(args)
     if run:
-        keep_freed_memory()  # CPU steps reuse their activations' memory instead of page-faulting it
         ckpt_path = "last" if cli.config.get("resume") else None
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     return cli
