@@ -1,4 +1,4 @@
-"""Callbacks: training throughput, and the exported model that `generate` and `evaluate` load."""
+"""Callbacks: training throughput, a progress bar counted in steps, and the exported model."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
 
 from musicgpt.io import atomic_write_json
 
@@ -83,3 +84,23 @@ def export_model(pl_module, directory: Path, metrics: dict) -> None:
     if settings is not None:
         atomic_write_json(directory / "tokenizer.json", settings)
     atomic_write_json(directory / "metrics.json", {k: v for k, v in metrics.items()})
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar for runs that stop at `max_steps`: shows `step 120/1000`.
+
+    Lightning's own labels such a run "Epoch 0/-2" (max_epochs is -1, "no limit") and shows a
+    `v_num` that means nothing here. `musicgpt train` uses this bar unless the config names one.
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:  # the label RichProgressBar shows
+        if self.trainer.max_epochs in (None, -1):
+            return f"Epoch {current_epoch}"
+        return super()._get_train_description(current_epoch)
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        if trainer.max_steps and trainer.max_steps > 0:
+            items = {"step": f"{trainer.global_step}/{trainer.max_steps}", **items}
+        return items

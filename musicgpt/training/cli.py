@@ -10,17 +10,33 @@ learning-rate schedule.
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from musicgpt.data.datamodule import TokenDataModule
+from musicgpt.training.callbacks import StepProgressBar
 from musicgpt.training.module import MusicGPTModule
 
 
 class MusicGPTCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+
+    def instantiate_trainer(self, **kwargs):
+        # A progress bar counted in steps, unless the config turns the bar off or names its own.
+        trainer = self._get(self.config_init, "trainer", default={})
+        callbacks = list(trainer.get("callbacks") or [])
+        wants_bar = trainer.get("enable_progress_bar") is not False
+        if (
+            wants_bar
+            and importlib.util.find_spec("rich")
+            and not any(isinstance(c, ProgressBar) for c in callbacks)
+        ):
+            kwargs["callbacks"] = [*callbacks, StepProgressBar()]
+        return super().instantiate_trainer(**kwargs)
 
 
 def train_cli(args: list[str], run: bool = True) -> MusicGPTCLI:

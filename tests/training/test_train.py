@@ -80,6 +80,21 @@ def test_bf16_mixed_on_cpu_lowers_the_loss_with_a_fused_optimizer_and_clipping(d
     assert all(torch.equal(p.grad, torch.full_like(p, -0.1)) for p in params)
 
 
+def test_the_progress_bar_counts_steps(data_dir, tmp_path):
+    from musicgpt.training.callbacks import StepProgressBar
+
+    cli = train_cli(["--config", str(tiny_config(tmp_path, data_dir, enable_progress_bar=True))])
+    bar = cli.trainer.progress_bar_callback
+    assert isinstance(bar, StepProgressBar)
+    assert bar._get_train_description(0) == "Epoch 0"  # not Lightning's "Epoch 0/-2"
+    metrics = bar.get_metrics(cli.trainer, cli.model)
+    assert metrics["step"] == "6/6" and "v_num" not in metrics
+    # a config that turns the bar off gets none
+    (tmp_path / "quiet").mkdir()
+    quiet = train_cli(["--config", str(tiny_config(tmp_path / "quiet", data_dir))], run=False)
+    assert quiet.trainer.progress_bar_callback is None
+
+
 def test_resume_restores_step_and_optimizer_state(data_dir, tmp_path):
     config = str(tiny_config(tmp_path, data_dir, max_steps=6))
     first = train_cli(["--config", config])
