@@ -14,7 +14,8 @@ Why this file exists. Profiling a bf16-mixed training step of the 20M music mode
 Both give the same values as the kernels they replace up to bf16 rounding; the tests hold them to
 float64 references as tightly as the ATen kernels. They are used only where they pay off:
 on CPU, in bf16, with gradients needed, no dropout on the attention, and outside a compiled model.
-Everything else (GPU, fp32, inference, decoding with the KV cache) runs the stock kernels.
+Everything else (GPU, fp32, inference, decoding with the KV cache) runs the stock kernels: in
+fp32 training they measured no faster (the 20M and the 256-wide piano model, 2 cores).
 
 Turn them off with `use_compiled_cpu_kernels(False)`. If compiling fails (no C++ compiler, for
 example) they warn once and fall back to the stock kernels by themselves.
