@@ -70,7 +70,9 @@ def shipped_config(
     )
     t.update(trainer)
     t["logger"]["init_args"]["save_dir"] = str(tmp_path)
-    t["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
+    for callback in t["callbacks"]:
+        if callback["class_path"].endswith("ModelCheckpoint"):
+            callback["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

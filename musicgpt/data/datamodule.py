@@ -85,8 +85,22 @@ class TokenDataModule(L.LightningDataModule):
         if self.train_set is not None:
             self.train_set.set_epoch(epoch)
 
+    def _resume_mid_epoch(self) -> None:
+        """In a run restored from a checkpoint, continue the epoch where the checkpoint left it."""
+        trainer = self.trainer
+        if trainer is None or self.train_set is None or not trainer.fit_loop.restarting:
+            return
+        # Lightning builds the loader before working out where the checkpoint stopped; ask now.
+        trainer.fit_loop.update_restart_stage()
+        if not trainer.fit_loop.restarted_mid_epoch:
+            return  # a checkpoint at an epoch's end (or a run's end) starts the next epoch afresh
+        # Lightning does not call on_train_epoch_start again for an epoch it resumes midway.
+        self.set_epoch(trainer.current_epoch)
+        self.train_set.resume_batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+        self._resume_mid_epoch()
+        return ResumableLoader(
             self.train_set,
             batch_size=self.batch_size,
             # Item i is already a window at a random place (RandomWindows): shuffling the indices
@@ -102,3 +116,35 @@ class TokenDataModule(L.LightningDataModule):
         return DataLoader(
             self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
         )
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that continues an epoch where a checkpoint left it, instead of restarting it.
+
+    Training windows are fixed per (seed, epoch, index), so continuing an epoch needs only how
+    many batches of it were trained on: the loader draws and drops those (they are cheap) and
+    yields the rest, the very batches the interrupted run would have seen next. The count lives
+    on the dataset (`resume_batches`, set by `TokenDataModule`) because Lightning re-creates the
+    loader around its DistributedSampler under DDP, and each process drops its own.
+    """
+
+    def __iter__(self):
+        skip = getattr(self.dataset, "resume_batches", 0)
+        self.dataset.resume_batches = 0  # once: the next epoch starts from its first batch
+        if skip >= len(self):
+            # The checkpoint followed the epoch's last batch: Lightning goes on with the next
+            # epoch on this very iterator, without an on_train_epoch_start to set its windows.
+            self.dataset.set_epoch(self.dataset.epoch + 1)
+            skip = 0
+        iterator = super().__iter__()  # after set_epoch: worker processes copy the dataset here
+        for _ in range(skip):
+            next(iterator)
+        return iterator
+
+    # Lightning calls a loader with these two "resumable" and stops warning that it is not. The
+    # state is Lightning's own progress counters, which TokenDataModule reads back on resume.
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

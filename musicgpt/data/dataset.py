@@ -79,6 +79,7 @@ class RandomWindows(Dataset):
             )
         self.shard, self.block_size, self.samples = shard, block_size, samples
         self.seed, self.epoch, self.augment = seed, 0, augment
+        self.resume_batches = 0  # batches of this epoch a resumed run skips (see ResumableLoader)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

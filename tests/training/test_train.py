@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import PIANO_DIR, shipped_config
 
 from musicgpt.data.build import build_dataset
@@ -127,6 +128,31 @@ def test_resume_loads_the_saved_optimizer_state_exactly(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("killed_after", [7, 10])  # 7: two batches into the second epoch; 10: its end
+def test_a_killed_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(data_dir, tmp_path, killed_after):
+    # 5 batches an epoch, the schedule fixed at 12 steps in every run
+    data = ["--data.samples_per_epoch", "40", "--model.optimizer.decay_steps", "12"]
+    straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
+    straight_dir.mkdir(), killed_dir.mkdir()
+    straight = train_cli(["--config", str(tiny_config(straight_dir, data_dir, max_steps=12)), *data])
+
+    # The run that dies: the config's periodic last.ckpt is written after step `killed_after`, and
+    # the step it takes afterwards is lost, as if it had been killed there.
+    config = tiny_config(killed_dir, data_dir, max_steps=killed_after + 1)
+    settings = yaml.safe_load(config.read_text())
+    (periodic,) = [c for c in settings["trainer"]["callbacks"] if c.get("init_args", {}).get("save_last")]
+    periodic["init_args"]["every_n_train_steps"] = killed_after
+    config.write_text(yaml.safe_dump(settings))
+    train_cli(["--config", str(config), *data])
+    saved = torch.load(killed_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == killed_after
+    resumed = train_cli(["--config", str(config), "--trainer.max_steps", "12", "--resume", *data])
+
+    assert resumed.trainer.global_step == 12
+    ours, theirs = resumed.model.model.state_dict(), straight.model.model.state_dict()
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
+
+
 def test_ddp_two_processes_on_cpu(data_dir, tmp_path):
     config = tiny_config(tmp_path, data_dir, max_steps=4, val_check_interval=2, devices=2, strategy="ddp")
     result = subprocess.run(
