@@ -140,18 +140,16 @@ def main() -> None:
             Variant("transformers bf16-mixed", hf(), lambda m, x: m(x).logits, autocast=True),
         ]
 
+    tokens = args.batch * args.seq  # per step
     for variant in variants:  # warm-up: first-step allocations, compiling cpu_kernels
         variant.step(*batches[0])
     for round_index in range(args.rounds):
         for variant in variants:
             variant.run(batches)
-        summary = ", ".join(
-            f"{v.name} {len(batches[0][0]) * args.seq / v.seconds_per_step[-1]:,.0f}" for v in variants
-        )
+        summary = ", ".join(f"{v.name} {tokens / v.seconds_per_step[-1]:,.0f}" for v in variants)
         print(f"  round {round_index + 1}/{args.rounds} tokens/s: {summary}", flush=True)
 
     peak = {"fp32": measure_peak(torch.float32), "bf16": measure_peak(torch.bfloat16)}
-    tokens = args.batch * args.seq
     fpt = flops_per_token(config, args.seq)
     rates = {v.name: tokens / min(v.seconds_per_step) for v in variants}
     print()

@@ -71,10 +71,11 @@ def run(args) -> int:
         overrides.append(f"--trainer.max_steps={args.max_steps}")
     if args.resume:
         overrides.append("--resume")
-    if _trainer_setting(config, "precision") == "bf16-mixed" and not cpu_has_bf16_matmul():
+    trainer = _trainer_section(config)
+    if trainer.get("precision") == "bf16-mixed" and not cpu_has_bf16_matmul():
         print("this CPU has no bf16 matrix units (AVX512-BF16 or AMX): training in fp32 instead")
         overrides.append("--trainer.precision=32-true")
-    cli = train_cli(["--config", str(config), *overrides, *_checkpoint_dir_override(config, run_dir)])
+    cli = train_cli(["--config", str(config), *overrides, *_checkpoint_dir_override(trainer, run_dir)])
     trained_minutes = (time.perf_counter() - started) / 60
     print(f"trained to step {cli.trainer.global_step} ({trained_minutes:.1f} min so far)")
 
@@ -104,22 +105,21 @@ def cpu_has_bf16_matmul() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def _trainer_setting(config: Path, key: str):
+def _trainer_section(config: Path) -> dict:
     import yaml
 
-    return (yaml.safe_load(config.read_text()).get("trainer") or {}).get(key)
+    return yaml.safe_load(config.read_text()).get("trainer") or {}
 
 
-def _checkpoint_dir_override(config: Path, run_dir: Path) -> list[str]:
-    """Point the config's ModelCheckpoint at the run directory (callbacks are a list in the YAML)."""
+def _checkpoint_dir_override(trainer: dict, run_dir: Path) -> list[str]:
+    """Point the config's ModelCheckpoints at the run directory (callbacks are a list in the YAML)."""
     import yaml
 
-    callbacks = (yaml.safe_load(config.read_text()).get("trainer") or {}).get("callbacks") or []
-    for i, callback in enumerate(callbacks):
+    callbacks = trainer.get("callbacks") or []
+    for callback in callbacks:
         if callback.get("class_path", "").endswith("ModelCheckpoint"):
             # jsonargparse does not index lists from the command line: hand it the whole list.
             callback.setdefault("init_args", {})["dirpath"] = str(run_dir / "checkpoints")
-        callbacks[i] = callback
     return (
         [f"--trainer.callbacks={yaml.safe_dump(callbacks, default_flow_style=True).strip()}"]
         if callbacks

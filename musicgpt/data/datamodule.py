@@ -129,7 +129,7 @@ class ResumableLoader(DataLoader):
     """
 
     def __iter__(self):
-        skip = getattr(self.dataset, "resume_batches", 0)
+        skip = self.dataset.resume_batches
         self.dataset.resume_batches = 0  # once: the next epoch starts from its first batch
         if skip >= len(self):
             # The checkpoint followed the epoch's last batch: Lightning goes on with the next
