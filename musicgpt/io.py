@@ -1,7 +1,8 @@
-"""Atomic file writes: a reader (or a killed run) never sees half a file.
+"""File I/O in one place: atomic writes, and reads of user files that fail with one clear line.
 
-Each helper writes to a temporary file in the destination's folder and renames it over the
-destination; os.replace is atomic on POSIX and Windows when both are on one filesystem.
+Each write helper writes to a temporary file in the destination's folder and renames it over the
+destination; os.replace is atomic on POSIX and Windows when both are on one filesystem, so a
+reader (or a killed run) never sees half a file.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from musicgpt.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -62,3 +65,47 @@ def atomic_save_npy(path: str | Path, array) -> None:
 
     with atomic_open(path, "wb") as f:
         np.save(f, array, allow_pickle=False)
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file is an empty one), or a one-line error."""
+    import yaml
+
+    text = read_text(path, what)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{path}: not a YAML {what} ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a YAML {what} must be a mapping of settings, not a {type(data).__name__}")
+    return data
+
+
+def read_json_mapping(path: str | Path, what: str = "settings file") -> dict[str, Any]:
+    """A JSON file whose top level is an object, or a one-line error."""
+    text = read_text(path, what)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not a JSON {what} ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a JSON {what} must be an object, not a {type(data).__name__}")
+    return data
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file's content; a missing file, a folder or binary data is a one-line error."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a {what}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: binary data, not a {what}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None

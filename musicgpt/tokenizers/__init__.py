@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,14 @@ def load_tokenizer(spec: str | Path | dict[str, Any]) -> Tokenizer:
         if str(spec) in TOKENIZERS:
             spec = {"name": str(spec)}
         else:
+            from musicgpt.io import read_json_mapping
+
             path = Path(spec)
             if not path.exists():
                 raise ConfigError(f"{path}: no such tokenizer file (or tokenizer name: {sorted(TOKENIZERS)})")
-            spec = json.loads(path.read_text(encoding="utf-8"))
+            spec = read_json_mapping(path, "tokenizer file")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"tokenizer settings must be a mapping with a 'name', got {spec!r}")
     name = spec.get("name")
     if name not in TOKENIZERS:
         raise ConfigError(f"unknown tokenizer {name!r}; known: {sorted(TOKENIZERS)}")
