@@ -76,7 +76,7 @@ def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         problem = " ".join(str(getattr(e, "problem", None) or e).split())
-        raise ConfigError(f"{path}: not a YAML {what} ({problem})") from None
+        raise ConfigError(f"{path}: not valid YAML ({problem})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

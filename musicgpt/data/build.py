@@ -361,3 +361,20 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
     if manifest.get("format", 1) > MANIFEST_FORMAT:
         raise MusicGPTError(f"{data_dir}: built by a newer musicgpt (format {manifest['format']}); upgrade")
     return manifest
+
+
+def check_model_reads(data_dir: str | Path, tokenizer: Tokenizer | None, vocab_size: int, what: str) -> None:
+    """A model scored on (or continuing) a data dir must read the tokens it was built with.
+
+    `tokenizer` is the model's own (None when its checkpoint names none: then only the vocabulary
+    size is compared); `what` names the model in the message.
+    """
+    settings = read_manifest(data_dir)["tokenizer"]
+    name = settings.get("name")
+    if tokenizer is not None and tokenizer.name != name:
+        raise MusicGPTError(
+            f"{what} reads {tokenizer.name} tokens, but {data_dir} was built with the {name} tokenizer"
+        )
+    data_vocab = load_tokenizer(settings).vocab_size
+    if data_vocab > vocab_size:
+        raise MusicGPTError(f"{data_dir} holds ids up to {data_vocab - 1}; {what} reads only {vocab_size} ids")

@@ -116,16 +116,9 @@ class GPTConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> GPTConfig:
-        import yaml
+        from musicgpt.io import read_yaml_mapping
 
-        path = Path(path)
-        try:
-            d = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_yaml_mapping(path, "model config"), source=str(path))
 
     @classmethod
     def load(cls, spec: str | Path) -> GPTConfig:
