@@ -109,3 +109,14 @@ def read_text(path: str | Path, what: str = "file") -> str:
         raise ConfigError(f"{path}: binary data, not a {what}") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def read_safetensors(path: str | Path) -> dict[str, Any]:
+    """Tensors from a .safetensors file; a truncated or foreign file is a one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise ConfigError(f"{path}: not a whole safetensors file ({' '.join(str(e).split())})") from None

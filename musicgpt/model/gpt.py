@@ -579,13 +579,13 @@ class GPT(nn.Module):
         if not path.is_dir():
             raise ConfigError(f"{path}: not a checkpoint directory")
         if (path / "config.yaml").exists():
-            from safetensors.torch import load_file
+            from musicgpt.io import read_safetensors
 
             config = GPTConfig.from_yaml(path / "config.yaml")
             weights = path / "model.safetensors"
             if not weights.exists():
                 raise ConfigError(f"{path}: has config.yaml but no model.safetensors")
-            state = load_file(weights)
+            state = read_safetensors(weights)
         elif (path / "config.json").exists():
             from musicgpt.model.hf import load_hf_checkpoint
 

@@ -125,27 +125,13 @@ def test_generate_from_nothing(model_dir, tmp_path):
 
 def test_generate_errors_are_one_line(model_dir, tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(tmp_path / "missing"), "--out", "x.mid"]) == 2
-    assert (
-        capsys.readouterr().err.strip()
-        == f"musicgpt: error: {tmp_path / 'missing'}: no such checkpoint file or directory"
+    assert capsys.readouterr().err == (
+        f"musicgpt generate: error: argument --checkpoint: {tmp_path / 'missing'}: no such file or folder "
+        "(see musicgpt generate --help)\n"
     )
-    assert (
-        main(
-            [
-                "generate",
-                "--checkpoint",
-                str(model_dir),
-                "--prompt",
-                str(PROMPT),
-                "--out",
-                str(tmp_path / "y.mid"),
-                "--top-p",
-                "1.5",
-            ]
-        )
-        == 2
-    )
-    assert "top_p must be in (0, 1]" in capsys.readouterr().err
+    args = ["generate", "--checkpoint", str(model_dir), "--prompt", str(PROMPT), "--out", str(tmp_path / "y.mid")]
+    assert main([*args, "--top-p", "1.5"]) == 2
+    assert "argument --top-p: must be in (0, 1], got 1.5" in capsys.readouterr().err
 
 
 def test_evaluate_prints_model_and_baselines(model_dir, tmp_path, capsys):
