@@ -55,7 +55,7 @@ def int_range(low: int, high: int = INT_MAX) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = _parse_int(text)
         if not low <= value <= high:
-            bound = f"at least {low}" if high == INT_MAX else f"in {low}..{high}"
+            bound = f"at least {low}" if high == INT_MAX and value < low else f"in {low}..{high}"
             raise _Error(f"must be {bound}, got {value}")
         return value
 

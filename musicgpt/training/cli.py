@@ -178,5 +178,6 @@ def _make_cli(args: list[str]) -> MusicGPTCLI:
                 # Errors come back as exceptions, and the `musicgpt` command prints them as one line.
                 parser_kwargs={"exit_on_error": False},
             )
-        except (jsonargparse.ArgumentError, MisconfigurationException) as e:
+        except (jsonargparse.ArgumentError, MisconfigurationException, ValueError) as e:
+            # ValueError: what Lightning raises for a value it cannot take (seed_everything: -1)
             raise ConfigError(" ".join(str(e).split())) from None
