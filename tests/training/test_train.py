@@ -32,7 +32,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def tiny_config(tmp_path: Path, data_dir: Path, **trainer) -> Path:
-    """configs/piano_cpu.yaml with a tiny model and a few steps."""
+    """The bundled piano_cpu config with a tiny model and a few steps."""
     trainer = {"max_steps": 6, "val_check_interval": 3, **trainer}
     return shipped_config("piano_cpu.yaml", tmp_path, data_dir, TINY, **trainer)
 
