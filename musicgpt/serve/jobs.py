@@ -72,15 +72,6 @@ def summarize(tokenizer, ids: np.ndarray, prompt_tokens: int) -> dict:
     }
 
 
-def _sampling(r: GenerationRequest) -> dict:
-    # TEMPORARY until main's SamplingConfig lands: continue_piano's sampling keywords.
-    try:
-        from musicgpt.generation.sampling import SamplingConfig
-    except ImportError:
-        return {"temperature": r.temperature, "top_p": r.top_p}
-    return {"sampling": SamplingConfig(temperature=r.temperature, top_p=r.top_p)}
-
-
 class Worker:
     """Runs jobs (and attention pages) one at a time on a single thread, in the order submitted."""
 
@@ -139,6 +130,7 @@ class Worker:
 
     def _generate(self, job: Job) -> list[Sample]:
         from musicgpt.generation.piano import continue_piano
+        from musicgpt.generation.sampling import SamplingConfig
 
         r = job.request
 
@@ -153,7 +145,7 @@ class Worker:
             prompt_ids=job.prompt,
             seconds=r.seconds,
             num_samples=r.num_samples,
-            **_sampling(r),
+            sampling=SamplingConfig(temperature=r.temperature, top_p=r.top_p),
             seed=r.seed,
             on_progress=progress,
         )
