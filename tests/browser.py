@@ -35,7 +35,7 @@ BROWSER_MARKS = [
 class Browser:
     """One headless Chromium session behind chromedriver."""
 
-    def __init__(self, profile: Path):
+    def __init__(self, profile: Path, downloads: Path | None = None):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -54,8 +54,17 @@ class Browser:
                 # WebAudio starts without a click (the tests press play through scripts too)
                 "--autoplay-policy=no-user-gesture-required",
                 f"--user-data-dir={profile}", "--window-size=1400,1000"]  # fmt: skip
-        caps = {"browserName": "chrome", "goog:chromeOptions": {"binary": str(CHROMIUM), "args": args},
-                "goog:loggingPrefs": {"browser": "ALL"}}  # fmt: skip
+        options = {"binary": str(CHROMIUM), "args": args}
+        if downloads is not None:  # a link with `download` saves there, without asking
+            options["prefs"] = {
+                "download.default_directory": str(downloads),
+                "download.prompt_for_download": False,
+            }
+        caps = {
+            "browserName": "chrome",
+            "goog:chromeOptions": options,
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }
         self.session = self._call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})["sessionId"]
 
     def _call(self, method: str, path: str, body: dict | None = None):
@@ -87,9 +96,21 @@ class Browser:
                 return value
             time.sleep(0.05)
 
+    def element(self, css: str) -> str:
+        return next(iter(self.cmd("POST", "/element", {"using": "css selector", "value": css}).values()))
+
     def click(self, css: str) -> None:
-        element = self.cmd("POST", "/element", {"using": "css selector", "value": css})
-        self.cmd("POST", f"/element/{next(iter(element.values()))}/click", {})
+        self.cmd("POST", f"/element/{self.element(css)}/click", {})
+
+    def type(self, css: str, text: str) -> None:
+        """Clear an input and type `text` into it."""
+        element = self.element(css)
+        self.cmd("POST", f"/element/{element}/clear", {})
+        self.cmd("POST", f"/element/{element}/value", {"text": text})
+
+    def choose_file(self, css: str, path: Path) -> None:
+        """Choose a file in an <input type=file>, as a user picking it would."""
+        self.cmd("POST", f"/element/{self.element(css)}/value", {"text": str(path)})
 
     def press(self, key: str) -> None:
         """Press and release one key (WebDriver key codes, e.g. "\ue012" is ArrowLeft) on the page."""

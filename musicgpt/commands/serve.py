@@ -23,7 +23,9 @@ def add_parser(subparsers) -> None:
         default=DEFAULT_CHECKPOINT,
         help="a trained piano model: model dir, run dir or .ckpt (`musicgpt demo` writes runs/piano/model)",
     )
-    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default: this machine only)"
+    )
     p.add_argument("--port", type=int, default=0, help="the port (default 0: a free one, printed)")
     p.add_argument(
         "--pieces", default=None, help="folder of MIDI files offered as prompts (default: data/midi/piano)"
@@ -74,7 +76,11 @@ def run(args) -> int:
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"musicgpt serve: http://{shown}:{port}/  ({about}; Ctrl+C stops)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl+C, then raises it again
+        pass
+    print("musicgpt serve: stopped", flush=True)
     return 0
 
 

@@ -116,6 +116,9 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
     async def page(request: Request) -> Response:
         return HTMLResponse(_asset("musicgpt.serve", "index.html"))
 
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)  # browsers ask every page for one; "none" is not an error
+
     async def asset(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in _ASSETS:
@@ -222,7 +225,8 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
         if e.status_code == 404 and message == "Not Found":  # the router's own words
             message = f"nothing at {request.url.path}"
         elif e.status_code == 405:
-            allowed = ", ".join(sorted((e.headers or {}).get("Allow", "").split(", ")))  # Starlette's is a set
+            # sorted: Starlette builds the header from a set
+            allowed = ", ".join(sorted((e.headers or {}).get("Allow", "").split(", ")))
             message = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})"
         return JSONResponse({"error": message}, status_code=e.status_code, headers=e.headers)
 
@@ -240,6 +244,7 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
     routes = [
         Route("/", page),
         Route("/assets/{name}", asset),
+        Route("/favicon.ico", no_icon),
         Route("/api/info", info),
         Route("/api/jobs", create_job, methods=["POST"]),
         Route("/api/jobs/{job}", job_status),

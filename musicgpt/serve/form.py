@@ -56,7 +56,9 @@ class Field:
                 raise BadRequest(f"{self.label} must be a whole number, got {text[:40]}")
             value = int(value)
         if not self.lo <= value <= self.hi:
-            raise BadRequest(f"{self.label} must be between {_num(self.lo)} and {_num(self.hi)}, got {_num(value)}")
+            raise BadRequest(
+                f"{self.label} must be between {_num(self.lo)} and {_num(self.hi)}, got {_num(value)}"
+            )
         return value
 
     def to_json(self) -> dict:

@@ -10,7 +10,6 @@ import numpy as np
 import pretty_midi
 import pytest
 from conftest import PIANO_DIR
-from serve_fixtures import tiny_checkpoint  # noqa: F401 (a fixture)
 from starlette.testclient import TestClient
 
 from musicgpt.generation.piano import cut_at_seconds, token_steps
@@ -60,14 +59,18 @@ def midi_bytes(pm: pretty_midi.PrettyMIDI) -> bytes:
 
 def note_set(pitch, velocity, start, end) -> list[tuple]:
     return sorted(zip(np.asarray(pitch).tolist(), np.asarray(velocity).tolist(),
-                      np.round(start, 3).tolist(), np.round(end, 3).tolist()))  # fmt: skip
+                      np.round(start, 3).tolist(), np.round(end, 3).tolist(), strict=True))  # fmt: skip
 
 
 def test_page_assets_and_info(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
     assert 'id="generate-form"' in page.text and '<script src="/assets/player.js">' in page.text
-    for name, kind in [("app.js", "text/javascript"), ("player.js", "text/javascript"), ("app.css", "text/css")]:
+    for name, kind in [
+        ("app.js", "text/javascript"),
+        ("player.js", "text/javascript"),
+        ("app.css", "text/css"),
+    ]:
         r = client.get(f"/assets/{name}")
         assert r.status_code == 200 and r.headers["content-type"].startswith(kind)
         assert "://" not in r.text and "cdn" not in r.text.lower()  # nothing fetched from elsewhere
@@ -133,8 +136,10 @@ def test_an_upload_is_read_and_removed(client, app):
     page = client.get(status["samples"][0]["attention"])
     assert page.status_code == 200 and "AudioContext" in page.text
     assert "my piece.mid: sample 1, attention" in page.text
-    assert client.get(status["samples"][0]["midi"]).headers["content-disposition"].endswith(
-        'filename="my_piece-sample1.mid"'
+    assert (
+        client.get(status["samples"][0]["midi"])
+        .headers["content-disposition"]
+        .endswith('filename="my_piece-sample1.mid"')
     )
 
 
@@ -179,7 +184,9 @@ def test_bad_requests_get_a_message_and_the_server_goes_on(client, app, form, fi
     r = client.post("/api/jobs", data=form, files=files)
     assert (r.status_code, r.json()) == (status, {"error": message})
     assert list(app.state.upload_dir.iterdir()) == []
-    ok = client.post("/api/jobs", data={"piece": PIECE, "seconds": "1", "num_samples": "1", "prompt_seconds": "1"})
+    ok = client.post(
+        "/api/jobs", data={"piece": PIECE, "seconds": "1", "num_samples": "1", "prompt_seconds": "1"}
+    )
     assert ok.status_code == 202 and wait_done(client, ok.json()["id"])["state"] == "done"
 
 
@@ -188,7 +195,9 @@ def test_a_body_without_length_is_cut_at_the_limit(client):
         for _ in range(7):
             yield bytes(2**20)
 
-    r = client.post("/api/jobs", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    r = client.post(
+        "/api/jobs", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
     assert (r.status_code, r.json()) == (413, {"error": "the request is larger than the 5 MB upload limit"})
 
 
@@ -212,8 +221,13 @@ def test_unknown_paths_and_methods_get_4xx(client, method, path, status, message
 
 
 def test_a_sample_that_does_not_exist(client):
-    job = wait_done(client, client.post("/api/jobs", data={"piece": PIECE, "seconds": "1", "num_samples": "1"}).json()["id"])
-    assert client.get(f"/api/jobs/{job['id']}/samples/2.mid").json() == {"error": f"job {job['id']} has no sample 2"}
+    job = wait_done(
+        client,
+        client.post("/api/jobs", data={"piece": PIECE, "seconds": "1", "num_samples": "1"}).json()["id"],
+    )
+    assert client.get(f"/api/jobs/{job['id']}/samples/2.mid").json() == {
+        "error": f"job {job['id']} has no sample 2"
+    }
     assert client.get(f"/api/jobs/{job['id']}/samples/0/attention").status_code == 404
 
 
@@ -225,12 +239,15 @@ def test_jobs_queue_and_run_one_at_a_time(client, app):
     ids = [client.post("/api/jobs", data=form).json()["id"] for _ in range(worker.max_waiting)]
     assert [client.get(f"/api/jobs/{i}").json()["position"] for i in ids] == [0, 1, 2, 3]
     full = client.post("/api/jobs", data=form)
-    assert (full.status_code, full.json()) == (503, {"error": "4 generations are already waiting; try again when one has finished"})
+    assert (full.status_code, full.json()) == (
+        503,
+        {"error": "4 generations are already waiting; try again when one has finished"},
+    )
     gate.set()
     for i in ids:
         assert wait_done(client, i)["state"] == "done"
     jobs = [worker.get(i) for i in ids]
-    for before, after in zip(jobs, jobs[1:]):  # in order, never two at once
+    for before, after in zip(jobs, jobs[1:], strict=False):  # in order, never two at once
         assert before.finished <= after.started
 
 

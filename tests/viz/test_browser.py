@@ -139,7 +139,9 @@ def test_the_page_plays(browser, music_page):
     assert browser.js("return document.body.dataset.playing") == "0"
 
     browser.click("#play")
-    first = browser.wait_for(f"const s = (() => {{ {PLAY_STATE} }})(); return s.t > {t0 + 0.4} && s.lit.length && s;")
+    first = browser.wait_for(
+        f"const s = (() => {{ {PLAY_STATE} }})(); return s.t > {t0 + 0.4} && s.lit.length && s;"
+    )
     second = browser.wait_for(
         f"const s = (() => {{ {PLAY_STATE} }})(); return s.t > {first['t'] + 0.5} && s.lit.length && s;"
     )
@@ -147,7 +149,8 @@ def test_the_page_plays(browser, music_page):
         lit, struck = expected_at(data.notes, s["t"])
         assert s["playing"] == "1" and s["lit"] == lit and s["selected"] == [struck]
         assert s["arcs"] > 0
-    assert first["lit"] != second["lit"] and second["x"] > first["x"] > 44  # the lit notes change, the playhead moves
+    # the lit notes change, the playhead moves
+    assert first["lit"] != second["lit"] and second["x"] > first["x"] > 44
     assert second["t"] < t0 + 5.0  # real time, not a runaway clock
 
     browser.press(" ")  # the space bar pauses
