@@ -256,3 +256,16 @@ def test_a_text_model_is_refused(model):
 
     with pytest.raises(MusicGPTError, match="serve needs a piano model"):
         create_app(model, ByteTokenizer())
+
+
+def test_the_app_and_musicgpt_generate_write_the_same_file(client, tiny_checkpoint, tmp_path):
+    from musicgpt.cli import main
+
+    form = {"piece": PIECE, "prompt_seconds": "3", "seconds": "2", "num_samples": "1", "seed": "5",
+            "temperature": "0.8", "top_p": "0.9"}  # fmt: skip
+    job = wait_done(client, client.post("/api/jobs", data=form).json()["id"])
+    out = tmp_path / "cli.mid"
+    assert main(["generate", "--checkpoint", str(tiny_checkpoint), "--prompt", str(PIANO_DIR / PIECE),
+                 "--prompt-seconds", "3", "--seconds", "2", "--seed", "5", "--temperature", "0.8",
+                 "--top-p", "0.9", "--out", str(out)]) == 0  # fmt: skip
+    assert client.get(job["samples"][0]["midi"]).content == out.read_bytes()
