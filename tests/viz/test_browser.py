@@ -138,6 +138,7 @@ def test_the_page_plays(browser, music_page):
     t0 = float(browser.js("return document.getElementById('roll').dataset.t0"))
     assert browser.js("return document.body.dataset.playing") == "0"
 
+    clicked = time.monotonic()
     browser.click("#play")
     first = browser.wait_for(
         f"const s = (() => {{ {PLAY_STATE} }})(); return s.t > {t0 + 0.4} && s.lit.length && s;"
@@ -151,7 +152,7 @@ def test_the_page_plays(browser, music_page):
         assert s["arcs"] > 0
     # the lit notes change, the playhead moves
     assert first["lit"] != second["lit"] and second["x"] > first["x"] > 44
-    assert second["t"] < t0 + 5.0  # real time, not a runaway clock
+    assert second["t"] - t0 <= time.monotonic() - clicked + 0.1  # real time, not a runaway clock
 
     browser.press(" ")  # the space bar pauses
     paused = browser.wait_for(f"const s = (() => {{ {PLAY_STATE} }})(); return s.playing === '0' && s;")
