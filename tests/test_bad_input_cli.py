@@ -149,6 +149,10 @@ def _table(tmp_path, model_dir, music_data):
         (["demo", "--run-dir", "{}"], [str(tmp_path / "a-file"), *outputs[2:]]),
         ([*demo, "--src", "{}"], inputs),
         ([*demo, "--config", "{}"], [mid, str(tmp_path), str(tmp_path / "missing.yaml")]),
+        (["serve", "--checkpoint", "{}"], inputs),
+        (["serve", "--checkpoint", str(model_dir), "--port", "{}"], ["-1", "65536", "abc", "nan"]),
+        (["serve", "--checkpoint", str(model_dir), "--pieces", "{}"], [*inputs, mid]),
+        (["serve", "--checkpoint", str(model_dir), "--device", "{}"], DEVICE),
     ]
     train = ["train", "--config", "piano_cpu", "--run_dir", str(tmp_path / "run"), "--data.data_dir", str(music_data)]
     rows += [
