@@ -141,7 +141,9 @@ def device(text: str) -> str:
         why = " (this PyTorch is a CPU build)" if d.type == "cuda" and torch.version.cuda is None else ""
         raise _Error(f"{text}: no {d.type} device on this machine{why}")
     if d.index is not None and d.index >= count:
-        raise _Error(f"{text}: this machine has {count} {d.type} device(s), {d.type}:0 to {d.type}:{count - 1}")
+        raise _Error(
+            f"{text}: this machine has {count} {d.type} device(s), {d.type}:0 to {d.type}:{count - 1}"
+        )
     return text
 
 

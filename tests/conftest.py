@@ -61,7 +61,9 @@ def shipped_config(
     config["model"]["config"].update({k: v for k, v in model.items() if k != "vocab_size"})
     config["model"]["optimizer"].update(lr=1e-2, warmup_steps=5)
     config["run_dir"] = str(tmp_path)
-    config["data"].update({"data_dir": str(data_dir), "batch_size": 8, "num_workers": 0, "max_val_windows": 8})
+    config["data"].update(
+        {"data_dir": str(data_dir), "batch_size": 8, "num_workers": 0, "max_val_windows": 8}
+    )
     config["data"].update(data or {})
     t = config["trainer"]
     t.pop("max_time")

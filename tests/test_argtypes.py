@@ -75,11 +75,17 @@ def test_devices():
 def test_input_paths(tmp_path):
     assert argtypes.input_file(str(FUR_ELISE)) == FUR_ELISE
     assert argtypes.input_path(str(PIANO_DIR)) == PIANO_DIR
-    assert refusal(argtypes.input_file, str(tmp_path / "x.mid")) == f"{tmp_path / 'x.mid'}: no such file or folder"
+    assert (
+        refusal(argtypes.input_file, str(tmp_path / "x.mid"))
+        == f"{tmp_path / 'x.mid'}: no such file or folder"
+    )
     assert refusal(argtypes.input_file, str(tmp_path)) == f"{tmp_path}: a folder, not a file"
     os.mkfifo(tmp_path / "fifo")  # reading one would block until someone writes to it
     assert refusal(argtypes.input_file, str(tmp_path / "fifo")) == f"{tmp_path / 'fifo'}: not a regular file"
-    assert refusal(argtypes.input_path, str(tmp_path / "fifo")) == f"{tmp_path / 'fifo'}: not a regular file or folder"
+    assert (
+        refusal(argtypes.input_path, str(tmp_path / "fifo"))
+        == f"{tmp_path / 'fifo'}: not a regular file or folder"
+    )
 
 
 def test_output_paths_are_checked_never_created(tmp_path):
@@ -97,4 +103,6 @@ def test_output_paths_are_checked_never_created(tmp_path):
     assert refusal(argtypes.output_file, "/proc/musicgpt/x.mid").startswith(
         "/proc/musicgpt/x.mid: cannot write in /proc ("
     )
-    assert refusal(argtypes.output_dir, "/proc/musicgpt").startswith("/proc/musicgpt: cannot write in /proc (")
+    assert refusal(argtypes.output_dir, "/proc/musicgpt").startswith(
+        "/proc/musicgpt: cannot write in /proc ("
+    )

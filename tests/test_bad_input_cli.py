@@ -32,7 +32,14 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 # What Lightning logs on its own while `train` sets up (before our error, if there is one).
-LIGHTNING_INFO = ("INFO: ", "Seed set to ", "GPU available: ", "TPU available: ", "Using bfloat16 ", "💡 Tip: ")
+LIGHTNING_INFO = (
+    "INFO: ",
+    "Seed set to ",
+    "GPU available: ",
+    "TPU available: ",
+    "Using bfloat16 ",
+    "💡 Tip: ",
+)
 
 
 def one_line_error(argv: list[str], capsys) -> str:
@@ -41,7 +48,9 @@ def one_line_error(argv: list[str], capsys) -> str:
     assert code == 2, err
     lines = err.splitlines()
     assert err.endswith("\n") and all(line.startswith(LIGHTNING_INFO) for line in lines[:-1]), err
-    assert lines[-1].startswith(("musicgpt: error: ", f"musicgpt {argv[0]}: error: ", "musicgpt data build: error: "))
+    assert lines[-1].startswith(
+        ("musicgpt: error: ", f"musicgpt {argv[0]}: error: ", "musicgpt data build: error: ")
+    )
     return lines[-1]
 
 
@@ -82,7 +91,12 @@ def _paths(tmp_path):
     (tmp_path / "a-file").write_text("")
     (tmp_path / "a-folder").mkdir(exist_ok=True)
     os.mkfifo(tmp_path / "a-fifo")
-    outputs = [tmp_path / "a-folder", f"{tmp_path}/new/", tmp_path / "a-file" / "x.out", "/proc/musicgpt/x.out"]
+    outputs = [
+        tmp_path / "a-folder",
+        f"{tmp_path}/new/",
+        tmp_path / "a-file" / "x.out",
+        "/proc/musicgpt/x.out",
+    ]
     inputs = [tmp_path / "missing", tmp_path / "a-fifo"]
     return [str(p) for p in outputs], [str(p) for p in inputs]
 
@@ -93,7 +107,17 @@ def _table(tmp_path, model_dir, music_data):
     out, mid, npy = str(tmp_path / "o.mid"), str(FUR_ELISE), str(tmp_path / "ids.npy")
     np.save(npy, PerformanceTokenizer().encode(FUR_ELISE))
     gen = ["generate", "--checkpoint", str(model_dir), "--prompt", mid, "--seconds", "1", "--out", out]
-    att = ["attention", "--random-init", "music-tiny", "--midi", mid, "--seconds", "2", "--out", str(tmp_path / "p.html")]
+    att = [
+        "attention",
+        "--random-init",
+        "music-tiny",
+        "--midi",
+        mid,
+        "--seconds",
+        "2",
+        "--out",
+        str(tmp_path / "p.html"),
+    ]
     ev = ["evaluate", "--checkpoint", str(model_dir), "--data", str(music_data)]
     build = ["data", "build", str(PIANO_DIR), "--out", str(tmp_path / "d")]
     demo = ["demo", "--run-dir", str(tmp_path / "demo")]
@@ -154,7 +178,15 @@ def _table(tmp_path, model_dir, music_data):
         (["serve", "--checkpoint", str(model_dir), "--pieces", "{}"], [*inputs, mid]),
         (["serve", "--checkpoint", str(model_dir), "--device", "{}"], DEVICE),
     ]
-    train = ["train", "--config", "piano_cpu", "--run_dir", str(tmp_path / "run"), "--data.data_dir", str(music_data)]
+    train = [
+        "train",
+        "--config",
+        "piano_cpu",
+        "--run_dir",
+        str(tmp_path / "run"),
+        "--data.data_dir",
+        str(music_data),
+    ]
     rows += [
         ([*train, "--data.batch_size", "{}"], ["0", "-2", "abc", "nan", "1.5"]),
         ([*train, "--data.num_workers", "{}"], ["-1", "abc"]),
@@ -164,7 +196,10 @@ def _table(tmp_path, model_dir, music_data):
         ([*train, "--seed_everything", "{}"], ["-1", "99999999999999999999999"]),
         (["train", "--config", "{}"], [mid, str(tmp_path), str(tmp_path / "missing.yaml")]),
         (["train", "--config", "piano_cpu", "--run_dir", "{}"], [str(tmp_path / "a-file"), *outputs[2:]]),
-        (["train", "--config", "piano_cpu", "--run_dir", str(tmp_path / "run"), "--data.data_dir", "{}"], inputs),
+        (
+            ["train", "--config", "piano_cpu", "--run_dir", str(tmp_path / "run"), "--data.data_dir", "{}"],
+            inputs,
+        ),
     ]
     return rows
 
@@ -201,7 +236,9 @@ def test_every_writer_checks_its_output_before_working(model_dir, tmp_path, caps
     (tmp_path / "file").write_text("")
     bad = {
         tmp_path: f"{tmp_path}: a folder; give a file name",
-        tmp_path / "file" / "o.mid": f"{tmp_path / 'file' / 'o.mid'}: {tmp_path / 'file'} is a file, not a folder",
+        tmp_path
+        / "file"
+        / "o.mid": f"{tmp_path / 'file' / 'o.mid'}: {tmp_path / 'file'} is a file, not a folder",
     }
     npy = tmp_path / "ids.npy"
     np.save(npy, PerformanceTokenizer().encode(FUR_ELISE))
@@ -212,13 +249,23 @@ def test_every_writer_checks_its_output_before_working(model_dir, tmp_path, caps
             (["generate", "--checkpoint", model_dir, "--prompt", FUR_ELISE, "--out", path], "--out"),
             (["attention", "--random-init", "music-tiny", "--midi", FUR_ELISE, "--out", path], "--out"),
             (
-                ["attention", "--random-init", "music-tiny", "--midi", FUR_ELISE, "--out", tmp_path / "p.html"]
+                [
+                    "attention",
+                    "--random-init",
+                    "music-tiny",
+                    "--midi",
+                    FUR_ELISE,
+                    "--out",
+                    tmp_path / "p.html",
+                ]
                 + ["--png", path],
                 "--png",
             ),
         ]
         for argv, flag in writers:
-            assert one_line_error(argv, capsys).startswith(f"musicgpt {argv[0]}: error: argument {flag}: {problem}")
+            assert one_line_error(argv, capsys).startswith(
+                f"musicgpt {argv[0]}: error: argument {flag}: {problem}"
+            )
     for argv in (["data", "build", PIANO_DIR, "--out"], ["demo", "--run-dir"]):
         err = one_line_error([*argv, tmp_path / "file"], capsys)
         assert f"{tmp_path / 'file'}: a file, not a folder" in err
@@ -236,7 +283,17 @@ def test_wav_without_fluidsynth_is_refused_before_sampling(model_dir, tmp_path, 
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no fluidsynth on it
     monkeypatch.setattr(piano, "continue_piano", no_sampling)
-    argv = ["generate", "--checkpoint", model_dir, "--seconds", "2", "--num-samples", "3", "--out", tmp_path / "g.mid"]
+    argv = [
+        "generate",
+        "--checkpoint",
+        model_dir,
+        "--seconds",
+        "2",
+        "--num-samples",
+        "3",
+        "--out",
+        tmp_path / "g.mid",
+    ]
     assert one_line_error([*argv, "--wav"], capsys) == (
         "musicgpt: error: --wav needs the fluidsynth program (Debian: apt-get install fluidsynth)"
     )
@@ -254,7 +311,10 @@ def test_every_midi_is_written_before_any_wav(model_dir, tmp_path, capsys, monke
     argv = ["generate", "--checkpoint", model_dir, "--seconds", "2", "--num-samples", "3", "--seed", "0"]
     code, out, err = run_cli([*argv, "--out", tmp_path / "g.mid", "--wav"], capsys)
     assert code == 2  # after the progress bar, the error
-    assert err.splitlines()[-1] == f"musicgpt: error: fluidsynth failed on {tmp_path / 'g-1.mid'}: no audio device"
+    assert (
+        err.splitlines()[-1]
+        == f"musicgpt: error: fluidsynth failed on {tmp_path / 'g-1.mid'}: no audio device"
+    )
     written = [tmp_path / f"g-{i}.mid" for i in (1, 2, 3)]
     assert out.splitlines() == [str(p) for p in written] and all(p.stat().st_size > 0 for p in written)
 
@@ -272,7 +332,9 @@ def test_ctrl_c_while_sampling_writes_what_was_sampled(model_dir, tmp_path, caps
 
     monkeypatch.setattr(piano, "generate_stream", interrupted_stream)
     argv = ["generate", "--checkpoint", model_dir, "--prompt", FUR_ELISE, "--prompt-seconds", "3"]
-    code, out, err = run_cli([*argv, "--seconds", "3600", "--num-samples", "2", "--out", tmp_path / "g.mid"], capsys)
+    code, out, err = run_cli(
+        [*argv, "--seconds", "3600", "--num-samples", "2", "--out", tmp_path / "g.mid"], capsys
+    )
     assert code == 130
     last = err.splitlines()[-1]  # after the progress bar
     assert last.startswith("musicgpt: interrupted: wrote the ") and last.endswith(" s sampled so far")
@@ -304,6 +366,17 @@ def test_evaluate_counts_must_be_positive(model_dir, music_data, capsys):  # row
         )
 
 
+def test_train_checks_its_values_where_they_are_parsed(music_data, tmp_path, capsys):  # row 10
+    base = ["train", "--config", "piano_cpu", "--run_dir", tmp_path / "run", "--data.data_dir", music_data]
+    assert one_line_error([*base, "--data.batch_size", "0"], capsys) == (
+        'musicgpt: error: Parser key "data.batch_size": Not of type PositiveInt: 0 does not conform to restriction v>0'
+    )
+    assert one_line_error([*base, "--seed_everything", "-1"], capsys) == (
+        "musicgpt: error: -1 is not in bounds, numpy accepts from 0 to 4294967295"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_truncated_model_is_one_line(model_dir, tmp_path, capsys):  # row 11
     broken = tmp_path / "model"
     shutil.copytree(model_dir, broken)
@@ -325,13 +398,25 @@ def test_config_and_tokenizer_files_that_are_not_yaml_or_json(tmp_path, capsys):
     cases = {
         (*build, "--config", FUR_ELISE): f"{FUR_ELISE}: binary data, not a config",
         (*build, "--config", tmp_path): f"{tmp_path}: a folder, not a config",
-        (*build, "--config", tmp_path / "list.yaml"): "a YAML config must be a mapping of settings, not a list",
+        (
+            *build,
+            "--config",
+            tmp_path / "list.yaml",
+        ): "a YAML config must be a mapping of settings, not a list",
         (*build, "--config", tmp_path / "five.yaml"): "its data section must be a mapping, not 5",
         (*build, "--tokenizer", FUR_ELISE): f"{FUR_ELISE}: binary data, not a tokenizer file",
-        (*build, "--tokenizer", tmp_path / "broken.json"): "not a JSON tokenizer file (Expecting property name",
+        (
+            *build,
+            "--tokenizer",
+            tmp_path / "broken.json",
+        ): "not a JSON tokenizer file (Expecting property name",
         ("params", tmp_path): f"{tmp_path}: a folder, not a model config",
         ("params", tmp_path / "list.yaml"): "a YAML model config must be a mapping of settings, not a list",
-        ("train", "--config", tmp_path / "list.yaml"): "a YAML config must be a mapping of settings, not a list",
+        (
+            "train",
+            "--config",
+            tmp_path / "list.yaml",
+        ): "a YAML config must be a mapping of settings, not a list",
     }
     for argv, problem in cases.items():
         assert problem in one_line_error(list(argv), capsys)
@@ -345,7 +430,9 @@ def test_demo_checks_its_arguments_before_building_data(tmp_path, capsys):  # ro
         "(bundled configs: piano_cpu, piano_gpu, text_bytes)"
     )
     for flag in ("--minutes", "--seconds"):
-        assert f"argument {flag}: must be more than 0" in one_line_error(["demo", "--run-dir", run_dir, flag, "-1"], capsys)
+        assert f"argument {flag}: must be more than 0" in one_line_error(
+            ["demo", "--run-dir", run_dir, flag, "-1"], capsys
+        )
     assert not run_dir.exists()
 
 
@@ -354,10 +441,14 @@ def test_devices_seeds_temperatures_and_empty_ids(model_dir, tmp_path, capsys): 
     err = one_line_error([*base, "--device", "banana"], capsys)
     assert "argument --device: 'banana' is not a device (cpu, cuda, cuda:1, mps, ...)" in err
     if not torch.cuda.is_available():
-        assert "argument --device: cuda: no cuda device on this machine" in one_line_error([*base, "--device", "cuda"], capsys)
+        assert "argument --device: cuda: no cuda device on this machine" in one_line_error(
+            [*base, "--device", "cuda"], capsys
+        )
     err = one_line_error([*base, "--seed", "99999999999999999999999"], capsys)
     assert "argument --seed: must be in 0..4294967295, got 99999999999999999999999" in err
-    assert "argument --temperature: expected a finite number, got 'inf'" in one_line_error([*base, "--temperature", "inf"], capsys)
+    assert "argument --temperature: expected a finite number, got 'inf'" in one_line_error(
+        [*base, "--temperature", "inf"], capsys
+    )
     (tmp_path / "empty.npy").write_bytes(b"")
     assert one_line_error(["detokenize", tmp_path / "empty.npy", tmp_path / "o.mid"], capsys) == (
         f"musicgpt: error: {tmp_path / 'empty.npy'}: not a .npy array of token ids (No data left in file)"
@@ -383,7 +474,9 @@ def test_the_silent_surprises_now_say_what_they_do(model_dir, tmp_path, capsys):
     assert "at most 3600 seconds, got 100000" in one_line_error([*base, "--seconds", "100000"], capsys)
     # the attention excerpt is a finite length
     att = ["attention", "--random-init", "music-tiny", "--midi", FUR_ELISE, "--out", tmp_path / "p.html"]
-    assert "argument --seconds: expected a finite number, got 'nan'" in one_line_error([*att, "--seconds", "nan"], capsys)
+    assert "argument --seconds: expected a finite number, got 'nan'" in one_line_error(
+        [*att, "--seconds", "nan"], capsys
+    )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -58,7 +58,11 @@ def installed(tmp_path_factory) -> Installed:
     )
     (wheel,) = (tmp / "dist").glob("musicgpt-*.whl")
     site = tmp / "site"
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True, capture_output=True)
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(site)  # before this environment's site-packages (and any editable install)
     return Installed(wheel, site, env)
@@ -100,7 +104,9 @@ def test_demo_and_a_bpe_build_run_from_the_wheel_in_an_unrelated_folder(installe
     assert (elsewhere / "runs" / "piano" / "continuation.mid").stat().st_size > 0
 
     (elsewhere / "book.txt").write_bytes((TEXT_DIR / "sherlock.txt").read_bytes()[:20_000])
-    build = installed.musicgpt("data", "build", "book.txt", "--tokenizer", "gpt2-bpe", "--out", "d", cwd=elsewhere)
+    build = installed.musicgpt(
+        "data", "build", "book.txt", "--tokenizer", "gpt2-bpe", "--out", "d", cwd=elsewhere
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     assert "built d from 1 files" in build.stdout
     manifest = json.loads((elsewhere / "d" / "manifest.json").read_text())

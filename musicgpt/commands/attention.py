@@ -39,13 +39,21 @@ def add_parser(subparsers) -> None:
     index = argtypes.non_negative_int
     p.add_argument("--layer", type=index, default=None, help="layer shown on opening (default: the last)")
     p.add_argument("--head", type=index, default=None, help="the only head shown on opening (default: all)")
-    p.add_argument("--note", type=index, default=None, help="query note (index in the excerpt; default 3/4 in)")
     p.add_argument(
-        "--arcs-per-head", type=argtypes.positive_int, default=6, help="arcs drawn per head (page on opening, PNG)"
+        "--note", type=index, default=None, help="query note (index in the excerpt; default 3/4 in)"
+    )
+    p.add_argument(
+        "--arcs-per-head",
+        type=argtypes.positive_int,
+        default=6,
+        help="arcs drawn per head (page on opening, PNG)",
     )
     p.add_argument("--start", type=argtypes.start_time, default=None, help="music: excerpt start, in seconds")
     p.add_argument(
-        "--seconds", type=argtypes.seconds, default=None, help="music: excerpt length (cut to the model's context)"
+        "--seconds",
+        type=argtypes.seconds,
+        default=None,
+        help="music: excerpt length (cut to the model's context)",
     )
     p.add_argument(
         "--top-k",

@@ -24,10 +24,14 @@ def add_parser(subparsers) -> None:
         help="performance (MIDI, default), bytes or gpt2-bpe (text), or a saved tokenizer .json",
     )
     b.add_argument(
-        "--config", help="a training config (file or bundled name): take the tokenizer from its data.tokenizer"
+        "--config",
+        help="a training config (file or bundled name): take the tokenizer from its data.tokenizer",
     )
     b.add_argument(
-        "--workers", type=argtypes.int_range(1, 1024), default=None, help="worker processes (default: all cores)"
+        "--workers",
+        type=argtypes.int_range(1, 1024),
+        default=None,
+        help="worker processes (default: all cores)",
     )
     b.add_argument("--val-fraction", type=argtypes.fraction, default=0.1)
     b.add_argument("--test-fraction", type=argtypes.fraction, default=0.1)

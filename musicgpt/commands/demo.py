@@ -18,7 +18,10 @@ def add_parser(subparsers) -> None:
         "demo", help="build data, train, evaluate and generate on the bundled piano corpus"
     )
     p.add_argument(
-        "--src", type=argtypes.input_path, default=None, help="MIDI folder (default: the bundled piano corpus)"
+        "--src",
+        type=argtypes.input_path,
+        default=None,
+        help="MIDI folder (default: the bundled piano corpus)",
     )
     p.add_argument("--config", default="piano_cpu", help="training config: a bundled name or a YAML file")
     p.add_argument(

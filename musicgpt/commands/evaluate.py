@@ -20,7 +20,10 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--split", default="validation", choices=["train", "validation", "test"])
     p.add_argument(
-        "--max-windows", type=argtypes.positive_int, default=None, help="score only the first N context windows"
+        "--max-windows",
+        type=argtypes.positive_int,
+        default=None,
+        help="score only the first N context windows",
     )
     p.add_argument("--batch-size", type=argtypes.positive_int, default=8)
     p.add_argument("--no-baselines", action="store_true", help="skip the unigram/bigram baselines")

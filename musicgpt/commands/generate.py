@@ -7,7 +7,6 @@ from pathlib import Path
 
 from musicgpt import argtypes
 
-
 # Samples are one batch: beyond this, run the command again (its memory grows with the batch).
 MAX_SAMPLES = 256
 

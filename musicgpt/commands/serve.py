@@ -30,7 +30,10 @@ def add_parser(subparsers) -> None:
         "--host", default="127.0.0.1", help="the address to listen on (default: this machine only)"
     )
     p.add_argument(
-        "--port", type=argtypes.int_range(0, 65535), default=0, help="the port (default 0: a free one, printed)"
+        "--port",
+        type=argtypes.int_range(0, 65535),
+        default=0,
+        help="the port (default 0: a free one, printed)",
     )
     p.add_argument(
         "--pieces",
@@ -90,4 +93,3 @@ def run(args) -> int:
         pass
     print("musicgpt serve: stopped", flush=True)
     return 0
-

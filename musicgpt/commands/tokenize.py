@@ -30,7 +30,9 @@ def add_parser(subparsers) -> None:
         help="keep only non-drum instruments with these GM programs",
     )
     p.add_argument("--no-sustain", action="store_true", help="do not apply the sustain pedal (CC64)")
-    p.add_argument("--width", type=argtypes.positive_int, default=100, help="wrap printed tokens at this many characters")
+    p.add_argument(
+        "--width", type=argtypes.positive_int, default=100, help="wrap printed tokens at this many characters"
+    )
     p.set_defaults(run=run_tokenize)
 
     d = subparsers.add_parser(

@@ -220,7 +220,10 @@ def build_dataset(
             manifest_files.append({"path": rel[p], "split": split, "tokens": int(ids.size)})
 
     dtype = np.uint16 if tok.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
-    shards = {split: _write_shard(out, split, pieces, tok.eos_id, dtype) for split, pieces in pieces_by_split.items()}
+    shards = {
+        split: _write_shard(out, split, pieces, tok.eos_id, dtype)
+        for split, pieces in pieces_by_split.items()
+    }
     for split, entry in shards.items():
         report.tokens[split], report.pieces[split] = entry["tokens"], entry["pieces"]
 
@@ -313,7 +316,12 @@ def _write_shard(out: Path, split: str, pieces: list[np.ndarray], eos_id: int, d
     digest = hashlib.sha1(data)
     digest.update(offsets.tobytes())
     stem = f"{split}-{digest.hexdigest()[:16]}"
-    entry = {"bin": f"{stem}.bin", "index": f"{stem}.idx.npy", "pieces": len(pieces), "tokens": int(tokens.size)}
+    entry = {
+        "bin": f"{stem}.bin",
+        "index": f"{stem}.idx.npy",
+        "pieces": len(pieces),
+        "tokens": int(tokens.size),
+    }
     atomic_write_bytes(out / entry["bin"], data)
     atomic_save_npy(out / entry["index"], offsets)
     return entry
@@ -377,4 +385,6 @@ def check_model_reads(data_dir: str | Path, tokenizer: Tokenizer | None, vocab_s
         )
     data_vocab = load_tokenizer(settings).vocab_size
     if data_vocab > vocab_size:
-        raise MusicGPTError(f"{data_dir} holds ids up to {data_vocab - 1}; {what} reads only {vocab_size} ids")
+        raise MusicGPTError(
+            f"{data_dir} holds ids up to {data_vocab - 1}; {what} reads only {vocab_size} ids"
+        )

@@ -74,7 +74,9 @@ class TokenDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         block_size = self.block_size
         if block_size is None:
-            raise ConfigError("data.block_size is not set (musicgpt train takes it from model.config.block_size)")
+            raise ConfigError(
+                "data.block_size is not set (musicgpt train takes it from model.config.block_size)"
+            )
         if stage in ("fit", None):
             train = TokenShard(self.data_dir, "train")
             samples = self.samples_per_epoch or max(1, len(train) // block_size)

@@ -37,7 +37,8 @@ class TokenShard:
         n = int(entry.get("tokens", -1))
         if self.path.stat().st_size != n * dtype.itemsize:
             raise DataDirError(
-                data_dir, f"{self.path.name} holds {self.path.stat().st_size:,} bytes, {MANIFEST} says {n:,} tokens"
+                data_dir,
+                f"{self.path.name} holds {self.path.stat().st_size:,} bytes, {MANIFEST} says {n:,} tokens",
             )
         try:
             self.offsets = np.load(index_path)
@@ -45,7 +46,9 @@ class TokenShard:
             raise DataDirError(data_dir, f"{index_path.name} is not a whole .npy array") from None
         pieces = int(entry.get("pieces", -1))
         if self.offsets.shape != (pieces + 1,) or self.offsets[0] != 0 or self.offsets[-1] != n:
-            raise DataDirError(data_dir, f"{index_path.name} does not index the {pieces} pieces of {self.path.name}")
+            raise DataDirError(
+                data_dir, f"{index_path.name} does not index the {pieces} pieces of {self.path.name}"
+            )
         # np.memmap refuses empty files; an empty split is a valid (if useless) outcome of a build.
         self.tokens = np.memmap(self.path, dtype=dtype, mode="r") if n else np.empty(0, dtype)
         self.tokenizer_settings = manifest["tokenizer"]

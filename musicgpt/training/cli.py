@@ -123,7 +123,9 @@ def _check_checkpoint(path: Path) -> None:
         # mmap: the tensors are not read, only the archive's index and the pickled structure
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
-        raise MusicGPTError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}); delete it to start over") from None
+        raise MusicGPTError(
+            f"{path}: cannot be read as a checkpoint ({type(e).__name__}); delete it to start over"
+        ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
         raise MusicGPTError(f"{path}: not a Lightning training checkpoint")
 

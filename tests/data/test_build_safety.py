@@ -119,7 +119,9 @@ def test_a_build_killed_while_writing_shards_leaves_the_old_set_whole(corpus, tm
     killed = _python(KILL_DURING_SHARD_WRITE, str(other), str(out))
     killed.communicate(timeout=300)
     assert killed.returncode == -signal.SIGKILL
-    new_files = {p.name for p in out.glob("*.bin")} - {e["bin"] for e in read_manifest(out)["splits"].values()}
+    new_files = {p.name for p in out.glob("*.bin")} - {
+        e["bin"] for e in read_manifest(out)["splits"].values()
+    }
     assert len(new_files) == 2  # the killed build's train and validation shards, beside the old set
     assert (out / "manifest.json").read_bytes() == before_manifest
     after = shard_tokens(out)
@@ -127,7 +129,9 @@ def test_a_build_killed_while_writing_shards_leaves_the_old_set_whole(corpus, tm
 
     report = quiet_build(other, out)  # the next build finishes the switch and clears the leftovers
     assert report.from_cache == 4  # the killed build's tokenized files were kept
-    assert sorted(p.name for p in out.glob("*.bin")) == sorted(e["bin"] for e in read_manifest(out)["splits"].values())
+    assert sorted(p.name for p in out.glob("*.bin")) == sorted(
+        e["bin"] for e in read_manifest(out)["splits"].values()
+    )
 
 
 def test_a_data_dir_whose_files_disagree_with_its_manifest_says_to_rebuild(corpus, tmp_path, capsys):

@@ -101,7 +101,11 @@ def test_cli_detokenize_bad_ids(tmp_path, capsys):
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
     (tmp_path / "empty.npy").write_bytes(b"")
     cases = [
-        (tmp_path / "ids.npy", "musicgpt: error: ", "token id 400 at position 1 is outside the performance vocabulary"),
+        (
+            tmp_path / "ids.npy",
+            "musicgpt: error: ",
+            "token id 400 at position 1 is outside the performance vocabulary",
+        ),
         (tmp_path / "junk.npy", "musicgpt: error: ", "not a .npy array of token ids"),
         (tmp_path / "empty.npy", "musicgpt: error: ", "not a .npy array of token ids (No data left in file)"),
         (tmp_path / "missing.npy", "musicgpt detokenize: error: argument ids: ", "no such file"),

@@ -129,7 +129,15 @@ def test_generate_errors_are_one_line(model_dir, tmp_path, capsys):
         f"musicgpt generate: error: argument --checkpoint: {tmp_path / 'missing'}: no such file or folder "
         "(see musicgpt generate --help)\n"
     )
-    args = ["generate", "--checkpoint", str(model_dir), "--prompt", str(PROMPT), "--out", str(tmp_path / "y.mid")]
+    args = [
+        "generate",
+        "--checkpoint",
+        str(model_dir),
+        "--prompt",
+        str(PROMPT),
+        "--out",
+        str(tmp_path / "y.mid"),
+    ]
     assert main([*args, "--top-p", "1.5"]) == 2
     assert "argument --top-p: must be in (0, 1], got 1.5" in capsys.readouterr().err
 

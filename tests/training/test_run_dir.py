@@ -49,7 +49,11 @@ def test_the_run_dir_is_the_only_place_a_run_is_named(data_dir, tmp_path):
     assert [(c.monitor, c.save_last) for c in checkpoints] == [("val/loss", None), (None, True)]
     # linked, not typed twice: the vocabulary from the data's tokenizer, the window from the model
     assert cli.model.config.vocab_size == 390 and cli.datamodule.block_size == 64
-    assert cli.model.tokenizer == cli.datamodule.tokenizer_settings == {"name": "performance", **_perf_defaults()}
+    assert (
+        cli.model.tokenizer
+        == cli.datamodule.tokenizer_settings
+        == {"name": "performance", **_perf_defaults()}
+    )
 
 
 def _perf_defaults() -> dict:
@@ -96,7 +100,10 @@ def test_resume_needs_a_whole_checkpoint(data_dir, tmp_path, capsys):  # row 2
     last = run / "checkpoints" / "last.ckpt"
 
     assert main(argv) == 2  # nothing to resume: not a silent start from step 0
-    assert capsys.readouterr().err.splitlines()[-1] == f"musicgpt: error: --resume: {last} does not exist; nothing to continue"
+    assert (
+        capsys.readouterr().err.splitlines()[-1]
+        == f"musicgpt: error: --resume: {last} does not exist; nothing to continue"
+    )
 
     tiny_run(run, data_dir)
     whole = last.read_bytes()
@@ -145,7 +152,9 @@ def readme_commands(section: str) -> list[list[str]]:
     """The commands of the README section's first ```bash block, continuation lines joined."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     block = text.split(f"## {section}", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
-    return [shlex.split(line, comments=True) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    return [
+        shlex.split(line, comments=True) for line in block.replace("\\\n", " ").splitlines() if line.strip()
+    ]
 
 
 @pytest.mark.slow
@@ -153,7 +162,12 @@ def test_the_readme_steps_for_your_own_collection_run_as_written(tmp_path, monke
     maestro = _maestro_like_copy(tmp_path / "home")
     work = tmp_path / "work"  # the folder the user runs the commands in, with the demo's run in it
     demo_run = work / "runs" / "piano"
-    for name in ("model/model.safetensors", "model/config.yaml", "checkpoints/last.ckpt", "data/manifest.json"):
+    for name in (
+        "model/model.safetensors",
+        "model/config.yaml",
+        "checkpoints/last.ckpt",
+        "data/manifest.json",
+    ):
         (demo_run / name).parent.mkdir(parents=True, exist_ok=True)
         (demo_run / name).write_text(f"the demo's {name}")
     demo_files = {p: p.read_bytes() for p in demo_run.rglob("*") if p.is_file()}
@@ -167,7 +181,10 @@ def test_the_readme_steps_for_your_own_collection_run_as_written(tmp_path, monke
         assert argv[0] == "musicgpt"
         if "piano_gpu" in argv:
             continue  # a GPU config (8 devices, DDP)
-        args = [{"~/maestro-v3.0.0": str(maestro), "IN.mid": str(PIANO_DIR / "Maestro_6.mid")}.get(a, a) for a in argv[1:]]
+        args = [
+            {"~/maestro-v3.0.0": str(maestro), "IN.mid": str(PIANO_DIR / "Maestro_6.mid")}.get(a, a)
+            for a in argv[1:]
+        ]
         args = [a for a in args if a != "[--wav]"]
         if args[0] == "train":
             args += tiny_training
@@ -179,7 +196,12 @@ def test_the_readme_steps_for_your_own_collection_run_as_written(tmp_path, monke
     out = capsys.readouterr().out
     assert "train: 5 pieces" in out and "validation: 2 pieces" in out and "test: 1 pieces" in out
     assert "test split of runs/maestro/data" in out
-    assert sorted(p.name for p in work.glob("OUT-*.mid")) == ["OUT-1.mid", "OUT-2.mid", "OUT-3.mid", "OUT-4.mid"]
+    assert sorted(p.name for p in work.glob("OUT-*.mid")) == [
+        "OUT-1.mid",
+        "OUT-2.mid",
+        "OUT-3.mid",
+        "OUT-4.mid",
+    ]
     assert (work / "attention.html").exists() and (work / "attention.png").exists()
     run = work / "runs" / "maestro"
     assert (run / "model" / "model.safetensors").exists() and (run / "checkpoints" / "last.ckpt").exists()
