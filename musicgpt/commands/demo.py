@@ -51,7 +51,7 @@ def run(args) -> int:
     from musicgpt.generation.piano import continue_piano, cut_at_seconds, write_midi
     from musicgpt.resources import config_path, piano_corpus
     from musicgpt.training.checkpoint import load_checkpoint
-    from musicgpt.training.cli import existing_run, train_cli
+    from musicgpt.training.cli import existing_run, last_checkpoint, train_cli
 
     started = time.perf_counter()
     run_dir = Path(args.run_dir)
@@ -59,11 +59,14 @@ def run(args) -> int:
     config = config_path(args.config)
     trainer = _trainer_section(config)  # a config that cannot be read stops the demo before any work
     data_dir = run_dir / "data"
-    found = None if args.resume else existing_run(run_dir)
-    if found is not None:  # what training would refuse after the data build: say it before
+    # what training would refuse after the data build: say it before
+    found = existing_run(run_dir)
+    if found is not None and not args.resume:
         raise MusicGPTError(
             f"{run_dir} already holds a run ({found}): --resume continues it, --run-dir DIR starts a new one"
         )
+    if args.resume and not last_checkpoint(run_dir).exists():
+        raise MusicGPTError(f"--resume: {last_checkpoint(run_dir)} does not exist; nothing to continue")
 
     _banner(f"1/4 building token shards from {src}")
     report = build_dataset(src, data_dir, "performance")

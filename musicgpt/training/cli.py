@@ -32,8 +32,9 @@ from musicgpt.training.callbacks import NewWindowsEachEpoch, StepProgressBar
 from musicgpt.training.module import MusicGPTModule
 
 
-def checkpoint_dir(run_dir: str | Path) -> str:
-    return str(Path(run_dir) / "checkpoints")
+def checkpoint_dir(run_dir: str | Path | None) -> str | None:
+    # None: no run_dir given, which the parser reports as such
+    return None if run_dir is None else str(Path(run_dir) / "checkpoints")
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:
