@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import PIANO_DIR, TEXT_DIR
+from conftest import CONFIGS, PIANO_DIR, TEXT_DIR
 
 from musicgpt.cli import main
 from musicgpt.model.gpt import GPT, GPTConfig
@@ -427,7 +427,7 @@ def test_demo_checks_its_arguments_before_building_data(tmp_path, capsys):  # ro
     run_dir = tmp_path / "run"
     assert one_line_error(["demo", "--run-dir", run_dir, "--config", tmp_path / "missing.yaml"], capsys) == (
         f"musicgpt: error: {tmp_path / 'missing.yaml'}: no such config file "
-        "(bundled configs: piano_cpu, piano_gpu, text_bytes)"
+        f"(bundled configs: {', '.join(CONFIGS)})"
     )
     for flag in ("--minutes", "--seconds"):
         assert f"argument {flag}: must be more than 0" in one_line_error(
