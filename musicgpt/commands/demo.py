@@ -90,7 +90,7 @@ def run(args) -> int:
     prompt_file = (src / held_out[0]) if held_out else next(iter(sorted(src.rglob("*.mid"))))
     model, tokenizer = load_checkpoint(model_dir)
     prompt = cut_at_seconds(tokenizer.encode(prompt_file), 10.0)
-    result = continue_piano(model, tokenizer, prompt, args.seconds, seed=args.seed, top_p=0.95)
+    result = continue_piano(model, tokenizer, prompt, args.seconds, seed=args.seed)
     out = write_midi(tokenizer.decode(result.sequences()[0]), run_dir / "continuation.mid")
     print(f"prompt: the first 10 s of {prompt_file.name}; {args.seconds:.0f} s continuation written to {out}")
     print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} minutes")

@@ -29,6 +29,13 @@ def add_parser(subparsers) -> None:
     s.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
     s.add_argument("--top-k", type=int, default=None)
     s.add_argument("--top-p", type=float, default=None)
+    s.add_argument(
+        "--mask-mode",
+        choices=["per_group", "renormalize"],
+        default="per_group",
+        help="music: how the grammar hands on forbidden probability: per_group keeps each event "
+        "type's mass (default), renormalize spreads it over all allowed tokens (for comparison)",
+    )
     s.add_argument("--seed", type=int, default=None, help="the same seed gives the same output")
     s.add_argument("--num-samples", type=int, default=1, help="samples drawn in one batched call")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -65,6 +72,15 @@ def run(args) -> int:
     return 0
 
 
+def sampling_config(args):
+    """The --temperature, --top-k, --top-p and --mask-mode flags as one SamplingConfig."""
+    from musicgpt.generation.sampling import SamplingConfig
+
+    return SamplingConfig(
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, mask_mode=args.mask_mode
+    )
+
+
 def output_paths(out: str, n: int) -> list[Path]:
     out = Path(out)
     if n == 1:
@@ -91,9 +107,7 @@ def generate_music(model, tokenizer, args) -> list[Path]:
         prompt,
         args.seconds,
         num_samples=args.num_samples,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
+        sampling=sampling_config(args),
         seed=args.seed,
         on_progress=progress,
     )
@@ -133,6 +147,7 @@ def generate_text(model, tokenizer, args) -> None:
 
     from musicgpt.errors import MusicGPTError
     from musicgpt.generation.decode import generate_stream
+    from musicgpt.tokenizers.text import TextStream
 
     prompt = np.asarray(tokenizer.encode(args.text or ""), dtype=np.int64)
     if prompt.size == 0:
@@ -148,9 +163,7 @@ def generate_text(model, tokenizer, args) -> None:
         model,
         idx,
         max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
+        sampling=sampling_config(args),
         stop_tokens=[tokenizer.eos_id],
         generator=generator,
     )
@@ -158,21 +171,16 @@ def generate_text(model, tokenizer, args) -> None:
     streaming = args.num_samples == 1
     if streaming:
         sys.stdout.write(args.text or "")
-    printed = ""
+        text_stream = TextStream(tokenizer)
     for step in stream:
         for row, token in zip(rows, step.tolist(), strict=True):
             if not row or row[-1] != tokenizer.eos_id:
                 row.append(token)
-        if streaming:
-            # Decode the whole continuation each time: a UTF-8 character or a BPE word may span
-            # tokens, so only the text that is stable so far is written.
-            text = tokenizer.decode([t for t in rows[0] if t != tokenizer.eos_id])
-            stable = text.rstrip("\ufffd")
-            sys.stdout.write(stable[len(printed) :])
+        if streaming and rows[0][-1] != tokenizer.eos_id:
+            sys.stdout.write(text_stream.push(rows[0][-1]))
             sys.stdout.flush()
-            printed = stable
     if streaming:
-        sys.stdout.write("\n")
+        sys.stdout.write(text_stream.finish() + "\n")
     else:
         for i, row in enumerate(rows, 1):
             text = tokenizer.decode([t for t in row if t != tokenizer.eos_id])

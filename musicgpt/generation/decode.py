@@ -1,31 +1,41 @@
 """Generation: a prefill of the prompt, then one KV-cached decode step per new token.
 
 `generate_stream` is the one generation loop; `generate` collects what it yields. Both take a
-(batch, T) prompt: every row has the same length, so the rows share their positions.
+(batch, T) prompt: every row has the same length, so the rows share their positions. How each
+token is chosen is one `SamplingConfig` (or its fields as keyword arguments).
 
-Continuations longer than the context slide a window. Tokens sit at positions 0, 1, ... of the
-window. When the window would grow past `block_size` tokens, it is cut to its last
-`block_size - window_shift` tokens, which are run again (re-prefilled) at positions 0.. so the
-model always sees positions it was trained on, and decoding goes on from there. The uncached
-path (`use_cache=False`) cuts its window at exactly the same steps, so both see the same context.
+The model sees at most `max_context` tokens (default `block_size`). Past that:
+* learned positions (GPT-2): the window slides. When it would grow past `max_context` tokens, it
+  is cut to its last `max_context - window_shift` tokens, which are run again (re-prefilled) at
+  positions 0.. so the model always sees positions it was trained on.
+* relative attention: the KV cache is a ring buffer of `max_context` slots; each new token
+  overwrites the oldest, with no re-prefill (a relative model does not care where its window
+  starts), and `max_context` may exceed the training window `block_size`.
+The uncached path (`use_cache=False`) computes the same from scratch every step, the slow
+reference that the cached path must equal: the same windows for learned positions; for relative
+attention the whole history with sliding-window attention (each token sees the last
+`max_context` in every layer: a ring buffer's keys were computed when their tokens were new).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import weakref
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from musicgpt.generation.sampling import SamplingError, check_sampling_args, next_token
+from musicgpt.generation.sampling import SamplingConfig, SamplingError, next_token
 from musicgpt.model.gpt import GPT, ModelInputError
 from musicgpt.tokenizers.base import LogitsMask
 
 
 def prefill(model: GPT, idx: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
     """Run idx (B, T) at positions `input_pos` (T,) into the KV cache; logits of the last one (B, V)."""
-    return model(idx, input_pos, validate=False)[:, -1]
+    return model(idx, input_pos, validate=False, last_only=True)[:, -1]
 
 
 def decode_step(model: GPT, token: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
@@ -33,17 +43,32 @@ def decode_step(model: GPT, token: torch.Tensor, input_pos: torch.Tensor) -> tor
     return model(token.view(-1, 1), input_pos, validate=False)[:, -1]
 
 
+# model -> (weights fingerprint, compiled step); weak, so a dropped model frees its compiled code
+_compiled_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_fingerprint(model: GPT) -> tuple:
+    """What the frozen weights of a compiled step depend on: each parameter's storage, dtype and a
+    strided sample of its values (an optimizer step changes every value, so the sample sees it)."""
+    key = []
+    for p in model.parameters():
+        flat = p.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 16)].float().cpu()
+        key.append((p.data_ptr(), p.dtype, p.device, tuple(p.shape), tuple(sample.tolist())))
+    return tuple(key)
+
+
 def compiled_decode_step(model: GPT) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """`decode_step` for this model through torch.compile, built once and kept on the model.
+    """`decode_step` for this model through torch.compile, built once and kept for the model.
 
     On CPU: inductor with the weights frozen into the graph (prepacked for oneDNN, which runs bf16
     on AMX where the CPU has it), max-autotune GEMMs and the C++ wrapper. On CUDA: max-autotune
     with CUDA graphs. Compiling takes seconds to a minute, and again for each new batch size or
     cache length. Frozen weights are constants of the compiled code, so the step is rebuilt
-    whenever a parameter changed (its storage, dtype or version counter) since it was compiled.
+    whenever a parameter was replaced or its values changed since it was compiled.
     """
-    key = tuple((p.data_ptr(), p.dtype, p._version) for p in model.parameters())
-    cached = model.__dict__.get("_compiled_decode_step")
+    key = _weights_fingerprint(model)
+    cached = _compiled_steps.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]
 
@@ -63,7 +88,7 @@ def compiled_decode_step(model: GPT) -> Callable[[torch.Tensor, torch.Tensor], t
             with torch._inductor.config.patch(freezing=True):
                 return inner(token, input_pos)
 
-    model.__dict__["_compiled_decode_step"] = (key, compiled)
+    _compiled_steps[model] = (key, compiled)
     return compiled
 
 
@@ -71,156 +96,177 @@ def generate(
     model: GPT,
     idx: torch.Tensor,
     max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
-    stop_tokens: int | Iterable[int] | None = None,
-    generator: torch.Generator | None = None,
-    use_cache: bool = True,
-    logits_mask: LogitsMask | None = None,
-    window_shift: int | None = None,
-    compile: bool = False,
+    sampling: SamplingConfig | None = None,
+    **options: Any,
 ) -> torch.Tensor:
     """Continue the prompt idx (B, T); return it with the new tokens, (B, T + n_new), int64.
 
-    n_new is max_new_tokens, or fewer when every row has emitted a stop token. See
-    `generate_stream` for the arguments.
+    n_new is max_new_tokens, or fewer when every row has emitted a stop token. `sampling` and the
+    keyword `options` are those of `generate_stream`.
     """
-    steps = list(
-        generate_stream(
-            model, idx, max_new_tokens, temperature, top_k, top_p, greedy,
-            stop_tokens, generator, use_cache, logits_mask, window_shift, compile,
-        )
-    )  # fmt: skip
+    steps = list(generate_stream(model, idx, max_new_tokens, sampling, **options))
     prompt = idx.to(device=model.transformer.wte.weight.device, dtype=torch.long)
     if not steps:
         return prompt.clone()
     return torch.cat([prompt, torch.stack(steps, dim=1)], dim=1)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Decoding:
+    """The checked settings of one generation (what `generate_stream` hands to its loop)."""
+
+    sampling: SamplingConfig
+    stops: torch.Tensor | None
+    generator: torch.Generator | None
+    use_cache: bool
+    logits_mask: LogitsMask | None
+    max_context: int
+    window_shift: int
+    compile: bool
+
+
 def generate_stream(
     model: GPT,
     idx: torch.Tensor,
     max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
+    sampling: SamplingConfig | None = None,
+    *,
     stop_tokens: int | Iterable[int] | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     logits_mask: LogitsMask | None = None,
+    max_context: int | None = None,
     window_shift: int | None = None,
     compile: bool = False,
+    **sampling_fields: Any,
 ) -> Iterator[torch.Tensor]:
     """Yield the new tokens one step at a time, each a (B,) int64 tensor.
 
     idx: (B, T) prompt of token ids; a 1-D prompt is an error (use `idx[None]` for one row).
-    Sampling: see `musicgpt.generation.sampling` (mask -> temperature -> top-k -> top-p -> sample);
-    `greedy=True` or temperature 0 takes the argmax. `generator` seeds the draws: the same seed
-    gives the same tokens.
+    sampling: a `SamplingConfig` (mask -> temperature -> top-k -> top-p -> sample; temperature 0
+    is greedy); `sampling_fields` override its fields by name (`temperature=0.9, top_p=0.95`, and
+    `greedy=True` for temperature 0). `generator` seeds the draws: the same seed gives the same tokens.
     stop_tokens: a row that emits one is finished; it keeps emitting that same token while the
     other rows go on, and the iteration ends once every row has finished.
     use_cache: True decodes through the static KV cache (set up for this batch and length, and left
     in place for the next call; `model.clear_cache()` frees it); False runs the whole window every
     step (the slow reference).
     logits_mask: a grammar (`musicgpt.tokenizers.base.LogitsMask`): `start(prompt)` once, then
-    `allowed()` before and `advance(tokens)` after every step.
-    window_shift: how far the window slides when the context is full (default block_size // 4).
+    `allowed()` before and `advance(tokens)` after every step. If it has `group_of_id`, each group
+    keeps its probability mass under the mask (`SamplingConfig.mask_mode`).
+    max_context: the most tokens the model sees (default block_size; a relative model may see more
+    than it was trained on). The prompt must fit in it.
+    window_shift: learned positions only: how far the window slides when the context is full
+    (default max_context // 4).
     compile: run the decode steps through `compiled_decode_step` (with use_cache only). Worth it for
     long continuations: compiling costs seconds; bf16 weights (`model.to(torch.bfloat16)`) gain most.
 
     The model runs in eval mode under torch.inference_mode; its train/eval mode is restored at the
     end. Bad arguments raise at the call, before any iteration.
     """
+    sampling = SamplingConfig.build(sampling, **sampling_fields)
+    config = model.config
+    if max_context is None:
+        max_context = config.block_size
+    if isinstance(max_context, bool) or not isinstance(max_context, int) or max_context < 1:
+        raise ModelInputError(f"max_context must be a positive integer, got {max_context!r}")
+    if not config.relative and max_context > config.block_size:
+        raise ModelInputError(
+            f"max_context {max_context} is longer than this model's learned positions (block_size="
+            f"{config.block_size}); only relative-attention models read past their training window"
+        )
     model.check_input(idx)
+    if idx.shape[1] > max_context:
+        raise ModelInputError(
+            f"the prompt has {idx.shape[1]} tokens, more than the context of {max_context}: keep its last ones"
+        )
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
         raise ModelInputError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    check_sampling_args(temperature, top_k, top_p)
-    block_size = model.config.block_size
     if window_shift is None:
-        window_shift = max(1, block_size // 4)
-    if not 1 <= window_shift < block_size:
+        window_shift = max(1, max_context // 4)
+    if not config.relative and not 1 <= window_shift < max_context:
         raise ModelInputError(
-            f"window_shift must be in 1..{block_size - 1} (block_size - 1), got {window_shift!r}"
+            f"window_shift must be in 1..{max_context - 1} (max_context - 1), got {window_shift!r}"
         )
     device = model.transformer.wte.weight.device
-    stops = _stop_tensor(stop_tokens, model.config.vocab_size, device)
-    return _stream(
-        model, idx.to(device=device, dtype=torch.long), max_new_tokens, temperature, top_k, top_p, greedy,
-        stops, generator, use_cache, logits_mask, window_shift, compile,
-    )  # fmt: skip
+    run = _Decoding(
+        sampling=sampling,
+        stops=_stop_tensor(stop_tokens, config.vocab_size, device),
+        generator=generator,
+        use_cache=use_cache,
+        logits_mask=logits_mask,
+        max_context=max_context,
+        window_shift=window_shift,
+        compile=compile,
+    )
+    return _stream(model, idx.to(device=device, dtype=torch.long), max_new_tokens, run)
 
 
 @torch.inference_mode()  # applied around each resumption, so the caller's code is not in inference mode
-def _stream(
-    model: GPT,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    greedy: bool,
-    stops: torch.Tensor | None,
-    generator: torch.Generator | None,
-    use_cache: bool,
-    logits_mask: LogitsMask | None,
-    window_shift: int,
-    compile: bool,
-) -> Iterator[torch.Tensor]:
+def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) -> Iterator[torch.Tensor]:
     if max_new_tokens == 0:
         return
     was_training = model.training
     model.eval()
     try:
         B, T = idx.shape
-        block_size = model.config.block_size
-        keep = block_size - window_shift  # window length right after a slide
+        ring = model.config.relative  # a ring buffer, never re-prefilled; else slide by re-prefilling
+        context = run.max_context
+        keep = context - run.window_shift  # learned: window length right after a slide
         tokens = torch.empty(B, T + max_new_tokens, dtype=torch.long, device=idx.device)  # the whole history
         tokens[:, :T] = idx
-        if use_cache:
-            step = compiled_decode_step(model) if compile else functools.partial(decode_step, model)
-            cache_len = min(block_size, T + max_new_tokens)
+        if run.use_cache:
+            step = compiled_decode_step(model) if run.compile else functools.partial(decode_step, model)
+            cache_len = min(context, T + max_new_tokens)
             model.setup_cache(B, cache_len)
-            positions = torch.arange(cache_len, device=idx.device)  # sliced into views: no per-step tensors
+            # learned: window positions 0..cache_len-1; relative: token positions, which go on
+            # growing (the ring buffer maps them to slots). Sliced into views: no per-step tensors.
+            positions = torch.arange(T + max_new_tokens if ring else cache_len, device=idx.device)
             logits = prefill(model, idx, positions[:T])
-            n_cached = T
+            n_cached = T  # learned: the window's length
         else:
             start = 0  # the window is tokens[:, start:n]
-            logits = model(idx, validate=False)[:, -1]
-        if logits_mask is not None:
-            logits_mask.start(idx.cpu().numpy())
+            logits = model(idx, validate=False, last_only=True)[:, -1]
+        mask = run.logits_mask
+        group_of_id = None
+        if mask is not None:
+            mask.start(idx.cpu().numpy())
+            groups = getattr(mask, "group_of_id", None)
+            group_of_id = None if groups is None else torch.as_tensor(np.asarray(groups), dtype=torch.long)
         finished = stop_emitted = None
-        if stops is not None:
+        if run.stops is not None:
             finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
             stop_emitted = torch.zeros(B, dtype=torch.long, device=idx.device)
 
         for i in range(max_new_tokens):
-            allowed = _allowed(logits_mask, logits) if logits_mask is not None else None
-            tok = next_token(logits, temperature, top_k, top_p, greedy, allowed, generator)
-            if stops is not None:
+            allowed = _allowed(mask, logits) if mask is not None else None
+            tok = next_token(logits, run.sampling, allowed, group_of_id, run.generator)
+            if run.stops is not None:
                 tok = torch.where(finished, stop_emitted, tok)  # finished rows repeat their stop token
                 stop_emitted = tok
-                finished = finished | torch.isin(tok, stops)
+                finished = finished | torch.isin(tok, run.stops)
             tokens[:, T + i] = tok
-            if logits_mask is not None:
-                logits_mask.advance(tok.cpu().numpy())
+            if mask is not None:
+                mask.advance(tok.cpu().numpy())
             yield tok
             if i == max_new_tokens - 1 or (finished is not None and bool(finished.all())):
                 return
             n = T + i + 1  # tokens so far
-            if use_cache:
-                if n_cached == cache_len:  # full (only when cache_len == block_size): slide the window
-                    logits = prefill(model, tokens[:, n - keep : n], positions[:keep])
-                    n_cached = keep
-                else:
-                    logits = step(tok, positions[n_cached : n_cached + 1])
-                    n_cached += 1
-            else:
-                if n - start > block_size:
+            if not run.use_cache:
+                if ring:  # every token so far, each attending to the last `context` (the ring's view)
+                    logits = model(tokens[:, :n], validate=False, last_only=True, window=context)[:, -1]
+                    continue
+                if n - start > context:
                     start = n - keep
-                logits = model(tokens[:, start:n], validate=False)[:, -1]
+                logits = model(tokens[:, start:n], validate=False, last_only=True)[:, -1]
+            elif ring:
+                logits = step(tok, positions[n - 1 : n])
+            elif n_cached == cache_len:  # full (only when cache_len == context): slide the window
+                logits = prefill(model, tokens[:, n - keep : n], positions[:keep])
+                n_cached = keep
+            else:
+                logits = step(tok, positions[n_cached : n_cached + 1])
+                n_cached += 1
     finally:
         model.train(was_training)
 

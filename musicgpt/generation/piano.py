@@ -16,11 +16,15 @@ import torch
 
 from musicgpt.errors import MusicGPTError
 from musicgpt.generation.decode import generate_stream
+from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 
 # A guard on runaway sampling: dense piano music runs at ~50-100 tokens per second of music.
 MAX_TOKENS_PER_SECOND = 400
+# A relative model's continuations read this many times its training window (see docs/model.md
+# for the loss at 1x-8x the window).
+RELATIVE_CONTEXT_FACTOR = 2
 
 
 def token_steps(ids: np.ndarray) -> np.ndarray:
@@ -38,6 +42,14 @@ def cut_at_seconds(ids: np.ndarray, seconds: float) -> np.ndarray:
     past = np.where(steps > 0, clock_after > limit, clock_after >= limit)
     end = int(np.argmax(past)) if past.any() else len(ids)
     return np.asarray(ids[:end])
+
+
+def default_context(model) -> int:
+    """How many tokens a continuation lets the model read: its training window for learned
+    positions; for relative attention RELATIVE_CONTEXT_FACTOR times that (it reads further than it
+    trained on, and the further it reads, the fewer sounding notes it cannot see)."""
+    block_size = model.config.block_size
+    return block_size * RELATIVE_CONTEXT_FACTOR if model.config.relative else block_size
 
 
 class _WholePromptGrammar:
@@ -59,6 +71,10 @@ class _WholePromptGrammar:
     def advance(self, tokens) -> None:
         self.grammar.advance(tokens)
 
+    @property
+    def group_of_id(self):
+        return self.grammar.group_of_id
+
 
 @dataclass
 class Continuation:
@@ -75,32 +91,37 @@ def continue_piano(
     prompt_ids: np.ndarray,
     seconds: float,
     num_samples: int = 1,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    sampling: SamplingConfig | None = None,
     seed: int | None = None,
+    max_context: int | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> Continuation:
     """Sample `num_samples` continuations of `seconds` of music each, in one batched call.
 
-    The model conditions on the last `block_size - 1` tokens of the prompt at most (its context);
-    longer continuations slide the window (see `generate_stream`). `on_progress(seconds)` gets the
-    seconds of music every sample has reached so far.
+    sampling: how tokens are drawn (default `SamplingConfig()`: the model's distribution, each
+    event type keeping its mass under the grammar). max_context: the most tokens the model reads
+    (default `default_context(model)`); the prompt's last `max_context - 1` tokens condition it,
+    and longer continuations slide the window (see `generate_stream`). A note is ended once its
+    NOTE_ON has left that window (the grammar's `max_note_tokens`). `on_progress(seconds)` gets
+    the seconds of music every sample has reached so far.
     """
-    if seconds <= 0:
+    if not seconds > 0:
         raise MusicGPTError(f"--seconds must be positive, got {seconds}")
+    context_len = max_context or default_context(model)
     prompt_ids = np.asarray(prompt_ids, dtype=np.int64)
     if prompt_ids.size == 0:
         # An empty prompt: start the piece from its beginning (an EOS is what precedes every piece).
         context = np.array([tokenizer.eos_id])
     else:
-        context = prompt_ids[-(model.config.block_size - 1) :]
+        context = prompt_ids[-(context_len - 1) :]
     device = next(model.parameters()).device
     idx = torch.as_tensor(context, device=device).unsqueeze(0).repeat(num_samples, 1)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
-    grammar = _WholePromptGrammar(tokenizer.grammar(num_samples), np.tile(prompt_ids, (num_samples, 1)))
+    grammar = _WholePromptGrammar(
+        tokenizer.grammar(num_samples, max_note_tokens=context_len), np.tile(prompt_ids, (num_samples, 1))
+    )
 
     limit = round(seconds * V.STEPS_PER_SECOND)
     clock = np.zeros(num_samples, dtype=np.int64)
@@ -110,12 +131,11 @@ def continue_piano(
         model,
         idx,
         max_new_tokens=int(seconds * MAX_TOKENS_PER_SECOND) + 1,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
+        sampling=sampling,
         stop_tokens=[tokenizer.eos_id],
         generator=generator,
         logits_mask=grammar,
+        max_context=context_len,
     )
     for step in stream:
         tokens = step.cpu().numpy()

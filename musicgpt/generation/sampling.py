@@ -7,9 +7,20 @@ The order, as `next_token` applies it:
 Filters return new logits with the removed tokens set to -inf; nothing is changed in place.
 Temperature 0 means greedy decoding: `next_token` (and `generate`) take the argmax, since
 dividing by zero has no useful limit other than that.
+
+How the mask hands on the probability of the tokens it forbids matters for music. Plain masking
+(`apply_mask`) renormalizes over everything still allowed, so the mass of forbidden tokens goes
+to all the others in proportion. A performance grammar forbids most NOTE_OFFs (only sounding
+pitches may end) and so gave their mass to NOTE_ON and TIME_SHIFT: notes were struck and hardly
+ever released. `mask_per_group` keeps each group's (event type's) total mass and spreads it over
+that group's allowed tokens instead; the grammar says which token is in which group.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -20,10 +31,54 @@ class SamplingError(MusicGPTError, ValueError):
     """Sampling arguments that make no sense (top_p outside (0, 1], negative temperature, ...)."""
 
 
+MASK_MODES = ("per_group", "renormalize")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the next token is chosen; one value passed by name from the CLI down to `next_token`.
+
+    temperature: 0 is greedy (the argmax), below 1 sharper, above 1 flatter.
+    top_k, top_p: keep the k most likely tokens / the smallest nucleus of mass >= p (None: all).
+    mask_mode: how a grammar's forbidden mass is handed on (see the module docstring):
+        "per_group" keeps each token group's mass (the default; a mask without groups falls back
+        to "renormalize"), "renormalize" spreads it over every allowed token.
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    mask_mode: str = "per_group"
+
+    def __post_init__(self) -> None:
+        check_sampling_args(self.temperature, self.top_k, self.top_p)
+        if self.mask_mode not in MASK_MODES:
+            raise SamplingError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @classmethod
+    def build(cls, base: SamplingConfig | None = None, **overrides: Any) -> SamplingConfig:
+        """`base` (default: the defaults) with field overrides; `greedy=True` is `temperature=0`."""
+        if overrides.pop("greedy", False):
+            overrides["temperature"] = 0.0
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise SamplingError(f"unknown sampling setting(s) {unknown}; known: {sorted(fields)} and greedy")
+        return dataclasses.replace(base or cls(), **overrides)
+
+
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise SamplingError for a negative temperature, top_k < 1 or top_p outside (0, 1]."""
-    if not isinstance(temperature, (int, float)) or not temperature >= 0:  # also rejects NaN
-        raise SamplingError(f"temperature must be >= 0 (0 means greedy), got {temperature!r}")
+    """Raise SamplingError for a negative or infinite temperature, top_k < 1 or top_p outside (0, 1]."""
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not 0 <= temperature < float("inf")  # also rejects NaN
+    ):
+        raise SamplingError(f"temperature must be >= 0 (0 means greedy) and finite, got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise SamplingError(f"top_k must be an integer >= 1 (or None for no limit), got {top_k!r}")
     if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
@@ -41,6 +96,44 @@ def apply_mask(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         rows = empty.nonzero().flatten().tolist()
         raise SamplingError(f"the logits mask allows no token at all in batch row(s) {rows}")
     return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+
+
+def mask_per_group(logits: torch.Tensor, allowed: torch.Tensor, group_of_id: torch.Tensor) -> torch.Tensor:
+    """Forbid tokens but keep each group's probability mass (a group: an event type of the grammar).
+
+    logits (batch, vocab), allowed (batch, vocab) bool, group_of_id (vocab,) int64 in 0..G-1.
+    With p = softmax(logits), an allowed token i of group g gets
+
+        p'(i) = p(i) * P(g) / P_allowed(g),   P(g) = sum of p over g,  P_allowed(g) = over g's allowed,
+
+    and forbidden tokens 0. A group with no allowed token loses its mass, which the final softmax
+    spreads over the other groups in proportion. Works in log space (a group's allowed tokens may
+    all be far below float32's smallest probability) and returns log p' (up to a constant per row).
+    """
+    if allowed.shape != logits.shape:
+        raise SamplingError(
+            f"mask of shape {tuple(allowed.shape)} does not match logits {tuple(logits.shape)}"
+        )
+    allowed = allowed.to(logits.device)
+    groups = group_of_id.to(logits.device)
+    n_groups = int(groups.max()) + 1
+    logp = logits.float().log_softmax(dim=-1)
+    log_mass = _group_logsumexp(logp, groups, n_groups)  # (B, G)
+    log_allowed_mass = _group_logsumexp(logp.masked_fill(~allowed, float("-inf")), groups, n_groups)
+    shifted = logp + (log_mass - log_allowed_mass)[:, groups]  # -inf - -inf = nan where a group is all forbidden
+    return apply_mask(shifted.nan_to_num(nan=float("-inf")), allowed)
+
+
+def _group_logsumexp(x: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """(B, V), (V,) -> (B, G): logsumexp of x over each group's columns (-inf for an all -inf group)."""
+    B = x.shape[0]
+    index = groups.expand(B, -1)
+    peak = torch.full((B, n_groups), float("-inf"), device=x.device).scatter_reduce(
+        1, index, x, reduce="amax"
+    )
+    safe_peak = peak.nan_to_num(neginf=0.0)  # an all -inf group: exp(-inf - 0) = 0 below
+    total = torch.zeros(B, n_groups, device=x.device).index_add_(1, groups, torch.exp(x - safe_peak[:, groups]))
+    return total.log() + safe_peak
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -87,8 +180,6 @@ def greedy(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=-1)
 
 
-_argmax = greedy  # `next_token` takes a `greedy` flag that shadows the function
-
 
 def sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """(batch, vocab) -> (batch,) one token per row drawn from softmax(logits)."""
@@ -98,25 +189,28 @@ def sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> to
 
 def next_token(
     logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
+    sampling: SamplingConfig = SamplingConfig(),
     allowed: torch.Tensor | None = None,
+    group_of_id: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """(batch, vocab) logits -> (batch,) tokens: mask -> temperature -> top-k -> top-p -> sample.
 
-    `greedy` or temperature 0 takes the argmax of the masked logits (top-k and top-p never remove
+    `allowed` (batch, vocab) bool is the grammar's mask; with `group_of_id` and the "per_group"
+    mask mode each group keeps its mass (`mask_per_group`), else the rest renormalizes.
+    Greedy (temperature 0) takes the argmax of the masked logits (top-k and top-p never remove
     the most likely token, so they do not change it).
     """
     if allowed is not None:
-        logits = apply_mask(logits, allowed)
-    if greedy or temperature == 0:
-        return _argmax(logits)
-    logits = apply_temperature(logits, temperature)
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None:
-        logits = top_p_filter(logits, top_p)
+        if group_of_id is not None and sampling.mask_mode == "per_group":
+            logits = mask_per_group(logits, allowed, group_of_id)
+        else:
+            logits = apply_mask(logits, allowed)
+    if sampling.greedy:
+        return greedy(logits)
+    logits = apply_temperature(logits, sampling.temperature)
+    if sampling.top_k is not None:
+        logits = top_k_filter(logits, sampling.top_k)
+    if sampling.top_p is not None:
+        logits = top_p_filter(logits, sampling.top_p)
     return sample(logits, generator)

@@ -3,6 +3,15 @@
     idx (B, T) ─▶ wte + wpe ─▶ n_layer x Block ─▶ ln_f ─▶ lm_head (tied to wte) ─▶ logits (B, T, V)
     Block: x + attn(ln_1(x)), then x + mlp(ln_2(x))        (pre-LayerNorm, as GPT-2)
 
+Positions are either GPT-2's learned table `wpe` (`position_encoding="learned"`, the default) or
+Music Transformer's relative attention (`"relative"`, Huang et al. 2018): no `wpe`; each layer
+learns, per head, an embedding E of every distance 0 .. max_relative_distance-1 between a query
+and a key (farther keys share the last one), and the attention logit of query i and key j gains
+q_i · E[i - j]. Computed for all pairs at once by "skewing" q E^T (`relative_logits_causal`), in
+O(T · head_dim) memory for the embeddings instead of O(T² · head_dim). A relative model does not
+know where its window starts, so it runs on contexts longer than the `block_size` it trained on,
+and the KV cache can be a ring buffer that drops its oldest slot.
+
 Names follow Hugging Face's GPT2LMHeadModel (transformer.wte, transformer.h.0.attn.c_attn, ...)
 so checkpoints map one to one; HF stores its Conv1D weights transposed, `hf.py` handles that.
 Attention runs through `F.scaled_dot_product_attention` (training on CPU in bf16 swaps in a faster
@@ -23,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicgpt.errors import ConfigError, MusicGPTError
-from musicgpt.model.cpu_kernels import causal_attention, gelu_tanh
+from musicgpt.model.cpu_kernels import biased_causal_attention, causal_attention, gelu_tanh
 from musicgpt.model.kv_cache import KVCache
 
 
@@ -35,6 +44,8 @@ class CacheError(MusicGPTError, RuntimeError):
     """The KV cache was used without `setup_cache`, or does not fit the input."""
 
 
+POSITION_ENCODINGS = ("learned", "relative")
+
 # name -> GPTConfig keyword arguments. Music vocab: 388 performance events + EOS + PAD = 390.
 PRESETS: dict[str, dict[str, Any]] = {
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
@@ -44,6 +55,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "music-tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=256, vocab_size=390),
     "music-small": dict(n_layer=4, n_head=4, n_embd=256, block_size=512, vocab_size=390, dropout=0.1),
     "music-20m": dict(n_layer=6, n_head=8, n_embd=512, block_size=2048, vocab_size=390),
+    # Music Transformer's relative attention at the 20M size (trains on shorter windows than it reads)
+    "music-20m-relative": dict(
+        n_layer=6, n_head=8, n_embd=512, block_size=512, vocab_size=390, position_encoding="relative"
+    ),
 }
 
 
@@ -52,13 +67,19 @@ class GPTConfig:
     """Hyperparameters of a GPT. Round-trips through YAML; `GPTConfig.preset(name)` for the named ones."""
 
     vocab_size: int
-    block_size: int  # context length: the number of learned positions
+    # learned: the context length, the number of learned positions; relative: the training window
+    # (forward and generation take longer contexts)
+    block_size: int
     n_layer: int
     n_head: int
     n_embd: int
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2 has them)
     layer_norm_epsilon: float = 1e-5
+    position_encoding: str = "learned"  # "learned" (GPT-2's wpe) or "relative" (Music Transformer)
+    # relative only: distances 0 .. max_relative_distance-1 are learned, farther ones share the
+    # last; None means block_size
+    max_relative_distance: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -73,6 +94,25 @@ class GPTConfig:
             raise ConfigError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if not float(self.layer_norm_epsilon) > 0:
             raise ConfigError(f"GPTConfig.layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}")
+        if self.position_encoding not in POSITION_ENCODINGS:
+            raise ConfigError(
+                f"GPTConfig.position_encoding must be one of {POSITION_ENCODINGS}, got {self.position_encoding!r}"
+            )
+        distance = self.max_relative_distance
+        if distance is not None:
+            if isinstance(distance, bool) or not isinstance(distance, int) or distance < 1:
+                raise ConfigError(f"GPTConfig.max_relative_distance must be a positive integer, got {distance!r}")
+            if not self.relative:
+                raise ConfigError("GPTConfig.max_relative_distance is for position_encoding='relative' only")
+
+    @property
+    def relative(self) -> bool:
+        return self.position_encoding == "relative"
+
+    @property
+    def n_relative(self) -> int:
+        """How many distances a relative model learns (0 .. n_relative-1)."""
+        return self.max_relative_distance or self.block_size
 
     @property
     def head_dim(self) -> int:
@@ -138,6 +178,37 @@ class GPTConfig:
         raise ConfigError(f"{spec!r} is neither a model preset ({', '.join(PRESETS)}) nor a YAML file")
 
 
+def skew(x: torch.Tensor) -> torch.Tensor:
+    """(..., T, T) whose column c holds distance T-1-c -> (..., T, T) whose [i, j] holds distance i-j.
+
+    Music Transformer's trick (tensor2tensor's `_relative_position_to_absolute_position_masked`):
+    pad a column on the left, read the rows as T+1 rows of T, drop the first. Valid for j <= i;
+    above the diagonal the values are leftovers that causal attention masks anyway.
+    """
+    *lead, T, _ = x.shape
+    return F.pad(x, (1, 0)).reshape(*lead, T + 1, T)[..., 1:, :]
+
+
+def relative_logits_causal(q: torch.Tensor, rel_emb: torch.Tensor) -> torch.Tensor:
+    """q (B, nh, T, hs), rel_emb (nh, R, hs) -> (B, nh, T, T), [i, j] = q_i · E[min(i - j, R - 1)], j <= i."""
+    T, R = q.size(-2), rel_emb.size(1)
+    farthest_first = torch.arange(T - 1, -1, -1, device=q.device).clamp(max=R - 1)
+    e = rel_emb[:, farthest_first].to(q.dtype)  # (nh, T, hs): distances T-1, ..., 1, 0
+    return skew(q @ e.transpose(-1, -2))
+
+
+def relative_logits_at(q: torch.Tensor, rel_emb: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+    """q (B, nh, T, hs), rel_emb (nh, R, hs), distance (T, L) -> (B, nh, T, L) q_i · E[clip(distance)].
+
+    For queries against cached keys, whose distances are given (a ring buffer holds its keys in
+    no particular order). Negative distances (keys after the query) give E[0]; mask them.
+    """
+    B, nh, T, _ = q.shape
+    qe = q @ rel_emb.to(q.dtype).transpose(-1, -2)  # (B, nh, T, R): q against every distance
+    index = distance.clamp(0, rel_emb.size(1) - 1).expand(B, nh, T, distance.size(-1))
+    return qe.gather(-1, index)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -148,47 +219,68 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.kv_cache: KVCache | None = None
+        self.rel_emb = None
+        if config.relative:
+            # One table per head, as in Music Transformer: heads specialise in distances (one
+            # follows the beat, another the previous note), which a shared table cannot express.
+            self.rel_emb = nn.Parameter(torch.empty(config.n_head, config.n_relative, config.head_dim))
 
     def forward(
         self,
         x: torch.Tensor,
-        input_pos: torch.Tensor | None = None,
+        slots: torch.Tensor | None = None,
         kv_len: int | None = None,
         mask: torch.Tensor | None = None,
         need_probs: bool = False,
+        distance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, T, C) -> (y (B, T, C), probs (B, nh, T, T) float32 if need_probs else None).
+        """x (B, T, C) -> (y (B, T, C), probs (B, nh, T, L) float32 if need_probs else None).
 
-        Without `input_pos` the attention is plainly causal over x. With it, k and v are written to
-        the KV cache at those positions and the queries attend over the first `kv_len` cache slots
+        Without `slots` the attention is causal over x (under `mask` (T, T) if given, a band for
+        sliding-window attention). With them, k and v are written to
+        the KV cache at those slots and the queries attend over the first `kv_len` cache slots
         (all of them if None) under `mask` (T, kv_len) bool, True where a query may look; a None
-        mask lets every query see every one of those slots.
+        mask lets every query see every one of those slots. A relative model also needs
+        `distance` (T, kv_len): how far back each slot's token lies from each query.
         """
         B, T, C = x.shape
         hs = C // self.n_head
+        scale = 1.0 / math.sqrt(hs)
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)
-        causal = input_pos is None
+        causal = slots is None
         if not causal:
-            k, v = self.kv_cache.update(input_pos, k, v)  # (B, nh, cache_len, hs)
+            k, v = self.kv_cache.update(slots, k, v)  # (B, nh, cache_len, hs)
             k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         dropout_p = self.dropout if self.training else 0.0
+        plain_causal = causal and mask is None  # (not a sliding-window band)
+        if plain_causal and (self.rel_emb is not None or need_probs):
+            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        rel = None  # relative attention's term, scaled like q·k
+        if self.rel_emb is not None:
+            if causal:
+                rel = relative_logits_causal(q, self.rel_emb) * scale
+            else:
+                rel = relative_logits_at(q, self.rel_emb, distance) * scale
 
         probs = None
         if need_probs:
-            # The explicit path: the same softmax(QK^T / sqrt(hs) + mask) SDPA computes, in float32.
-            att = (q.float() @ k.float().transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, L)
-            if causal:
-                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            # The explicit path: the same softmax(QK^T / sqrt(hs) + rel + mask) SDPA computes, in float32.
+            att = (q.float() @ k.float().transpose(-2, -1)) * scale  # (B, nh, T, L)
+            att = att + rel.float() if rel is not None else att
             if mask is not None:
                 att = att.masked_fill(~mask, float("-inf"))
             probs = att.softmax(dim=-1)
             y = F.dropout(probs, dropout_p, self.training).to(v.dtype) @ v  # (B, nh, T, hs)
-        elif causal:
+        elif plain_causal and rel is not None:
+            y = biased_causal_attention(q, k, v, rel, dropout_p)  # on CPU in bf16 a faster backward
+        elif plain_causal:
             y = causal_attention(q, k, v, dropout_p)  # SDPA, or on CPU in bf16 a faster backward
         else:
+            if rel is not None:  # an additive mask: the relative term, -inf where a query may not look
+                mask = rel.masked_fill(~mask, float("-inf")).to(q.dtype)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y)), probs
@@ -217,12 +309,13 @@ class Block(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        input_pos: torch.Tensor | None = None,
+        slots: torch.Tensor | None = None,
         kv_len: int | None = None,
         mask: torch.Tensor | None = None,
         need_probs: bool = False,
+        distance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, probs = self.attn(self.ln_1(x), input_pos, kv_len, mask, need_probs)
+        a, probs = self.attn(self.ln_1(x), slots, kv_len, mask, need_probs, distance)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, probs
@@ -237,7 +330,8 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
+                # relative models have no absolute positions (their attention layers hold rel_emb)
+                wpe=None if config.relative else nn.Embedding(config.block_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias),
@@ -251,8 +345,11 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-        # (cache_len, cache_len) bool, set by setup_cache; a buffer so that .to(device) moves it
-        self.register_buffer("causal_mask", None, persistent=False)
+            elif name.endswith("rel_emb"):
+                nn.init.normal_(p, mean=0.0, std=0.02)
+        # (cache_len,) int64, set by setup_cache: the position of the token in each cache slot, -1
+        # for none; a buffer so that .to(device) moves it
+        self.register_buffer("cache_pos", None, persistent=False)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -267,7 +364,9 @@ class GPT(nn.Module):
         """Parameters, the tied head counted once; `non_embedding` leaves out wte and wpe."""
         n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied tensor once
         if non_embedding:
-            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+            n -= self.transformer.wte.weight.numel()
+            if self.transformer.wpe is not None:
+                n -= self.transformer.wpe.weight.numel()
         return n
 
     # --- the KV cache -------------------------------------------------------------------------
@@ -279,13 +378,16 @@ class GPT(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        """Allocate a static KV cache for `batch_size` rows and positions 0 .. max_seq_len-1.
+        """Allocate a static KV cache for `batch_size` rows and `max_seq_len` slots.
 
+        Learned positions: the token at position p goes to slot p, so positions run 0 ..
+        max_seq_len-1 <= block_size-1. Relative: any max_seq_len; the token at position p goes to
+        slot p % max_seq_len, a ring buffer, so the cache holds the last max_seq_len tokens.
         device and dtype default to those of the weights. A cache of exactly this shape, device and
-        dtype is kept as it is (stale entries are harmless: attention only reads the positions
-        written since the last prefill at 0); any other cache is replaced.
+        dtype is kept as it is (stale entries are harmless: a prefill at position 0 forgets them);
+        any other cache is replaced.
         """
-        if not 1 <= max_seq_len <= self.config.block_size:
+        if max_seq_len < 1 or (not self.config.relative and max_seq_len > self.config.block_size):
             raise CacheError(
                 f"max_seq_len must be in 1..block_size={self.config.block_size}, got {max_seq_len}"
             )
@@ -305,13 +407,13 @@ class GPT(nn.Module):
         c = self.config
         for block in self.transformer.h:
             block.attn.kv_cache = KVCache(batch_size, c.n_head, max_seq_len, c.head_dim, device, dtype)
-        self.causal_mask = torch.ones(max_seq_len, max_seq_len, dtype=torch.bool, device=device).tril()
+        self.cache_pos = torch.full((max_seq_len,), -1, dtype=torch.long, device=device)
 
     def clear_cache(self) -> None:
         """Free the KV cache; a cached forward afterwards is an error until `setup_cache`."""
         for block in self.transformer.h:
             block.attn.kv_cache = None
-        self.causal_mask = None
+        self.cache_pos = None
 
     @property
     def cache_shape(self) -> tuple[int, int] | None:
@@ -322,20 +424,35 @@ class GPT(nn.Module):
     # --- forward --------------------------------------------------------------------------------
 
     def forward(
-        self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, validate: bool = True
+        self,
+        idx: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        validate: bool = True,
+        last_only: bool = False,
+        window: int | None = None,
     ) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, vocab_size), always for every position.
+        """idx (B, T) token ids -> logits (B, T, vocab_size), or (B, 1, vocab_size) with `last_only`.
+
+        `last_only` is for sampling, which needs the last position's logits alone: the head over
+        the whole vocabulary is then run once instead of T times (GPT-2's 50k vocabulary makes
+        that the largest single product of a long prefill).
 
         Without `input_pos` the tokens sit at positions 0..T-1 and nothing is cached. With
         `input_pos` (T,), increasing, the tokens sit at those positions, their keys and values go
         into the KV cache (see `setup_cache`) and attention reads everything cached at earlier
-        positions (a prefill writes 0..T-1, each decode step the next one).
+        positions (a prefill writes 0..T-1 and forgets what the cache held, each decode step the
+        next position; a relative model's ring buffer keeps the last `max_seq_len` of them).
         `validate=False` skips the checks on ids and positions (the sampler's hot loop, whose
         inputs were checked once); bad ids then give undefined results.
+        `window` (uncached only): sliding-window attention, each token attending to the last
+        `window` tokens (itself included) in every layer. That is what a relative model's ring
+        buffer of `window` slots computes, so this is its uncached reference.
         """
         if validate:
             self.check_input(idx, input_pos)
-        return self._run(idx, input_pos, need_probs=False)[0]
+        if window is not None and input_pos is not None:
+            raise ModelInputError("window is for the uncached forward; the KV cache has its own length")
+        return self._run(idx, input_pos, need_probs=False, last_only=last_only, window=window)[0]
 
     def forward_with_attention(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Uncached forward through the explicit-softmax path.
@@ -352,29 +469,48 @@ class GPT(nn.Module):
         return self.forward_with_attention(idx)[1]
 
     def _run(
-        self, idx: torch.Tensor, input_pos: torch.Tensor | None, need_probs: bool
+        self,
+        idx: torch.Tensor,
+        input_pos: torch.Tensor | None,
+        need_probs: bool,
+        last_only: bool = False,
+        window: int | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         B, T = idx.shape
-        kv_len = mask = None  # uncached: plain causal attention over idx itself
-        if input_pos is None:
-            pos = torch.arange(T, device=idx.device)
-        elif torch.compiler.is_compiling():
-            # Compiled: attend over the whole cache so every decode step has the same shapes;
-            # the slots after a query's position (empty or stale) are masked out.
-            pos, mask = input_pos, self.causal_mask[input_pos]  # (T, cache_len)
-        else:
-            # Eager: read only the slots written so far (input_pos increases, so its last entry is
-            # the furthest); the rest of the cache is masked anyway and reading it costs time.
-            pos, kv_len = input_pos, int(input_pos[-1]) + 1
-            if T > 1:  # one query at the newest position sees every slot up to it: no mask needed
-                mask = self.causal_mask[input_pos, :kv_len]  # (T, kv_len)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        slots = kv_len = mask = distance = None  # uncached: plain causal attention over idx itself
+        if window is not None and window < T:
+            mask = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril().triu(1 - window)
+        if input_pos is not None:
+            slots, kv_len, mask, distance = self._cache_step(input_pos, need_mask=T > 1 or need_probs)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if self.transformer.wpe is not None:
+            x = x + self.transformer.wpe(torch.arange(T, device=idx.device) if input_pos is None else input_pos)
+        x = self.transformer.drop(x)
         all_probs = []
         for block in self.transformer.h:
-            x, probs = block(x, input_pos, kv_len, mask, need_probs)
+            x, probs = block(x, slots, kv_len, mask, need_probs, distance)
             if need_probs:
                 all_probs.append(probs)
+        if last_only:
+            x = x[:, -1:]
         return self.lm_head(self.transformer.ln_f(x)), all_probs
+
+    def _cache_step(self, input_pos: torch.Tensor, need_mask: bool):
+        """Book the new positions into the cache; the slots, how many to read, mask and distances."""
+        cache_len = self.cache_pos.numel()
+        slots = input_pos % cache_len if self.config.relative else input_pos
+        compiling = torch.compiler.is_compiling()
+        if not compiling and int(input_pos[0]) == 0:
+            self.cache_pos.fill_(-1)  # a prefill from the start: what the cache held is stale
+        self.cache_pos.index_copy_(0, slots, input_pos)
+        # Compiled: read the whole cache so every decode step has the same shapes. Eager: only the
+        # slots written so far (positions increase, so the last one is the furthest).
+        kv_len = cache_len if compiling else min(int(input_pos[-1]) + 1, cache_len)
+        distance = input_pos[:, None] - self.cache_pos[None, :kv_len]  # (T, kv_len)
+        mask = None  # one query at the newest position sees every slot written so far
+        if compiling or need_mask or self.config.relative:
+            mask = (distance >= 0) & (self.cache_pos[None, :kv_len] >= 0)
+        return slots, kv_len, mask, distance if self.config.relative else None
 
     def check_input(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> None:
         """Raise ModelInputError / CacheError unless `forward(idx, input_pos)` can run."""
@@ -386,7 +522,7 @@ class GPT(nn.Module):
         B, T = idx.shape
         if B == 0 or T == 0:
             raise ModelInputError(f"idx is empty (shape {tuple(idx.shape)}); give at least one token")
-        if T > self.config.block_size:
+        if T > self.config.block_size and not self.config.relative:
             raise ModelInputError(
                 f"sequence of {T} tokens is longer than the model's context (block_size={self.config.block_size})"
             )
@@ -409,10 +545,15 @@ class GPT(nn.Module):
                 f"input_pos must be a (T,)=({T},) tensor of positions, got {tuple(input_pos.shape)}"
             )
         lo, hi = torch.aminmax(input_pos)
-        if lo < 0 or hi >= cache_len:
+        if lo < 0 or (hi >= cache_len and not self.config.relative):
             raise CacheError(f"positions {int(lo)}..{int(hi)} do not fit the KV cache of length {cache_len}")
         if T > 1 and not bool((input_pos[1:] > input_pos[:-1]).all()):
             raise ModelInputError(f"input_pos must increase, got {input_pos.tolist()}")
+        if T > cache_len or (self.config.relative and T > 1 and hi >= cache_len):
+            # several tokens at once into a full ring would overwrite keys their own queries need
+            raise CacheError(
+                f"{T} positions from {int(lo)} do not fit the KV cache of length {cache_len} in one pass"
+            )
 
     # --- checkpoints ----------------------------------------------------------------------------
 

@@ -36,7 +36,9 @@ class LogitsMask(Protocol):
     """A grammar that forbids tokens during generation (see `musicgpt.generation`).
 
     The sampler calls `start` once with the prompt, then for every step `allowed()` before
-    sampling and `advance(tokens)` with the tokens it chose.
+    sampling and `advance(tokens)` with the tokens it chose. A mask may also have `group_of_id`,
+    a (vocab_size,) int array: the sampler then keeps each group's probability mass under the
+    mask instead of renormalizing over all allowed tokens (see `SamplingConfig.mask_mode`).
     """
 
     def start(self, prompt: np.ndarray) -> None:

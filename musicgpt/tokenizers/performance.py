@@ -228,9 +228,13 @@ class PerformanceTokenizer:
         except (OSError, ValueError) as e:
             raise ConfigError(f"{path}: cannot load tokenizer settings ({e})") from None
 
-    def grammar(self, batch_size: int) -> PerformanceGrammar:
-        """A LogitsMask that keeps generated sequences well formed (see PerformanceGrammar)."""
-        return PerformanceGrammar(batch_size, self.max_note_steps, self.max_polyphony)
+    def grammar(self, batch_size: int, max_note_tokens: int | None = None) -> PerformanceGrammar:
+        """A LogitsMask that keeps generated sequences well formed (see PerformanceGrammar).
+
+        `max_note_tokens`: end a note once its NOTE_ON is that many tokens back (pass the model's
+        context: a note the model can no longer see begin is one it would never release).
+        """
+        return PerformanceGrammar(batch_size, self.max_note_steps, self.max_polyphony, max_note_tokens)
 
 
 # --- encoding helpers ----------------------------------------------------------------------------
@@ -376,26 +380,39 @@ class PerformanceGrammar:
     * VELOCITY of a bin other than the current one, and then only a NOTE_ON may follow;
     * EOS when no note sounds (and not right after VELOCITY); it resets the row's state;
     * never PAD.
-    When a note has sounded for `max_note_steps`, only NOTE_OFFs of such overdue notes are
-    allowed. Some token is always allowed. In the prompt, tokens the grammar would forbid are
+    When a note has sounded for `max_note_steps`, or (with `max_note_tokens`) its NOTE_ON lies that
+    many tokens back, only NOTE_OFFs of such overdue notes are allowed. The second rule is for
+    notes the model cannot see: it reads a window of the last tokens, and a note struck before
+    the window began sounds on with nothing in view to end it; the grammar ends it instead. Some token is always allowed. In the prompt, tokens the grammar would forbid are
     taken as they come (a NOTE_OFF with nothing open changes nothing). About 10-20 us a step
     for batch 8: per-row state lives in (batch, 128) arrays, nothing loops over the vocabulary.
     """
 
+    # token -> its event type: the sampler keeps each type's probability mass under this mask
+    # (`musicgpt.generation.sampling.mask_per_group`), so forbidding the NOTE_OFFs of silent
+    # pitches does not hand their mass to NOTE_ON and TIME_SHIFT
+    group_of_id = V._TYPE_OF_ID.astype(np.int64)
     _SHIFT_STEPS = np.arange(1, V.MAX_SHIFT_STEPS + 1)
     _BINS = np.arange(1, V.NUM_VELOCITY_BINS + 1)
     _NEVER = np.iinfo(np.int64).max // 2  # the deadline of a pitch that is not sounding
 
-    def __init__(self, batch_size: int, max_note_steps: int, max_polyphony: int):
+    def __init__(
+        self, batch_size: int, max_note_steps: int, max_polyphony: int, max_note_tokens: int | None = None
+    ):
+        if max_note_tokens is not None and max_note_tokens < 1:
+            raise ValueError(f"max_note_tokens must be >= 1 or None, got {max_note_tokens!r}")
         self.batch_size = batch_size
         self.max_note_steps = max_note_steps
         self.max_polyphony = max_polyphony
+        self.max_note_tokens = max_note_tokens
         self._rows = np.arange(batch_size)
         b = batch_size
         self.sounding = np.zeros((b, 128), bool)
         self.deadline = np.full((b, 128), self._NEVER, np.int64)  # step by which a sounding note must end
         self.n_sounding = np.zeros(b, np.int64)
         self.clock = np.zeros(b, np.int64)  # steps since the start (or the last EOS)
+        self.n_tokens = 0  # tokens seen (prompt and generated), the same for every row
+        self.on_token = np.zeros((b, 128), np.int64)  # n_tokens at each sounding note's NOTE_ON
         self.velocity_bin = np.zeros(b, np.int64)  # 0: none yet
         self.after_velocity = np.zeros(b, bool)
         self.on_this_step = np.zeros(b, bool)
@@ -420,6 +437,7 @@ class PerformanceGrammar:
             raise ValueError(f"prompt must be (batch={self.batch_size}, T), got shape {prompt.shape}")
         V.check_ids(prompt.reshape(-1))
         self._reset(self._rows)
+        self.n_tokens = 0
         for t in range(prompt.shape[1]):
             self.advance(prompt[:, t])
 
@@ -428,6 +446,10 @@ class PerformanceGrammar:
         sounding, after_velocity = self.sounding, self.after_velocity
         next_deadline = self.deadline.min(1)
         overdue = self.clock >= next_deadline
+        out_of_view = None
+        if self.max_note_tokens is not None:
+            out_of_view = sounding & (self.on_token <= self.n_tokens - self.max_note_tokens)
+            overdue = overdue | out_of_view.any(1)
         crowded = self.n_sounding >= self.max_polyphony
 
         can_on = ~(overdue | (crowded & ~after_velocity))
@@ -436,7 +458,10 @@ class PerformanceGrammar:
         offs = mask[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
         np.logical_and(sounding, can_off[:, None], out=offs)
         if overdue.any():
-            offs[overdue] = sounding[overdue] & (self.deadline[overdue] <= self.clock[overdue, None])
+            due = sounding[overdue] & (self.deadline[overdue] <= self.clock[overdue, None])
+            if out_of_view is not None:
+                due |= out_of_view[overdue]
+            offs[overdue] = due
         longest = np.where(overdue | after_velocity | self.after_short_shift, 0, next_deadline - self.clock)
         np.less_equal(
             self._SHIFT_STEPS, longest[:, None], out=mask[:, V.TIME_SHIFT_OFFSET : V.VELOCITY_OFFSET]
@@ -462,6 +487,7 @@ class PerformanceGrammar:
             self.sounding[r, p] = now
             # a NOTE_ON of a sounding pitch (prompts only) restarts its clock; a stray NOTE_OFF changes nothing
             self.deadline[r, p] = np.where(now, self.clock[r] + self.max_note_steps, self._NEVER)
+            self.on_token[r, p] = self.n_tokens
             self.on_this_step |= on
         shift = _SHIFT_STEPS_OF_ID[tokens]
         self.clock += shift
@@ -469,5 +495,6 @@ class PerformanceGrammar:
         self.after_velocity = velocity = kind == EVENT_VELOCITY
         self.velocity_bin = np.where(velocity, value, self.velocity_bin)
         self.after_short_shift = _IS_SHORT_SHIFT[tokens]
+        self.n_tokens += 1
         if (tokens == V.EOS_ID).any():
             self._reset(tokens == V.EOS_ID)

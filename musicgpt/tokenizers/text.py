@@ -300,3 +300,26 @@ class GPT2BPETokenizer(_TextTokenizer):
         """Ids -> the exact bytes (a token may end inside a multi-byte character)."""
         table = self._id_bytes
         return b"".join([table[i] for i in _as_ids(ids, self).tolist()])
+
+
+class TextStream:
+    """Text of a token stream as it grows, at a constant cost per token.
+
+    A UTF-8 character (and so a BPE token's text) may span tokens: each token's bytes go through
+    an incremental UTF-8 decoder, which returns the characters completed so far and keeps the
+    bytes of an unfinished one for the next token. Invalid bytes become U+FFFD, as in `decode`.
+    """
+
+    def __init__(self, tokenizer: _TextTokenizer):
+        import codecs
+
+        self.tokenizer = tokenizer
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token: int) -> str:
+        """The text that `token` completes (often "" inside a multi-byte character)."""
+        return self._decoder.decode(self.tokenizer.decode_bytes([token]))
+
+    def finish(self) -> str:
+        """What is left at the end (U+FFFD for a character cut off by the end of the stream)."""
+        return self._decoder.decode(b"", final=True)

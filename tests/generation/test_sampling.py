@@ -9,6 +9,8 @@ import torch
 
 from musicgpt.errors import MusicGPTError
 from musicgpt.generation.sampling import (
+    SamplingConfig,
+    mask_per_group,
     SamplingError,
     apply_mask,
     apply_temperature,
@@ -68,7 +70,7 @@ def test_temperature_scales_and_zero_means_greedy():
     assert apply_temperature(logits, 1.0) is logits
     with pytest.raises(SamplingError, match="use greedy"):
         apply_temperature(logits, 0)
-    assert next_token(torch.tensor([[0.0, 3.0, 2.9]]), temperature=0).tolist() == [1]
+    assert next_token(torch.tensor([[0.0, 3.0, 2.9]]), SamplingConfig(temperature=0)).tolist() == [1]
 
 
 def test_mask_forbids_tokens_and_refuses_an_empty_row():
@@ -104,9 +106,11 @@ def test_next_token_applies_the_documented_order():
     allowed = torch.tensor([[False, True, True, True]])
     # mask first: token 0 is gone, so top_k=1 keeps token 1 and every draw is token 1
     for seed in range(5):
-        tok = next_token(logits, top_k=1, allowed=allowed, generator=torch.Generator().manual_seed(seed))
+        tok = next_token(
+            logits, SamplingConfig(top_k=1), allowed=allowed, generator=torch.Generator().manual_seed(seed)
+        )
         assert tok.tolist() == [1]
-    assert next_token(logits, greedy=True, allowed=allowed).tolist() == [1]
+    assert next_token(logits, SamplingConfig.build(greedy=True), allowed=allowed).tolist() == [1]
 
 
 @pytest.mark.parametrize(
@@ -132,3 +136,41 @@ def test_filters_check_their_own_argument():
         top_k_filter(torch.zeros(1, 4), 0)
     with pytest.raises(SamplingError, match="top_p must be"):
         top_p_filter(torch.zeros(1, 4), 2.0)
+
+
+def test_mask_per_group_keeps_each_groups_mass():
+    # groups: {0, 1} and {2, 3}; p = (0.1, 0.3, 0.2, 0.4). Forbid token 1: group 0 keeps its 0.4
+    # on token 0 alone, group 1 keeps 0.6 as it was. Plain masking would give (0.14, 0, 0.29, 0.57).
+    probs = torch.tensor([[0.1, 0.3, 0.2, 0.4]])
+    allowed = torch.tensor([[True, False, True, True]])
+    groups = torch.tensor([0, 0, 1, 1])
+    out = mask_per_group(probs.log(), allowed, groups).softmax(-1)
+    assert torch.allclose(out, torch.tensor([[0.4, 0.0, 0.2, 0.4]]), atol=1e-6)
+    plain = apply_mask(probs.log(), allowed).softmax(-1)
+    assert torch.allclose(plain, torch.tensor([[0.1, 0.0, 0.2, 0.4]]) / 0.7, atol=1e-6)
+
+
+def test_mask_per_group_drops_a_group_with_nothing_allowed_and_survives_underflow():
+    # group 0 all forbidden: its mass goes to the others in proportion (as plain masking would)
+    probs = torch.tensor([[0.5, 0.2, 0.3]])
+    out = mask_per_group(probs.log(), torch.tensor([[False, True, True]]), torch.tensor([0, 1, 2])).softmax(-1)
+    assert torch.allclose(out, torch.tensor([[0.0, 0.4, 0.6]]), atol=1e-6)
+    # the only allowed token of a group is far below float32's smallest probability: it still
+    # gets the group's whole mass
+    logits = torch.tensor([[0.0, -200.0, 0.0]])
+    out = mask_per_group(logits, torch.tensor([[False, True, True]]), torch.tensor([0, 0, 1])).softmax(-1)
+    assert torch.allclose(out, torch.tensor([[0.0, 0.5, 0.5]]), atol=1e-6)
+    with pytest.raises(SamplingError, match="allows no token"):
+        mask_per_group(logits, torch.zeros(1, 3, dtype=torch.bool), torch.tensor([0, 0, 1]))
+
+
+def test_sampling_config_builds_by_name_and_checks_its_fields():
+    assert SamplingConfig.build(greedy=True).greedy
+    assert SamplingConfig.build(SamplingConfig(top_k=5), top_p=0.9) == SamplingConfig(top_k=5, top_p=0.9)
+    with pytest.raises(SamplingError, match=r"unknown sampling setting\(s\) \['topk'\]"):
+        SamplingConfig.build(topk=5)
+    with pytest.raises(SamplingError, match="mask_mode must be one of"):
+        SamplingConfig(mask_mode="sometimes")
+    for bad in (float("inf"), float("nan"), -1.0, True):
+        with pytest.raises(SamplingError, match="temperature must be >= 0"):
+            SamplingConfig(temperature=bad)

@@ -36,6 +36,7 @@ def test_presets_have_the_documented_sizes():
         "music-tiny": 390,
         "music-small": 390,
         "music-20m": 390,
+        "music-20m-relative": 390,
     }
     assert GPTConfig.preset("music-tiny", n_layer=1).n_layer == 1
     with pytest.raises(ConfigError, match="unknown model preset 'gpt3'"):
