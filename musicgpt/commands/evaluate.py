@@ -46,9 +46,16 @@ def add_parser(subparsers) -> None:
         default=None,
         help="a built data folder whose train split counts the bigram floor (default: --data, when built)",
     )
+    # the model's sampling, as `musicgpt generate` takes it (the floors keep the defaults)
     c.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
     c.add_argument("--top-k", type=int, default=None)
     c.add_argument("--top-p", type=float, default=None)
+    c.add_argument(
+        "--mask-mode",
+        choices=["per_group", "renormalize"],
+        default="per_group",
+        help="how the grammar hands on forbidden probability (see `musicgpt generate --help`)",
+    )
     p.set_defaults(run=run)
 
 
@@ -97,6 +104,7 @@ def run_continuations(args) -> int:
 
     from tqdm.auto import tqdm
 
+    from musicgpt.commands.generate import sampling_config
     from musicgpt.errors import MusicGPTError
     from musicgpt.evaluate.continuations import (
         ContinuationSettings,
@@ -104,7 +112,6 @@ def run_continuations(args) -> int:
         load_pieces,
         select_pieces,
     )
-    from musicgpt.generation.sampling import check_sampling_args
     from musicgpt.io import atomic_write_json, check_writable
     from musicgpt.training.checkpoint import load_checkpoint
 
@@ -114,11 +121,8 @@ def run_continuations(args) -> int:
         num_samples=args.num_samples,
         seed=args.seed,
         max_pieces=args.max_pieces,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
+        sampling=sampling_config(args),
     )
-    check_sampling_args(args.temperature, args.top_k, args.top_p)
     if args.report:
         check_writable(args.report)  # before minutes of generation, not after
     model, tokenizer = load_checkpoint(args.checkpoint, args.device)

@@ -4,8 +4,9 @@ The floor of the continuation table: P(next token | previous token) counted on t
 split. It goes through `continue_piano`, the very sampler the GPT goes through (the same
 grammar, the same stop rule, the same trimming to S seconds), so the only difference between
 the two rows is the model. For that it offers the few things the sampler reads from a model:
-`config.block_size` and `config.vocab_size`, `transformer.wte.weight` (for the device),
-`check_input`, `setup_cache` and `forward(idx, input_pos, validate)`.
+`config` (block_size, vocab_size, relative), `transformer.wte.weight` (for the device),
+`check_input`, `setup_cache` and `forward(idx, input_pos, validate, last_only)`; a test runs it
+through `continue_piano`, so a sampler that starts to need more fails there.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ SAMPLING_ALPHA = 0.01
 @dataclass(frozen=True)
 class BigramConfig:
     vocab_size: int
-    block_size: int = 1024  # any length: only the last token is read
+    block_size: int = 2**20  # any length: only the last token is read; the caller's max_context decides
+    relative: bool = False  # learned positions, as far as the sampler is concerned (there are none)
 
 
 class BigramLM(nn.Module):
@@ -62,9 +64,14 @@ class BigramLM(nn.Module):
         """Nothing to cache: the next token depends on the last one only."""
 
     def forward(
-        self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, validate: bool = True
+        self,
+        idx: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        validate: bool = True,
+        last_only: bool = False,
+        **_: object,  # the GPT's attention options (a window): nothing to attend over here
     ) -> torch.Tensor:
-        """idx (B, T) -> logits (B, T, vocab): the log-probabilities of what follows each token."""
+        """idx (B, T) -> logits (B, T, vocab) (T = 1 with last_only): log P(next | each token)."""
         if validate:
             self.check_input(idx, input_pos)
-        return self.transformer.wte(idx)
+        return self.transformer.wte(idx[:, -1:] if last_only else idx)

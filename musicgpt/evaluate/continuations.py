@@ -37,7 +37,8 @@ import numpy as np
 
 from musicgpt.errors import MusicGPTError
 from musicgpt.evaluate import music
-from musicgpt.generation.piano import continue_piano, cut_at_seconds, token_steps
+from musicgpt.generation.piano import continue_piano, cut_at_seconds, default_context, token_steps
+from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.performance import DecodedNotes, PerformanceTokenizer
 
@@ -51,9 +52,7 @@ class ContinuationSettings:
     num_samples: int = 4
     seed: int = 0
     max_pieces: int | None = None  # the first N pieces long enough; None: all
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
+    sampling: SamplingConfig = SamplingConfig()  # the model's; the bigram floor always uses the default
 
     def __post_init__(self):
         if not self.prompt_seconds > 0:
@@ -69,9 +68,6 @@ class ContinuationSettings:
     def needed_seconds(self) -> float:
         """How long a piece must be: the prompt, the real continuation and the ceiling's S s."""
         return self.prompt_seconds + 2 * self.seconds
-
-    def sampling(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
 
 
 @dataclass(frozen=True)
@@ -388,25 +384,46 @@ def evaluate_continuations(
 
         rows = {
             "generated": _sample_rows(
-                model, tokenizer, prompt, real[i], c, settings, seed_for(settings.seed, i, "model"), progress
-            ),
+                model,
+                tokenizer,
+                prompt,
+                real[i],
+                c,
+                settings,
+                sampling=settings.sampling,
+                seed=seed_for(settings.seed, i, "model"),
+                progress=progress,
+            ),  # fmt: skip
             "ceiling": [measure(segment(notes, c.real_end, c.ceiling_end, c.ceiling_t0, seconds), real[i])],
             "real": [describe(real[i])],
         }
         if len(pieces) > 1:
             rows["another piece"] = [measure(real[(i + 1) % len(pieces)], real[i])]
         if bigram is not None:
-            # the floor is sampled plainly: it stays put while the model's sampling settings vary
-            plain = dataclasses.replace(settings, temperature=1.0, top_k=None, top_p=None)
+            # the floor is sampled with the default settings, so it stays put while the model's
+            # vary; under the grammar the model's context gives (it ends notes that left the view)
             rows["bigram"] = _sample_rows(
-                bigram, tokenizer, prompt, real[i], c, plain, seed_for(settings.seed, i, "bigram"), None
-            )
+                bigram, tokenizer, prompt, real[i], c, settings,
+                sampling=SamplingConfig(), seed=seed_for(settings.seed, i, "bigram"), context=default_context(model),
+            )  # fmt: skip
         results.append(PieceResult(piece.name, rows))
     notes = [] if len(pieces) > 1 else ["one piece only: no 'another piece' floor"]
     return ContinuationReport(settings, results, notes=notes)
 
 
-def _sample_rows(model, tokenizer, prompt, real: Segment, cuts: _Cuts, settings, seed, progress):
+def _sample_rows(
+    model,
+    tokenizer: PerformanceTokenizer,
+    prompt: np.ndarray,
+    real: Segment,
+    cuts: _Cuts,
+    settings: ContinuationSettings,
+    *,
+    sampling: SamplingConfig,
+    seed: int,
+    context: int | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> list[dict[str, float]]:
     """K continuations in one batched call, each measured against the real continuation."""
     result = continue_piano(
         model,
@@ -414,10 +431,9 @@ def _sample_rows(model, tokenizer, prompt, real: Segment, cuts: _Cuts, settings,
         prompt,
         settings.seconds,
         num_samples=settings.num_samples,
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
+        sampling=sampling,
         seed=seed,
+        max_context=context,
         on_progress=progress,
     )
     rows = []

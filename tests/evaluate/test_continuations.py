@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -26,6 +27,7 @@ from musicgpt.evaluate.continuations import (
     select_pieces,
 )
 from musicgpt.generation.piano import continue_piano, cut_at_seconds
+from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.model.gpt import GPT, GPTConfig
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 from musicgpt.tokenizers.text import ByteTokenizer
@@ -166,9 +168,15 @@ def test_protocol_end_to_end(model_dir, data_dir):
     # the same seed gives the same numbers; another seed other samples
     again = evaluate_continuations(model, tokenizer, pieces, settings, bigram)
     assert again.to_json() == report.to_json()
-    other = evaluate_continuations(model, tokenizer, pieces, ContinuationSettings(2, 2, 2, seed=6), bigram)
+    other = evaluate_continuations(model, tokenizer, pieces, dataclasses.replace(settings, seed=6), bigram)
     assert other.pieces[0].rows["generated"] != report.pieces[0].rows["generated"]
     assert other.pieces[0].rows["ceiling"] == report.pieces[0].rows["ceiling"]
+    # the sampling settings reach the model's samples; the floors keep theirs
+    greedy = dataclasses.replace(settings, sampling=SamplingConfig(temperature=0))
+    sharp = evaluate_continuations(model, tokenizer, pieces, greedy, bigram)
+    assert sharp.pieces[0].rows["generated"][0] == sharp.pieces[0].rows["generated"][1]  # greedy: alike
+    assert report.pieces[0].rows["generated"][0] != report.pieces[0].rows["generated"][1]
+    assert sharp.pieces[0].rows["bigram"] == report.pieces[0].rows["bigram"]
 
 
 def test_measure_of_a_segment_against_itself_is_perfect():
