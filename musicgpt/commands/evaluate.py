@@ -60,8 +60,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from musicgpt.errors import MusicGPTError
+
     if args.continuations:
         return run_continuations(args)
+    given = [flag for flag, value in _CONTINUATION_ONLY.items() if getattr(args, value) is not None]
+    if given:
+        verb = "goes" if len(given) == 1 else "go"
+        raise MusicGPTError(f"{' and '.join(given)} {verb} with --continuations")
     for line in evaluate(
         args.checkpoint,
         args.data,
@@ -73,6 +79,10 @@ def run(args) -> int:
     ):
         print(line)
     return 0
+
+
+# flags that only --continuations reads (None unless given), so that they are not silently ignored
+_CONTINUATION_ONLY = {"--report": "report", "--max-pieces": "max_pieces", "--bigram-data": "bigram_data"}
 
 
 def evaluate(
@@ -148,8 +158,9 @@ def run_continuations(args) -> int:
         bigram = bigram.to(args.device)
     report = evaluate_continuations(model, tokenizer, pieces, settings, bigram=bigram, on_progress=progress)
     bar.close()
+    report.skipped.extend(skipped)
     if bigram_note:
-        report.notes.append(bigram_note)
+        report.remarks.append(bigram_note)
     built = (Path(args.data) / "manifest.json").exists()
     source = f"the {args.split} split of {args.data}" if built else args.data
     print(
@@ -158,8 +169,8 @@ def run_continuations(args) -> int:
     )
     for line in report.table():
         print(line)
-    for note in report.notes:
-        print(f"({note})")
+    for remark in report.remarks:
+        print(f"({remark})")
     if args.report:
         payload = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
         atomic_write_json(args.report, {**payload, **report.to_json()})

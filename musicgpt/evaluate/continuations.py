@@ -277,7 +277,7 @@ class ContinuationReport:
     settings: ContinuationSettings
     pieces: list[PieceResult]
     skipped: list[dict[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # why a row is missing, and such
+    remarks: list[str] = field(default_factory=list)  # why a row is missing, and such
 
     def row_means(self) -> dict[str, dict[str, float]]:
         """Per row, each number averaged over a piece's samples, then over pieces (NaNs left out)."""
@@ -289,19 +289,19 @@ class ContinuationReport:
         return means
 
     def table(self) -> list[str]:
-        s = self.settings
+        k, seconds = self.settings.num_samples, self.settings.seconds
         labels = {
-            "generated": f"generated ({s.num_samples} sample{'s' if s.num_samples > 1 else ''})",
-            "ceiling": f"ceiling: the piece's next {s.seconds:g} s",
+            "generated": f"generated ({k} sample{'s' if k > 1 else ''})",
+            "ceiling": f"ceiling: the piece's next {seconds:g} s",
             "another piece": "floor: another piece",
             "bigram": "floor: bigram sampler",
             "real": "real continuation",
         }
-        header = f"{'':<30}" + "".join(f"{title:>{width}}" for _, title, width in TABLE_COLUMNS)
+        header = f"{'':<30}" + "".join(f"{title:>{width}}" for _, title, width, _ in TABLE_COLUMNS)
         lines = [header]
         for row, values in self.row_means().items():
             cells = "".join(
-                f"{_format(values.get(key), fmt):>{width}}" for key, _, width, fmt in _COLUMN_FORMATS
+                f"{_format(values.get(key), fmt):>{width}}" for key, _, width, fmt in TABLE_COLUMNS
             )
             lines.append(f"{labels[row]:<30}{cells}")
         return lines
@@ -313,21 +313,20 @@ class ContinuationReport:
                 "rows": self.row_means(),
                 "pieces": [{"name": p.name, "rows": p.rows} for p in self.pieces],
                 "skipped": self.skipped,
-                "notes": self.notes,
+                "remarks": self.remarks,
             }
         )
 
 
+# (number, column title, width, format) of the printed table; the JSON report holds every number
 TABLE_COLUMNS = (
-    ("duration_oa", "duration OA", 13),
-    ("ioi_oa", "onset OA", 10),
-    ("pitch_oa", "pitch OA", 10),
-    ("pitch_class_similarity", "PC sim", 8),
-    ("polyphony", "polyphony", 11),
-    ("note_density", "notes/s", 9),
+    ("duration_oa", "duration OA", 13, ".2f"),
+    ("ioi_oa", "onset OA", 10, ".2f"),
+    ("pitch_oa", "pitch OA", 10, ".2f"),
+    ("pitch_class_similarity", "PC sim", 8, ".2f"),
+    ("polyphony", "polyphony", 11, ".1f"),
+    ("note_density", "notes/s", 9, ".1f"),
 )
-_COLUMN_FORMATS = [(key, title, width, ".2f" if key.endswith(("oa", "similarity")) else ".1f")
-                   for key, title, width in TABLE_COLUMNS]  # fmt: skip
 
 
 def _format(value: float | None, fmt: str) -> str:
@@ -407,8 +406,8 @@ def evaluate_continuations(
                 sampling=SamplingConfig(), seed=seed_for(settings.seed, i, "bigram"), context=default_context(model),
             )  # fmt: skip
         results.append(PieceResult(piece.name, rows))
-    notes = [] if len(pieces) > 1 else ["one piece only: no 'another piece' floor"]
-    return ContinuationReport(settings, results, notes=notes)
+    remarks = [] if len(pieces) > 1 else ["one piece only: no 'another piece' floor"]
+    return ContinuationReport(settings, results, remarks=remarks)
 
 
 def _sample_rows(

@@ -220,7 +220,8 @@ def test_cli_on_a_midi_folder_names_skipped_pieces(model_dir, tmp_path, capsys):
     short_seconds = piece_seconds(TOK.encode(tmp_path / "short.mid"))
     assert 2.0 < short_seconds < 3.0
     args = ["evaluate", "--checkpoint", str(model_dir), "--data", str(tmp_path), "--continuations", *QUICK]
-    assert main([*args, "--max-pieces", "1"]) == 0
+    report = tmp_path / "report.json"
+    assert main([*args, "--max-pieces", "1", "--report", str(report)]) == 0
     captured = capsys.readouterr()
     assert (
         f"skipped short.mid: lasts {short_seconds:.1f} s; needs 6 s (2 s prompt + 2 x 2 s)\n" in captured.err
@@ -229,6 +230,12 @@ def test_cli_on_a_midi_folder_names_skipped_pieces(model_dir, tmp_path, capsys):
     assert lines[0].startswith("continuations of 1 piece from ")
     assert "(one piece only: no 'another piece' floor)" in lines
     assert "(no bigram floor: --data is not a built dataset; give --bigram-data DIR to count one)" in lines
+    written = json.loads(report.read_text())
+    assert written["skipped"] == [
+        {"name": "short.mid", "reason": f"lasts {short_seconds:.1f} s; needs 6 s (2 s prompt + 2 x 2 s)"}
+    ]
+    assert [p["name"] for p in written["pieces"]] == ["fur-elise.mid"]
+    assert set(written["rows"]) == {"generated", "ceiling", "real"}
 
 
 def one_line_error(capsys, argv) -> str:
@@ -279,3 +286,6 @@ def test_cli_errors_are_one_line(model_dir, data_dir, tmp_path, capsys):
     assert err == f"musicgpt: error: cannot write {blocker / 'r.json'}: {blocker} is not a directory"
     err = one_line_error(capsys, [*base, "--data", str(data_dir), "--top-p", "1.5"])
     assert "top_p must be in (0, 1]" in err
+    # a flag of --continuations without it is not silently ignored
+    loss_only = ["evaluate", "--checkpoint", str(model_dir), "--data", str(data_dir), "--report", "r.json"]
+    assert one_line_error(capsys, loss_only) == "musicgpt: error: --report goes with --continuations"
