@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "evaluate",
     "generate",
     "attention",
+    "serve",
     "params",
 )
 

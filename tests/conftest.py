@@ -76,3 +76,19 @@ def shipped_config(
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A checkpoint directory as training writes it: random music-tiny weights (seed 0) and the
+    performance tokenizer beside them (what `--checkpoint DIR` reads)."""
+    import torch
+
+    from musicgpt.model.gpt import GPT, GPTConfig
+    from musicgpt.tokenizers.performance import PerformanceTokenizer
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-model")
+    GPT(GPTConfig.preset("music-tiny")).save_pretrained(directory)
+    PerformanceTokenizer().save(directory / "tokenizer.json")
+    return directory

@@ -76,3 +76,41 @@ def bigram_loss(
     log_p = np.log(counts / counts.sum(axis=1, keepdims=True))
     previous, targets = _targets(windows)
     return HeldOutLoss("bigram", float(-log_p[previous, targets].mean()), targets.size)
+
+
+@torch.inference_mode()
+def context_loss(
+    model,
+    tokens: np.ndarray,
+    context: int,
+    scored: int,
+    first_target: int,
+    batch_size: int = 4,
+    name: str | None = None,
+) -> HeldOutLoss:
+    """Loss on fixed targets with `context` tokens of window: how much a longer view helps.
+
+    The targets are tokens[first_target:], in chunks of `scored`; each chunk is the last `scored`
+    positions of a window of `context` tokens, so every target sees at least `context - scored`
+    tokens before it. Every context length scores the same tokens (first_target must be at least
+    the longest context), so their losses compare directly. A relative-attention model can take
+    contexts longer than its training window; a learned-position one cannot.
+    """
+    if not scored <= context <= first_target:
+        raise ValueError(f"need scored <= context <= first_target, got {scored}, {context}, {first_target}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    tokens = np.asarray(tokens, dtype=np.int64)
+    ends = range(first_target + scored, len(tokens) + 1, scored)  # exclusive end of each chunk of targets
+    total, count = 0.0, 0
+    ends = list(ends)
+    for b in range(0, len(ends), batch_size):
+        rows = [tokens[e - context - 1 : e] for e in ends[b : b + batch_size]]
+        window = torch.as_tensor(np.stack(rows), device=device)
+        logits = model(window[:, :-1]).float()[:, -scored:]
+        targets = window[:, -scored:]
+        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum").item()
+        count += targets.numel()
+    model.train(was_training)
+    return HeldOutLoss(name or f"context {context}", total / max(count, 1), count)

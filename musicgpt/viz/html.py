@@ -148,7 +148,11 @@ def piano_roll_svg(notes: Notes, t0: float, t1: float) -> str:
     def y(p: float) -> float:
         return ROLL_TOP + (hi - p) * rh
 
-    out = [f'<svg id="roll" width="{width:.0f}" height="{height:.0f}" role="img" aria-label="piano roll">']
+    # data-*: how the page's player maps a time to x (the playhead)
+    out = [
+        f'<svg id="roll" width="{width:.0f}" height="{height:.0f}" role="img" aria-label="piano roll" '
+        f'data-t0="{t0:.3f}" data-t1="{t1:.3f}" data-pps="{pps:.4f}" data-x0="{ROLL_LEFT}">'
+    ]
     for p in range(lo, hi + 1):  # black keys as darker bands, a line and a name at every C
         if p % 12 in (1, 3, 6, 8, 10):
             out.append(
@@ -177,7 +181,11 @@ def piano_roll_svg(notes: Notes, t0: float, t1: float) -> str:
             f'y="{top + 0.5:.1f}" width="{w:.1f}" height="{max(rh - 1, 2):.1f}" rx="1" '
             f'fill-opacity="{0.3 + 0.7 * v / 127:.2f}"><title>{html.escape(tip)}</title></rect>'
         )
-    out.append('</g><g id="arcs"></g></svg>')
+    out.append("</g>")
+    out.append(
+        f'<line id="playhead" x1="{ROLL_LEFT}" x2="{ROLL_LEFT}" y1="{ROLL_TOP - 6:.0f}" y2="{base + 4:.1f}"/>'
+    )
+    out.append('<g id="arcs"></g></svg>')
     return "\n".join(out)
 
 
@@ -212,9 +220,17 @@ def _asset(name: str) -> str:
     return resources.files("musicgpt.viz").joinpath("assets", name).read_text(encoding="utf-8")
 
 
+# The music page plays its notes (assets/player.js: a WebAudio synth, inlined like the rest).
+_PLAYBACK_CONTROLS = (
+    '<button id="play" type="button" title="play / pause (space)">&#9654; play</button> '
+    '<output id="clock">0.00 s</output>'
+)
+
+
 def _page(
     *, mode: str, title: str, subtitle: str, item: str, explain: str, top_k: int, view: str, payload: dict
 ) -> str:
+    music = mode == "music"
     fields = {
         "{{MODE}}": mode,
         "{{TITLE}}": html.escape(title),
@@ -226,6 +242,8 @@ def _page(
         "{{CSS}}": _asset("attention.css"),
         "{{DATA}}": _script_json(payload),
         "{{JS}}": _asset("attention.js"),
+        "{{PLAYBACK}}": _PLAYBACK_CONTROLS if music else "",
+        "{{PLAYER}}": f"<script>\n{_asset('player.js')}</script>" if music else "",
     }
     # one pass over the template: a value (say, a title holding "{{JS}}") is never searched again
     return re.sub(r"\{\{[A-Z]+\}\}", lambda m: fields[m.group(0)], _asset("page.html"))

@@ -1,25 +1,15 @@
-"""The page in a real browser: headless Chromium, driven over WebDriver by chromedriver.
-
-The client is a few calls of the W3C WebDriver protocol over urllib (no selenium): open the
-page, click a note, read the arcs from the DOM, take a screenshot, read the console.
-Needs Debian's `chromium` and `chromium-driver` (installed by .ci/run); skipped without them.
-"""
+"""The attention page in a real browser (headless Chromium, see tests/browser.py): click a note,
+read the arcs from the DOM, play the piece, take a screenshot, read the console."""
 
 from __future__ import annotations
 
-import base64
-import json
-import shutil
-import socket
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from browser import BROWSER_MARKS, Browser
 from conftest import PIANO_DIR
 
 from musicgpt.model.gpt import GPT, GPTConfig
@@ -28,84 +18,7 @@ from musicgpt.tokenizers.text import ByteTokenizer
 from musicgpt.viz.attention import AttentionData
 from musicgpt.viz.html import head_colors, render_music_html, render_text_html
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists() or not Path(CHROMEDRIVER).exists(),
-        reason="needs headless Chromium: apt-get install chromium chromium-driver (/usr/bin/chromium, chromedriver)",
-    ),
-]
-
-
-class Browser:
-    """One headless Chromium session behind chromedriver."""
-
-    def __init__(self, profile: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.base = f"http://127.0.0.1:{port}"
-        self.driver = subprocess.Popen(
-            [CHROMEDRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        for _ in range(100):
-            try:
-                self._call("GET", "/status")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.1)
-        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", "--window-size=1400,1000"]  # fmt: skip
-        caps = {"browserName": "chrome", "goog:chromeOptions": {"binary": str(CHROMIUM), "args": args},
-                "goog:loggingPrefs": {"browser": "ALL"}}  # fmt: skip
-        self.session = self._call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})["sessionId"]
-
-    def _call(self, method: str, path: str, body: dict | None = None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return json.loads(r.read())["value"]
-        except urllib.error.HTTPError as e:  # WebDriver errors come back as JSON bodies
-            raise AssertionError(f"WebDriver {method} {path}: {e.read().decode()[:500]}") from None
-
-    def cmd(self, method: str, path: str, body: dict | None = None):
-        return self._call(method, f"/session/{self.session}{path}", body)
-
-    def open(self, url: str) -> None:
-        self.cmd("POST", "/url", {"url": url})
-
-    def js(self, script: str, *args):
-        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
-
-    def click(self, css: str) -> None:
-        element = self.cmd("POST", "/element", {"using": "css selector", "value": css})
-        self.cmd("POST", f"/element/{next(iter(element.values()))}/click", {})
-
-    def press(self, key: str) -> None:
-        """Press and release one key (WebDriver key codes, e.g. "\ue012" is ArrowLeft) on the page."""
-        keys = [{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]
-        self.cmd("POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": keys}]})
-
-    def screenshot(self, path: Path) -> bytes:
-        png = base64.b64decode(self.cmd("GET", "/screenshot"))
-        path.write_bytes(png)
-        return png
-
-    def console(self) -> list[dict]:
-        return self.cmd("POST", "/se/log", {"type": "browser"})
-
-    def close(self) -> None:
-        try:
-            self.cmd("DELETE", "")
-        finally:
-            self.driver.terminate()
-            self.driver.wait(timeout=10)
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -198,4 +111,61 @@ def test_text_page_in_the_browser(browser, model, tmp_path):
     assert drawn == [12, data.n_tokens]
     browser.click('.tok[data-i="10"]')
     assert browser.js("return document.querySelectorAll('#arcs path.arc').length") == 12
+    assert [e for e in browser.console() if e["level"] == "SEVERE"] == []
+
+
+PLAY_STATE = """const b = document.body.dataset;
+    return {t: +b.playhead, playing: b.playing,
+            lit: [...document.querySelectorAll('.note-r.playing')].map(e => +e.dataset.i).sort((a, b) => a - b),
+            selected: [...document.querySelectorAll('.note-r.selected')].map(e => +e.dataset.i),
+            x: +document.getElementById('playhead').getAttribute('x1'), arcs: +b.arcs,
+            clock: document.getElementById('clock').textContent};"""
+
+
+def expected_at(notes, t: float) -> tuple[list[int], int]:
+    """What the page must show at time t: the notes sounding, and the one struck last."""
+    start, end = np.round(notes.start, 3), np.round(notes.end, 3)  # the page's own numbers
+    lit = [i for i in range(len(start)) if start[i] <= t < end[i]]
+    struck = [i for i in sorted(range(len(start)), key=lambda i: start[i]) if start[i] <= t]
+    return lit, struck[-1]
+
+
+def test_the_page_plays(browser, music_page):
+    path, data = music_page
+    page = path.read_text(encoding="utf-8")
+    assert "AudioContext" in page and 'id="play"' in page
+    browser.open(path.as_uri() + "#note=0")
+    t0 = float(browser.js("return document.getElementById('roll').dataset.t0"))
+    assert browser.js("return document.body.dataset.playing") == "0"
+
+    clicked = time.monotonic()
+    browser.click("#play")
+    first = browser.wait_for(
+        f"const s = (() => {{ {PLAY_STATE} }})(); return s.t > {t0 + 0.4} && s.lit.length && s;"
+    )
+    second = browser.wait_for(
+        f"const s = (() => {{ {PLAY_STATE} }})(); return s.t > {first['t'] + 0.5} && s.lit.length && s;"
+    )
+    for s in (first, second):  # exactly the notes sounding at the playhead, and the arcs of the last struck
+        lit, struck = expected_at(data.notes, s["t"])
+        assert s["playing"] == "1" and s["lit"] == lit and s["selected"] == [struck]
+        assert s["arcs"] > 0
+    # the lit notes change, the playhead moves
+    assert first["lit"] != second["lit"] and second["x"] > first["x"] > 44
+    assert second["t"] - t0 <= time.monotonic() - clicked + 0.1  # real time, not a runaway clock
+
+    browser.press(" ")  # the space bar pauses
+    paused = browser.wait_for(f"const s = (() => {{ {PLAY_STATE} }})(); return s.playing === '0' && s;")
+    time.sleep(0.3)
+    assert browser.js(PLAY_STATE)["t"] == paused["t"]
+    assert paused["clock"].endswith(" s") and abs(float(paused["clock"][:-2]) - paused["t"]) <= 0.005
+    audio = browser.js(
+        "const s = MusicGPTPlayer.Player.sharedSynth(); return {state: s.ctx && s.ctx.state, voices: s.voices};"
+    )
+    assert audio["state"] == "running" and audio["voices"] >= len(second["lit"])  # the synth played them
+    browser.press("\ue012")  # ArrowLeft chooses the note before, and the playhead moves to its onset
+    before = paused["selected"][0] - 1
+    moved = browser.js(PLAY_STATE)
+    assert moved["selected"] == [before] and moved["playing"] == "0"
+    assert moved["t"] == round(float(data.notes.start[before]), 3)
     assert [e for e in browser.console() if e["level"] == "SEVERE"] == []

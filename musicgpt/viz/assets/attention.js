@@ -1,6 +1,8 @@
 // Attention page: arcs from the chosen item (a note, or a text token) to the earlier items it
 // attends to, and a heatmap of one head. The piano roll / token row is static SVG written by
-// musicgpt/viz/html.py; this script only reads the embedded data and draws on top of it.
+// musicgpt/viz/html.py; this script only reads the embedded data and draws on top of it. A music
+// page also plays its notes (player.js, inlined before this script): the playhead crosses the roll,
+// the sounding notes light up, and the arcs follow the note struck last.
 "use strict";
 (function () {
   const t0 = performance.now();
@@ -115,11 +117,11 @@
     $("per-head").addEventListener("change", (e) => {
       state.perHead = Math.max(1, Math.min(items.k, +e.target.value || 1)); update();
     });
-    els.forEach((e, i) => e.addEventListener("click", () => choose(i)));
+    els.forEach((e, i) => e.addEventListener("click", () => choose(i, true)));
     document.addEventListener("keydown", (e) => {
       if (e.target.tagName === "INPUT" || e.target.tagName === "SELECT" || state.item === null) return;
-      if (e.key === "ArrowLeft" && state.item > 0) choose(state.item - 1);
-      if (e.key === "ArrowRight" && state.item < els.length - 1) choose(state.item + 1);
+      if (e.key === "ArrowLeft" && state.item > 0) choose(state.item - 1, true);
+      if (e.key === "ArrowRight" && state.item < els.length - 1) choose(state.item + 1, true);
     });
     window.addEventListener("hashchange", () => { readHash(); update(); });
   }
@@ -132,7 +134,12 @@
     $("threshold-out").textContent = state.threshold > 0 ? state.threshold.toPrecision(2) : "0";
     document.querySelectorAll("#heads input").forEach((b) => { b.checked = state.heads.has(+b.dataset.head); });
   }
-  function choose(i) { state.item = i; update(); }
+  // A note chosen by hand also moves the playhead to it (playback goes on from there).
+  function choose(i, byHand) {
+    state.item = i;
+    update();
+    if (byHand && player) player.seekTo(i);
+  }
 
   // --- arcs -------------------------------------------------------------------------------------
   const anchor = (i) => [+els[i].dataset.cx, +els[i].dataset.cy];
@@ -257,9 +264,52 @@
   });
   hm.addEventListener("click", (ev) => {
     const q = cellAt(ev)[0];
-    if (itemOfToken.has(q)) choose(itemOfToken.get(q));
+    if (itemOfToken.has(q)) choose(itemOfToken.get(q), true);
     else $("hm-info").textContent = "token " + q + " (" + D.tokens[q] + ") starts no note; the arcs are between notes";
   });
+
+  // --- playback (music) --------------------------------------------------------------------------
+  function playback() {
+    if (!music || !window.MusicGPTPlayer || !$("play")) return null;
+    const head = $("playhead"), view = $("view");
+    const t0 = +svg.dataset.t0, pps = +svg.dataset.pps, x0 = +svg.dataset.x0;
+    let lit = [], struck = -1;
+    const p = new MusicGPTPlayer.Player(D.notes, {
+      from: t0, to: +svg.dataset.t1, onTick: show, onStop: (t) => { show(t); button(); },
+    });
+    function show(t) {
+      const x = x0 + (t - t0) * pps;
+      head.setAttribute("x1", x.toFixed(1));
+      head.setAttribute("x2", x.toFixed(1));
+      const now = p.sounding(t);
+      lit.forEach((i) => els[i].classList.remove("playing"));
+      now.on.forEach((i) => els[i].classList.add("playing"));
+      lit = now.on;
+      if (p.playing && now.last !== struck) {
+        struck = now.last;
+        if (struck >= 0) { state.item = struck; update(); } // its arcs, as it sounds
+      }
+      if (p.playing && (x < view.scrollLeft + 40 || x > view.scrollLeft + view.clientWidth - 40)) {
+        view.scrollLeft = x - 80; // keep the playhead in sight
+      }
+      $("clock").textContent = t.toFixed(2) + " s";
+      document.body.dataset.playhead = t; // read by the browser test
+    }
+    function button() {
+      $("play").innerHTML = p.playing ? "&#10073;&#10073; pause" : "&#9654; play";
+      document.body.dataset.playing = p.playing ? "1" : "0";
+    }
+    function toggle() { p.toggle(); button(); }
+    $("play").addEventListener("click", toggle);
+    document.addEventListener("keydown", (e) => {
+      if (e.key !== " " || ["INPUT", "SELECT", "BUTTON", "TEXTAREA"].includes(e.target.tagName)) return;
+      e.preventDefault(); // the space bar plays; it does not scroll the page
+      toggle();
+    });
+    p.seekTo = (i) => { struck = p.sounding(D.notes.start[i]).last; p.seek(D.notes.start[i]); };
+    document.body.dataset.playing = "0";
+    return p;
+  }
 
   function update() {
     syncControls();
@@ -267,6 +317,7 @@
     drawHeatmap();
     writeHash();
   }
+  const player = playback();
   buildControls();
   readHash();
   update();

@@ -1,0 +1,95 @@
+"""`musicgpt serve`: a local web app to continue a piece, listen, and look at attention."""
+
+from __future__ import annotations
+
+# The model used without --checkpoint. None until a pretrained model ships with the package;
+# then this one line names it (a path or a package resource that `load_checkpoint` reads).
+DEFAULT_CHECKPOINT: str | None = None
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="a local web app: continue a bundled piece or an upload, play the samples, see attention",
+        description=(
+            "Serves one page on HOST:PORT (127.0.0.1 and a free port by default). Pick a bundled piece or "
+            "upload a MIDI file (5 MB at most), set the prompt and continuation seconds, temperature, "
+            "top-p and the number of samples; each sample is drawn, plays in the page, downloads as "
+            "MIDI and opens in the attention view. Generations run one at a time."
+        ),
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=DEFAULT_CHECKPOINT,
+        help="a trained piano model: model dir, run dir or .ckpt (`musicgpt demo` writes runs/piano/model)",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=0, help="the port (default 0: a free one, printed)")
+    p.add_argument(
+        "--pieces", default=None, help="folder of MIDI files offered as prompts (default: data/midi/piano)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import socket
+    from pathlib import Path
+
+    from musicgpt.errors import MusicGPTError
+
+    if args.checkpoint is None:
+        raise MusicGPTError(
+            "serve needs a model: --checkpoint DIR (a trained piano model; `musicgpt demo` writes one "
+            "to runs/piano/model)"
+        )
+    if not 0 <= args.port <= 65535:
+        raise MusicGPTError(f"--port must be 0-65535, got {args.port}")
+    pieces = Path(args.pieces) if args.pieces else _bundled_pieces()
+    if pieces is not None and not pieces.is_dir():
+        raise MusicGPTError(f"--pieces {pieces}: no such folder")
+
+    import uvicorn
+
+    from musicgpt.serve.app import create_app
+    from musicgpt.training.checkpoint import load_checkpoint
+
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device)
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    c = model.config
+    about = f"{Path(args.checkpoint).name}: {n_params:.1f}M parameters, {c.n_layer} layers, {c.block_size} tokens of context"
+    app = create_app(model, tokenizer, pieces_dir=pieces, about=about)
+
+    # Bind here rather than in uvicorn: port 0 becomes a real port that we can print, and a port
+    # in use is a one-line error.
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as e:
+        sock.close()
+        raise MusicGPTError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    print(f"musicgpt serve: http://{shown}:{port}/  ({about}; Ctrl+C stops)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl+C, then raises it again
+        pass
+    print("musicgpt serve: stopped", flush=True)
+    return 0
+
+
+def _bundled_pieces():
+    """data/midi/piano from the current folder or the checkout (as `musicgpt demo` finds it), or None."""
+    from musicgpt.commands.demo import _find
+    from musicgpt.errors import MusicGPTError
+
+    try:
+        return _find("data/midi/piano")
+    except MusicGPTError:
+        return None  # an installed package without the data: uploads only

@@ -1,0 +1,261 @@
+"""The `musicgpt serve` web app: a small Starlette app with one page.
+
+    GET  /                                   the page (assets/index.html)
+    GET  /assets/{app.js,app.css,player.js}  its script and style; player.js is the attention page's synth
+    GET  /api/info                           the model, the bundled pieces, the fields and their bounds
+    POST /api/jobs                           multipart form: piece or midi (a file), and the fields of
+                                             serve/form.py -> 202 {"id"}; 400/413/503 {"error"}
+    GET  /api/jobs/{id}                      state, progress, and when done each sample's notes
+    GET  /api/jobs/{id}/samples/{k}.mid      a sample as MIDI (k from 1)
+    GET  /api/jobs/{id}/samples/{k}/attention   the attention page of a sample (made on first request)
+
+Every error is JSON {"error": message} with a 4xx code (5xx only for a bug), and the server goes on.
+Uploads are written to a temporary folder only while they are read, and the folder is removed at
+shutdown. Nothing is fetched from anywhere: the page, its script and its synth are package files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import tempfile
+import uuid
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from musicgpt.errors import MidiReadError, MusicGPTError
+from musicgpt.serve.form import MAX_UPLOAD_BYTES, BadRequest, limits, parse_request
+from musicgpt.serve.jobs import Job, Worker, prompt_seconds_of
+from musicgpt.tokenizers import vocab as V
+
+# the multipart envelope and the number fields around an upload
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+_ASSETS = {  # name -> (package, media type)
+    "app.js": ("musicgpt.serve", "text/javascript; charset=utf-8"),
+    "app.css": ("musicgpt.serve", "text/css; charset=utf-8"),
+    "player.js": ("musicgpt.viz", "text/javascript; charset=utf-8"),
+}
+
+
+def _asset(package: str, name: str) -> str:
+    return resources.files(package).joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def load_pieces(directory: Path | None, tokenizer) -> dict[str, np.ndarray]:
+    """The bundled pieces that have notes, by file name, encoded once at start-up."""
+    pieces = {}
+    for path in sorted(directory.glob("*.mid")) if directory else []:
+        try:
+            ids = np.asarray(tokenizer.encode(path), dtype=np.int64)
+        except MidiReadError:
+            continue  # not offered; `musicgpt data build` reports why
+        if ids.size:
+            pieces[path.name] = ids
+    return pieces
+
+
+def has_notes(ids: np.ndarray) -> bool:
+    return bool(((ids >= V.NOTE_ON_OFFSET) & (ids < V.NOTE_ON_OFFSET + 128)).any())
+
+
+class LimitBody:
+    """Refuse a request body over `max_bytes` with 413: at once when Content-Length says so, else
+    as soon as the bytes received pass it (a chunked upload), before the form parser reads on."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = BadRequest(
+            f"the request is larger than the {MAX_UPLOAD_BYTES // 2**20} MB upload limit", 413
+        )
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await _error_response(too_large)(scope, receive, send)
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise too_large
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _error_response(e: Exception) -> Response:
+    return JSONResponse({"error": str(e)}, status_code=getattr(e, "status", 400))
+
+
+def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str = "") -> Starlette:
+    """The app around a loaded music model. `pieces_dir`: MIDI files offered as prompts."""
+    if tokenizer is None or tokenizer.name != "performance":
+        name = getattr(tokenizer, "name", None)
+        raise MusicGPTError(f"serve needs a piano model (performance tokenizer); this one reads {name!r}")
+    worker = Worker(model, tokenizer)
+    pieces = load_pieces(pieces_dir, tokenizer)
+    upload_dir = Path(tempfile.mkdtemp(prefix="musicgpt-serve-"))
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(_asset("musicgpt.serve", "index.html"))
+
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)  # browsers ask every page for one; "none" is not an error
+
+    async def asset(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in _ASSETS:
+            raise HTTPException(404, f"no asset {name!r}")
+        package, media_type = _ASSETS[name]
+        return Response(_asset(package, name), media_type=media_type)
+
+    async def info(request: Request) -> Response:
+        return JSONResponse({
+            "model": about,
+            "contextTokens": model.config.block_size,
+            "pieces": [{"name": n, "seconds": round(prompt_seconds_of(ids), 1)} for n, ids in pieces.items()],
+            "fields": limits(),
+            "maxUploadBytes": MAX_UPLOAD_BYTES,
+        })  # fmt: skip
+
+    async def read_upload(upload: UploadFile) -> tuple[np.ndarray, str]:
+        label = Path(upload.filename or "upload.mid").name[:80]
+        data = await upload.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise BadRequest(f"{label} is larger than the {MAX_UPLOAD_BYTES // 2**20} MB upload limit", 413)
+        path = upload_dir / f"{uuid.uuid4().hex}.mid"
+        try:
+            path.write_bytes(data)
+            ids = await run_in_threadpool(tokenizer.encode, path)
+        except MidiReadError as e:
+            raise BadRequest(f"{label} is not a MIDI file we can read: {e.problem}") from None
+        finally:
+            path.unlink(missing_ok=True)
+        return np.asarray(ids, dtype=np.int64), label
+
+    async def create_job(request: Request) -> Response:
+        async with request.form(max_files=1, max_fields=16, max_part_size=4096) as form:
+            r = parse_request(form)
+            upload = form.get("midi")
+            if isinstance(upload, UploadFile) and upload.filename:
+                ids, label = await read_upload(upload)
+            elif form.get("piece"):
+                label = str(form["piece"])
+                if label not in pieces:
+                    raise BadRequest(f"no bundled piece is called {label[:80]!r}")
+                ids = pieces[label]
+            else:
+                raise BadRequest("choose a piece, or upload a MIDI file")
+        if ids.size == 0 or not has_notes(ids):
+            raise BadRequest(f"{label} has no notes to continue")
+        prompt = ids[:0]
+        if r.prompt_seconds > 0:
+            from musicgpt.generation.piano import cut_at_seconds
+
+            prompt = cut_at_seconds(ids, r.prompt_seconds)
+            if not has_notes(prompt):
+                raise BadRequest(
+                    f"the first {r.prompt_seconds:g} s of {label} hold no notes: choose a longer prompt "
+                    "(or 0 s to start from nothing)"
+                )
+        job = worker.submit(prompt, label, r)
+        return JSONResponse({"id": job.id}, status_code=202)
+
+    def find_job(request: Request) -> Job:
+        job = worker.get(request.path_params["job"])
+        if job is None:
+            raise HTTPException(404, "no such job (the server keeps only the latest ones)")
+        return job
+
+    def find_sample(request: Request) -> tuple[Job, int]:
+        job = find_job(request)
+        k = request.path_params["k"]
+        if job.state != "done" or not 1 <= k <= len(job.samples):
+            raise HTTPException(404, f"job {job.id} has no sample {k}")
+        return job, k - 1
+
+    async def job_status(request: Request) -> Response:
+        job = find_job(request)
+        base = f"/api/jobs/{job.id}/samples"
+        return JSONResponse({
+            "id": job.id,
+            "label": job.label,
+            "state": job.state,
+            "position": worker.position(job),
+            "doneSeconds": round(job.done_seconds, 2),
+            "seconds": job.request.seconds,
+            "error": job.error,
+            "elapsed": round(job.finished - job.started, 2) if job.finished and job.started else None,
+            "samples": [
+                {**s.summary, "midi": f"{base}/{k}.mid", "attention": f"{base}/{k}/attention"}
+                for k, s in enumerate(job.samples if job.state == "done" else [], 1)
+            ],
+        })  # fmt: skip
+
+    async def midi(request: Request) -> Response:
+        job, k = find_sample(request)
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(job.label).stem)[:60] or "piece"
+        name = f"{stem}-sample{k + 1}.mid"
+        return Response(job.samples[k].midi, media_type="audio/midi",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+
+    async def attention(request: Request) -> Response:
+        job, k = find_sample(request)
+        return HTMLResponse(await asyncio.wrap_future(worker.attention_page(job, k)))
+
+    async def http_error(request: Request, e: HTTPException) -> Response:
+        message = e.detail
+        if e.status_code == 404 and message == "Not Found":  # the router's own words
+            message = f"nothing at {request.url.path}"
+        elif e.status_code == 405:
+            # sorted: Starlette builds the header from a set
+            allowed = ", ".join(sorted((e.headers or {}).get("Allow", "").split(", ")))
+            message = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})"
+        return JSONResponse({"error": message}, status_code=e.status_code, headers=e.headers)
+
+    async def user_error(request: Request, e: MusicGPTError) -> Response:
+        return _error_response(e)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:
+            await run_in_threadpool(worker.close)
+            shutil.rmtree(upload_dir, ignore_errors=True)
+
+    routes = [
+        Route("/", page),
+        Route("/assets/{name}", asset),
+        Route("/favicon.ico", no_icon),
+        Route("/api/info", info),
+        Route("/api/jobs", create_job, methods=["POST"]),
+        Route("/api/jobs/{job}", job_status),
+        Route("/api/jobs/{job}/samples/{k:int}.mid", midi),
+        Route("/api/jobs/{job}/samples/{k:int}/attention", attention),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(LimitBody, max_bytes=MAX_UPLOAD_BYTES + FORM_OVERHEAD_BYTES)],
+        exception_handlers={HTTPException: http_error, MusicGPTError: user_error},
+        lifespan=lifespan,
+    )
+    app.state.worker, app.state.upload_dir = worker, upload_dir  # for tests
+    return app
