@@ -62,3 +62,22 @@ def atomic_save_npy(path: str | Path, array) -> None:
 
     with atomic_open(path, "wb") as f:
         np.save(f, array, allow_pickle=False)
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise MusicGPTError unless a file can be written at `path` (its folder exists or can be made).
+
+    For commands that compute for minutes before they write: fail at the start, not at the end.
+    """
+    from musicgpt.errors import MusicGPTError
+
+    path = Path(path)
+    if path.is_dir():
+        raise MusicGPTError(f"{path} is a directory; give a file name")
+    folder = path.parent
+    while not folder.exists():  # atomic_open makes missing folders: the first existing one decides
+        folder = folder.parent
+    if not folder.is_dir():
+        raise MusicGPTError(f"cannot write {path}: {folder} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MusicGPTError(f"cannot write {path}: no permission to write in {folder}")

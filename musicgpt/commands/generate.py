@@ -19,6 +19,9 @@ def add_parser(subparsers) -> None:
     music.add_argument("--seconds", type=float, default=30.0, help="seconds of new music per sample")
     music.add_argument("--out", help="output MIDI path; with --num-samples N > 1, OUT-1.mid ... OUT-N.mid")
     music.add_argument("--wav", action="store_true", help="also render each MIDI to .wav with fluidsynth")
+    music.add_argument(
+        "--png", help="also draw a piano roll of prompt and continuation, one panel per sample, to this PNG"
+    )
     text = p.add_argument_group("text")
     text.add_argument("--text", help="a text prompt (text models)")
     text.add_argument("--max-new-tokens", type=int, default=200)
@@ -41,6 +44,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from musicgpt.errors import MusicGPTError
+    from musicgpt.io import check_writable
     from musicgpt.training.checkpoint import load_checkpoint
 
     if args.num_samples < 1:
@@ -55,11 +59,15 @@ def run(args) -> int:
             raise MusicGPTError(f"{args.checkpoint} is a music model: use --prompt IN.mid, not --text")
         if not args.out:
             raise MusicGPTError("music generation needs --out OUT.mid")
+        for path in [args.out, args.png] if args.png else [args.out]:
+            check_writable(path)  # before generating, not after
         for path in generate_music(model, tokenizer, args):
             print(path)
     else:
         if args.prompt is not None:
             raise MusicGPTError(f"{args.checkpoint} is a text model: use --text PROMPT, not --prompt")
+        if args.png is not None:
+            raise MusicGPTError(f"{args.checkpoint} is a text model: --png draws music only")
         generate_text(model, tokenizer, args)
     return 0
 
@@ -109,7 +117,27 @@ def generate_music(model, tokenizer, args) -> list[Path]:
         written.append(write_midi(tokenizer.decode(ids), path))
         if args.wav:
             written.append(render_wav(path, path.with_suffix(".wav")))
+    if args.png:
+        written.append(draw_continuations(tokenizer, result, args))
     return written
+
+
+def draw_continuations(tokenizer, result, args) -> Path:
+    from musicgpt.generation.piano import token_steps
+    from musicgpt.tokenizers import vocab as V
+    from musicgpt.viz.pianoroll import render_continuations_png
+
+    cut = float(token_steps(result.prompt).sum()) / V.STEPS_PER_SECOND
+    samples = f"{args.num_samples} continuations" if args.num_samples > 1 else "a continuation"
+    opening = f"the first {cut:.2f} s of {Path(args.prompt).name}" if args.prompt else "no prompt"
+    render_continuations_png(
+        [tokenizer.decode_notes(ids) for ids in result.sequences()],
+        args.png,
+        prompt_tokens=len(result.prompt),
+        cut_seconds=cut,
+        title=f"{opening}, then {samples} of {args.seconds:g} s",
+    )
+    return Path(args.png)
 
 
 def generate_text(model, tokenizer, args) -> None:
