@@ -65,6 +65,9 @@ def int_range(low: int, high: int = INT_MAX) -> Callable[[str], int]:
 positive_int = _named("positive int", int_range(1))
 non_negative_int = _named("non-negative int", int_range(0))
 seed = _named("seed", int_range(0, SEED_MAX))
+# Samples are drawn as one batch, whose memory grows with it: more than this, run the command again.
+MAX_SAMPLES = 256
+sample_count = _named("sample count", int_range(1, MAX_SAMPLES))
 
 
 def non_negative_float(text: str) -> float:
@@ -169,6 +172,20 @@ def input_path(text: str) -> Path:
     if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
         raise _Error(f"{text}: not a regular file or folder")
     return path
+
+
+def checkpoint(text: str) -> str:
+    """A model: a checkpoint file or folder that exists, or the name of a model shipped in the package."""
+    if Path(text).exists():
+        return str(input_path(text))
+    from musicgpt.models import bundled_models
+
+    shipped = bundled_models()
+    if text in shipped:
+        return text
+    raise _Error(
+        f"{text}: no such file or folder, nor a shipped model ({', '.join(shipped) or 'none ship yet'})"
+    )
 
 
 def output_file(text: str) -> Path:

@@ -88,6 +88,18 @@ def test_input_paths(tmp_path):
     )
 
 
+def test_checkpoints_are_paths_or_shipped_models(tmp_path):
+    from musicgpt.models import bundled_models
+
+    assert argtypes.checkpoint(str(tmp_path)) == str(tmp_path)
+    for name in bundled_models():
+        assert argtypes.checkpoint(name) == name  # read from the package by load_checkpoint
+    shipped = ", ".join(bundled_models()) or "none ship yet"
+    assert refusal(argtypes.checkpoint, "no-such-model") == (
+        f"no-such-model: no such file or folder, nor a shipped model ({shipped})"
+    )
+
+
 def test_output_paths_are_checked_never_created(tmp_path):
     assert argtypes.output_file(str(tmp_path / "a" / "b" / "x.mid")) == tmp_path / "a" / "b" / "x.mid"
     assert argtypes.output_dir(str(tmp_path / "new")) == tmp_path / "new"

@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument(
         "--checkpoint",
-        type=argtypes.input_path,
+        type=argtypes.checkpoint,
         help="model dir (config.yaml + model.safetensors), run dir or .ckpt",
     )
     model.add_argument(

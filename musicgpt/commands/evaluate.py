@@ -1,22 +1,34 @@
-"""`musicgpt evaluate --checkpoint C --data DIR`: held-out loss beside unigram and bigram baselines."""
+"""`musicgpt evaluate`: held-out loss beside n-gram baselines, or continuations against the real ones.
+
+    musicgpt evaluate --checkpoint C --data DIR [--split validation]
+    musicgpt evaluate --checkpoint C --data DIR_OR_MIDI --continuations [--report out.json]
+
+See docs/evaluation.md for the continuation protocol and how to read its table.
+"""
 
 from __future__ import annotations
+
+import sys
 
 from musicgpt import argtypes
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="held-out loss (nats and bits per token) beside n-gram baselines"
+        "evaluate",
+        help="held-out loss beside n-gram baselines; --continuations: music against the real continuation",
     )
     p.add_argument(
         "--checkpoint",
-        type=argtypes.input_path,
+        type=argtypes.checkpoint,
         required=True,
         help="model dir, run dir, HF GPT-2 dir or .ckpt file",
     )
     p.add_argument(
-        "--data", type=argtypes.input_path, required=True, help="a folder built by `musicgpt data build`"
+        "--data",
+        type=argtypes.input_path,
+        required=True,
+        help="a folder built by `musicgpt data build`; with --continuations also a folder of MIDI or one file",
     )
     p.add_argument("--split", default="validation", choices=["train", "validation", "test"])
     p.add_argument(
@@ -27,10 +39,64 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--batch-size", type=argtypes.positive_int, default=8)
     p.add_argument("--no-baselines", action="store_true", help="skip the unigram/bigram baselines")
+    p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda, cuda:1, ...")
+    c = p.add_argument_group("continuations (music models; see docs/evaluation.md)")
+    c.add_argument(
+        "--continuations",
+        action="store_true",
+        help="continue each piece's opening and compare with its real continuation, a ceiling and two floors",
+    )
+    c.add_argument(
+        "--prompt-seconds",
+        type=argtypes.seconds,
+        default=10.0,
+        help="P: seconds of each piece given as prompt",
+    )
+    c.add_argument("--seconds", type=argtypes.seconds, default=20.0, help="S: seconds generated and compared")
+    c.add_argument(
+        "--num-samples",
+        type=argtypes.sample_count,
+        default=4,
+        help="K: samples per piece, in one batched call",
+    )
+    c.add_argument(
+        "--max-pieces", type=argtypes.positive_int, default=None, help="only the first N pieces long enough"
+    )
+    c.add_argument("--seed", type=argtypes.seed, default=0, help="the same seed gives the same numbers")
+    c.add_argument(
+        "--report",
+        type=argtypes.output_file,
+        default=None,
+        help="also write every number, per piece and sample, as JSON",
+    )
+    c.add_argument(
+        "--bigram-data",
+        type=argtypes.input_path,
+        default=None,
+        help="a built data folder whose train split counts the bigram floor (default: --data, when built)",
+    )
+    # the model's sampling, as `musicgpt generate` takes it (the floors keep the defaults)
+    c.add_argument("--temperature", type=argtypes.non_negative_float, default=1.0, help="0 means greedy")
+    c.add_argument("--top-k", type=argtypes.positive_int, default=None)
+    c.add_argument("--top-p", type=argtypes.probability, default=None, help="in (0, 1]")
+    c.add_argument(
+        "--mask-mode",
+        choices=["per_group", "renormalize"],
+        default="per_group",
+        help="how the grammar hands on forbidden probability (see `musicgpt generate --help`)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    from musicgpt.errors import MusicGPTError
+
+    if args.continuations:
+        return run_continuations(args)
+    given = [flag for flag, value in _CONTINUATION_ONLY.items() if getattr(args, value) is not None]
+    if given:
+        verb = "goes" if len(given) == 1 else "go"
+        raise MusicGPTError(f"{' and '.join(given)} {verb} with --continuations")
     for line in evaluate(
         args.checkpoint,
         args.data,
@@ -38,19 +104,26 @@ def run(args) -> int:
         args.max_windows,
         args.batch_size,
         baselines=not args.no_baselines,
+        device=args.device,
     ):
         print(line)
     return 0
 
 
-def evaluate(checkpoint, data, split="validation", max_windows=None, batch_size=8, baselines=True):
+# flags that only --continuations reads (None unless given), so that they are not silently ignored
+_CONTINUATION_ONLY = {"--report": "report", "--max-pieces": "max_pieces", "--bigram-data": "bigram_data"}
+
+
+def evaluate(
+    checkpoint, data, split="validation", max_windows=None, batch_size=8, baselines=True, device="cpu"
+):
     """The evaluation table as lines of text: header, the model, then the baselines."""
     from musicgpt.data.build import check_model_reads
     from musicgpt.data.dataset import FixedWindows, TokenShard
     from musicgpt.evaluate.nll import TABLE_HEADER, bigram_loss, model_loss, unigram_loss
     from musicgpt.training.checkpoint import load_checkpoint
 
-    model, tokenizer = load_checkpoint(checkpoint)
+    model, tokenizer = load_checkpoint(checkpoint, device)
     check_model_reads(data, tokenizer, model.config.vocab_size, f"the model {checkpoint}")
     shard = TokenShard(data, split)
     windows = FixedWindows(shard, model.config.block_size, max_windows)
@@ -65,3 +138,88 @@ def evaluate(checkpoint, data, split="validation", max_windows=None, batch_size=
         f"{split} split of {data}: {len(windows)} windows of {model.config.block_size} tokens",
         TABLE_HEADER,
     ] + [r.row() for r in rows]
+
+
+def run_continuations(args) -> int:
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from musicgpt.commands.generate import sampling_config
+    from musicgpt.errors import MusicGPTError
+    from musicgpt.evaluate.continuations import (
+        ContinuationSettings,
+        evaluate_continuations,
+        load_pieces,
+        select_pieces,
+    )
+    from musicgpt.io import atomic_write_json
+    from musicgpt.training.checkpoint import load_checkpoint
+
+    settings = ContinuationSettings(
+        prompt_seconds=args.prompt_seconds,
+        seconds=args.seconds,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        max_pieces=args.max_pieces,
+        sampling=sampling_config(args),
+    )
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device)
+    if tokenizer is None or tokenizer.name != "performance":
+        kind = "has no tokenizer" if tokenizer is None else f"is a text model ({tokenizer.name})"
+        raise MusicGPTError(f"{args.checkpoint} {kind}: --continuations needs a music (performance) model")
+    pieces, skipped = select_pieces(load_pieces(args.data, args.split, tokenizer), settings)
+    for s in skipped:
+        print(f"skipped {s['name']}: {s['reason']}", file=sys.stderr)
+    bigram, bigram_note = _bigram(args, model.config.vocab_size)
+
+    bar = tqdm(
+        total=len(pieces) * settings.seconds,
+        unit="s",
+        desc=f"continuing {len(pieces)} piece{'s' if len(pieces) > 1 else ''}",
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of music",
+    )
+
+    def progress(seconds: float) -> None:
+        bar.update(seconds - bar.n)
+
+    if bigram is not None:
+        bigram = bigram.to(args.device)
+    report = evaluate_continuations(model, tokenizer, pieces, settings, bigram=bigram, on_progress=progress)
+    bar.close()
+    report.skipped.extend(skipped)
+    if bigram_note:
+        report.remarks.append(bigram_note)
+    built = (Path(args.data) / "manifest.json").exists()
+    source = f"the {args.split} split of {args.data}" if built else args.data
+    print(
+        f"continuations of {len(pieces)} piece{'s' if len(pieces) > 1 else ''} from {source}: "
+        f"{settings.prompt_seconds:g} s prompt, {settings.num_samples} x {settings.seconds:g} s"
+    )
+    for line in report.table():
+        print(line)
+    for remark in report.remarks:
+        print(f"({remark})")
+    if args.report:
+        payload = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
+        atomic_write_json(args.report, {**payload, **report.to_json()})
+        print(f"report written to {args.report}")
+    return 0
+
+
+def _bigram(args, vocab_size: int):
+    """(the bigram floor's model, None) or (None, why there is none)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from musicgpt.data.dataset import TokenShard
+    from musicgpt.evaluate.bigram import BigramLM
+
+    source = args.bigram_data or args.data
+    if not (Path(source) / "manifest.json").exists():
+        return None, "no bigram floor: --data is not a built dataset; give --bigram-data DIR to count one"
+    train = TokenShard(source, "train").tokens
+    if len(train) < 2:
+        return None, f"no bigram floor: the train split of {source} is empty"
+    return BigramLM.count(np.asarray(train), vocab_size), None

@@ -7,9 +7,6 @@ from pathlib import Path
 
 from musicgpt import argtypes
 
-# Samples are one batch: beyond this, run the command again (its memory grows with the batch).
-MAX_SAMPLES = 256
-
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -19,7 +16,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--checkpoint",
-        type=argtypes.input_path,
+        type=argtypes.checkpoint,
         required=True,
         help="model dir, run dir, HF GPT-2 dir or .ckpt file",
     )
@@ -41,6 +38,11 @@ def add_parser(subparsers) -> None:
         help="output MIDI file; with --num-samples N > 1, OUT-1.mid ... OUT-N.mid beside it",
     )
     music.add_argument("--wav", action="store_true", help="also render each MIDI to .wav with fluidsynth")
+    music.add_argument(
+        "--png",
+        type=argtypes.output_file,
+        help="also draw a piano roll of prompt and continuation, one panel per sample, to this PNG",
+    )
     text = p.add_argument_group("text")
     text.add_argument("--text", help="a text prompt (text models)")
     text.add_argument("--max-new-tokens", type=argtypes.positive_int, default=200)
@@ -58,9 +60,9 @@ def add_parser(subparsers) -> None:
     s.add_argument("--seed", type=argtypes.seed, default=None, help="the same seed gives the same output")
     s.add_argument(
         "--num-samples",
-        type=argtypes.int_range(1, MAX_SAMPLES),
+        type=argtypes.sample_count,
         default=1,
-        help=f"samples drawn in one batched call (up to {MAX_SAMPLES})",
+        help=f"samples drawn in one batched call (up to {argtypes.MAX_SAMPLES})",
     )
     p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda, cuda:1, ...")
     p.set_defaults(run=run)
@@ -88,6 +90,8 @@ def run(args) -> int:
     else:
         if args.prompt is not None:
             raise MusicGPTError(f"{args.checkpoint} is a text model: use --text PROMPT, not --prompt")
+        if args.png is not None:
+            raise MusicGPTError(f"{args.checkpoint} is a text model: --png draws music only")
         generate_text(model, tokenizer, args)
     return 0
 
@@ -109,7 +113,7 @@ def output_paths(out: str, n: int) -> list[Path]:
 
 
 def generate_music(model, tokenizer, args) -> int:
-    """Sample, then write every MIDI (then every WAV); print each path as it is written.
+    """Sample, then write every MIDI (then the PNG, then every WAV); print each path as it is written.
 
     Ctrl-C while sampling writes the music sampled so far and exits with 130.
     """
@@ -153,13 +157,33 @@ def generate_music(model, tokenizer, args) -> int:
     paths = output_paths(args.out, args.num_samples)
     for ids, path in zip(result.sequences(), paths, strict=True):
         print(write_midi(tokenizer.decode(ids), path), flush=True)
+    if args.png:
+        print(draw_continuations(tokenizer, result, args), flush=True)
     if result.interrupted:
         print(f"musicgpt: interrupted: wrote the {bar.n:.1f} s sampled so far", file=sys.stderr)
         return 130
-    if args.wav:
+    if args.wav:  # last: an external program that may fail, after every other file is written
         for path in paths:
             print(render_wav(path, path.with_suffix(".wav")), flush=True)
     return 0
+
+
+def draw_continuations(tokenizer, result, args) -> Path:
+    from musicgpt.generation.piano import token_steps
+    from musicgpt.tokenizers import vocab as V
+    from musicgpt.viz.pianoroll import render_continuations_png
+
+    cut = float(token_steps(result.prompt).sum()) / V.STEPS_PER_SECOND
+    samples = f"{args.num_samples} continuations" if args.num_samples > 1 else "a continuation"
+    opening = f"the first {cut:.2f} s of {Path(args.prompt).name}" if args.prompt else "no prompt"
+    render_continuations_png(
+        [tokenizer.decode_notes(ids) for ids in result.sequences()],
+        args.png,
+        prompt_tokens=len(result.prompt),
+        cut_seconds=cut,
+        title=f"{opening}, then {samples} of {args.seconds:g} s",
+    )
+    return Path(args.png)
 
 
 def generate_text(model, tokenizer, args) -> None:

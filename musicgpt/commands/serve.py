@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--checkpoint",
-        type=argtypes.input_path,
+        type=argtypes.checkpoint,
         default=DEFAULT_CHECKPOINT,
         help="a trained piano model: model dir, run dir or .ckpt (`musicgpt demo` writes runs/piano/model)",
     )

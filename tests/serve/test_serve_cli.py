@@ -113,6 +113,8 @@ def test_bad_arguments(tiny_checkpoint, tmp_path, capsys):
     assert main(["serve", "--checkpoint", str(tiny_checkpoint), "--port", "70000"]) == 2
     assert "argument --port: must be in 0..65535, got 70000" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", str(tmp_path / "nothing")]) == 2
-    assert f"argument --checkpoint: {tmp_path / 'nothing'}: no such file or folder" in capsys.readouterr().err
+    assert f"argument --checkpoint: {tmp_path / 'nothing'}: no such file or folder, nor a shipped model" in (
+        capsys.readouterr().err
+    )
     assert main(["serve", "--checkpoint", str(tiny_checkpoint), "--pieces", str(tmp_path / "none")]) == 2
     assert f"argument --pieces: {tmp_path / 'none'}: no such file or folder" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from conftest import PIANO_DIR
 from musicgpt.cli import main
 from musicgpt.generation.piano import cut_at_seconds, token_steps
 from musicgpt.model.gpt import GPT, GPTConfig
+from musicgpt.models import bundled_models
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 
 PROMPT = PIANO_DIR / "fur-elise.mid"
@@ -125,9 +126,10 @@ def test_generate_from_nothing(model_dir, tmp_path):
 
 def test_generate_errors_are_one_line(model_dir, tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(tmp_path / "missing"), "--out", "x.mid"]) == 2
+    shipped = ", ".join(bundled_models()) or "none ship yet"
     assert capsys.readouterr().err == (
-        f"musicgpt generate: error: argument --checkpoint: {tmp_path / 'missing'}: no such file or folder "
-        "(see musicgpt generate --help)\n"
+        f"musicgpt generate: error: argument --checkpoint: {tmp_path / 'missing'}: no such file or folder, "
+        f"nor a shipped model ({shipped}) (see musicgpt generate --help)\n"
     )
     args = [
         "generate",
