@@ -8,6 +8,7 @@ one that is truncated or empty, is one clear line.
 from __future__ import annotations
 
 import csv
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -149,12 +150,12 @@ def _maestro_like_copy(root: Path) -> Path:
 
 
 def readme_commands(section: str) -> list[list[str]]:
-    """The commands of the README section's first ```bash block, continuation lines joined."""
+    """The commands of the README section's first ```bash block: continuation lines joined,
+    optional parts (`[--wav]`) left out."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     block = text.split(f"## {section}", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
-    return [
-        shlex.split(line, comments=True) for line in block.replace("\\\n", " ").splitlines() if line.strip()
-    ]
+    block = re.sub(r"\[[^\]]*\]", "", block.replace("\\\n", " "))
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
 
 
 @pytest.mark.slow
@@ -185,14 +186,15 @@ def test_the_readme_steps_for_your_own_collection_run_as_written(tmp_path, monke
             {"~/maestro-v3.0.0": str(maestro), "IN.mid": str(PIANO_DIR / "Maestro_6.mid")}.get(a, a)
             for a in argv[1:]
         ]
-        args = [a for a in args if a != "[--wav]"]
         if args[0] == "train":
             args += tiny_training
+        if "--continuations" in args:
+            args += ["--seconds", "2", "--num-samples", "1"]
         if args[0] == "generate":
             args[args.index("--seconds") + 1] = "2"
         assert main(args) == 0, (args, capsys.readouterr())
         ran.append(args[0])
-    assert ran == ["data", "train", "train", "evaluate", "generate", "attention"]
+    assert ran == ["data", "train", "train", "evaluate", "evaluate", "generate", "attention"]
     out = capsys.readouterr().out
     assert "train: 5 pieces" in out and "validation: 2 pieces" in out and "test: 1 pieces" in out
     assert "test split of runs/maestro/data" in out
