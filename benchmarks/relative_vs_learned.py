@@ -44,12 +44,12 @@ def train_one(run_dir: Path, data_dir: Path, encoding: str, seed: int, args) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/compare")
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--n-layer", type=int, default=4)
+    ap.add_argument("--n-layer", type=int, default=2)
     ap.add_argument("--n-head", type=int, default=4)
-    ap.add_argument("--n-embd", type=int, default=128)
-    ap.add_argument("--block-size", type=int, default=256)
+    ap.add_argument("--n-embd", type=int, default=96)
+    ap.add_argument("--block-size", type=int, default=128)
     args = ap.parse_args()
 
     from musicgpt.data.build import build_dataset
