@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from musicgpt import argtypes
+from musicgpt.models import DEFAULT_MODEL
 
 
 def add_parser(subparsers) -> None:
@@ -18,11 +19,12 @@ def add_parser(subparsers) -> None:
             "attends to. Text: --text '...' draws the tokens in a row with arcs between them."
         ),
     )
-    model = p.add_mutually_exclusive_group(required=True)
+    model = p.add_mutually_exclusive_group()
     model.add_argument(
         "--checkpoint",
         type=argtypes.checkpoint,
-        help="model dir (config.yaml + model.safetensors), run dir or .ckpt",
+        default=DEFAULT_MODEL,
+        help=f"model dir (config.yaml + model.safetensors), run dir, .ckpt or a shipped model (default: {DEFAULT_MODEL})",
     )
     model.add_argument(
         "--random-init", metavar="CONFIG", help="an untrained model: a preset (music-tiny) or YAML"
@@ -77,7 +79,7 @@ def _model_and_tokenizer(args):
     from musicgpt.model.gpt import GPT, GPTConfig
     from musicgpt.tokenizers import load_tokenizer
 
-    if args.checkpoint:
+    if not args.random_init:
         from musicgpt.training.checkpoint import load_checkpoint
 
         model, tokenizer = load_checkpoint(args.checkpoint, args.device)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from musicgpt import argtypes
+from musicgpt.models import DEFAULT_MODEL
 
 
 def add_parser(subparsers) -> None:
@@ -21,8 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--checkpoint",
         type=argtypes.checkpoint,
-        required=True,
-        help="model dir, run dir, HF GPT-2 dir or .ckpt file",
+        default=DEFAULT_MODEL,
+        help=f"model dir, run dir, HF GPT-2 dir, .ckpt file or a shipped model's name (default: {DEFAULT_MODEL})",
     )
     p.add_argument(
         "--data",

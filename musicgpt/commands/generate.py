@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from musicgpt import argtypes
+from musicgpt.models import DEFAULT_MODEL
 
 
 def add_parser(subparsers) -> None:
@@ -17,8 +18,8 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--checkpoint",
         type=argtypes.checkpoint,
-        required=True,
-        help="model dir, run dir, HF GPT-2 dir or .ckpt file",
+        default=DEFAULT_MODEL,
+        help=f"model dir, run dir, HF GPT-2 dir, .ckpt file or a shipped model's name (default: {DEFAULT_MODEL})",
     )
     music = p.add_argument_group("music")
     music.add_argument(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from musicgpt import argtypes
+from musicgpt.models import DEFAULT_MODEL
 
-# The model used without --checkpoint. None until a pretrained model ships with the package;
-# then this one line names it (a path or a package resource that `load_checkpoint` reads).
-DEFAULT_CHECKPOINT: str | None = None
+# The model used without --checkpoint: the piano model shipped in the package.
+DEFAULT_CHECKPOINT: str | None = DEFAULT_MODEL
 
 
 def add_parser(subparsers) -> None:
