@@ -10,6 +10,7 @@ written by hand beside them. The continuation table is added by `--continuations
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def validation_losses(model, data_dir: Path, max_windows: int | None = None) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("model", help="a trained model directory (runs/NAME/model)")
+    ap.add_argument("model", help="a trained model: runs/NAME/model, or a checkpoint .ckpt")
     ap.add_argument("name", help="the shipped model's name, e.g. piano-small")
     ap.add_argument("--data", required=True, help="the data dir the model trained on (its validation split)")
     ap.add_argument("--max-bf16-loss", type=float, default=0.002, help="largest loss increase bf16 weights may cost")
@@ -37,13 +38,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from musicgpt.io import atomic_write_text
-    from musicgpt.model.gpt import GPT
     from musicgpt.training.checkpoint import load_checkpoint
 
     model, tokenizer = load_checkpoint(args.model)
     data = Path(args.data)
     fp32 = validation_losses(model, data)
-    bf16_model = GPT.from_pretrained(args.model, dtype=torch.bfloat16).float()  # weights rounded to bf16
+    bf16_model = copy.deepcopy(model).to(torch.bfloat16).float()  # the weights rounded to bf16
     bf16 = validation_losses(bf16_model, data)
     use_bf16 = bf16["nats_per_token"] - fp32["nats_per_token"] <= args.max_bf16_loss
     shipped = bf16_model if use_bf16 else model
