@@ -43,10 +43,11 @@ def _find(relative: str) -> Path:
 def run(args) -> int:
     import time
 
-    from musicgpt.commands.evaluate import evaluate
+    from musicgpt.checkpoints import load_checkpoint
     from musicgpt.data.build import build_dataset, read_manifest
-    from musicgpt.generation.piano import continue_piano, cut_at_seconds, write_midi
-    from musicgpt.training.checkpoint import load_checkpoint
+    from musicgpt.evaluate.nll import loss_table
+    from musicgpt.generation.piano import continue_piano, cut_at_seconds
+    from musicgpt.tokenizers.midi_io import write_midi
     from musicgpt.training.cli import train_cli
 
     started = time.perf_counter()
@@ -80,15 +81,14 @@ def run(args) -> int:
     print(f"trained to step {cli.trainer.global_step} ({trained_minutes:.1f} min so far)")
 
     _banner("3/4 held-out loss (validation split) beside n-gram baselines")
-    model_dir = run_dir / "model"
-    for line in evaluate(model_dir, data_dir, "validation"):
+    model, tokenizer = load_checkpoint(run_dir / "model")
+    for line in loss_table(model, data_dir, "validation"):
         print(line)
 
     _banner("4/4 continuing the opening of a held-out piece")
     manifest = read_manifest(data_dir)
     held_out = [f["path"] for f in manifest["files"] if f["split"] == "validation"]
     prompt_file = (src / held_out[0]) if held_out else next(iter(sorted(src.rglob("*.mid"))))
-    model, tokenizer = load_checkpoint(model_dir)
     prompt = cut_at_seconds(tokenizer.encode(prompt_file), 10.0)
     result = continue_piano(model, tokenizer, prompt, args.seconds, seed=args.seed)
     out = write_midi(tokenizer.decode(result.sequences()[0]), run_dir / "continuation.mid")

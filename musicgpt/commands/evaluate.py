@@ -60,7 +60,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from musicgpt.checkpoints import load_checkpoint
     from musicgpt.errors import MusicGPTError
+    from musicgpt.evaluate.nll import loss_table
 
     if args.continuations:
         return run_continuations(args)
@@ -68,14 +70,9 @@ def run(args) -> int:
     if given:
         verb = "goes" if len(given) == 1 else "go"
         raise MusicGPTError(f"{' and '.join(given)} {verb} with --continuations")
-    for line in evaluate(
-        args.checkpoint,
-        args.data,
-        args.split,
-        args.max_windows,
-        args.batch_size,
-        baselines=not args.no_baselines,
-        device=args.device,
+    model, _ = load_checkpoint(args.checkpoint, args.device)
+    for line in loss_table(
+        model, args.data, args.split, args.max_windows, args.batch_size, baselines=not args.no_baselines
     ):
         print(line)
     return 0
@@ -85,37 +82,13 @@ def run(args) -> int:
 _CONTINUATION_ONLY = {"--report": "report", "--max-pieces": "max_pieces", "--bigram-data": "bigram_data"}
 
 
-def evaluate(
-    checkpoint, data, split="validation", max_windows=None, batch_size=8, baselines=True, device="cpu"
-):
-    """The evaluation table as lines of text: header, the model, then the baselines."""
-    from musicgpt.data.dataset import FixedWindows, TokenShard
-    from musicgpt.evaluate.nll import TABLE_HEADER, bigram_loss, model_loss, unigram_loss
-    from musicgpt.training.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(checkpoint, device)
-    shard = TokenShard(data, split)
-    windows = FixedWindows(shard, model.config.block_size, max_windows)
-    rows = [model_loss(model, windows, batch_size)]
-    if baselines:
-        train = TokenShard(data, "train").tokens
-        rows += [
-            unigram_loss(train, windows, model.config.vocab_size),
-            bigram_loss(train, windows, model.config.vocab_size),
-        ]
-    return [
-        f"{split} split of {data}: {len(windows)} windows of {model.config.block_size} tokens",
-        TABLE_HEADER,
-    ] + [r.row() for r in rows]
-
-
 def run_continuations(args) -> int:
     from pathlib import Path
 
     from tqdm.auto import tqdm
 
+    from musicgpt.checkpoints import load_checkpoint
     from musicgpt.commands.generate import sampling_config
-    from musicgpt.errors import MusicGPTError
     from musicgpt.evaluate.continuations import (
         ContinuationSettings,
         evaluate_continuations,
@@ -123,7 +96,7 @@ def run_continuations(args) -> int:
         select_pieces,
     )
     from musicgpt.io import atomic_write_json, check_writable
-    from musicgpt.training.checkpoint import load_checkpoint
+    from musicgpt.tokenizers import require_music
 
     settings = ContinuationSettings(
         prompt_seconds=args.prompt_seconds,
@@ -136,9 +109,7 @@ def run_continuations(args) -> int:
     if args.report:
         check_writable(args.report)  # before minutes of generation, not after
     model, tokenizer = load_checkpoint(args.checkpoint, args.device)
-    if tokenizer is None or tokenizer.name != "performance":
-        kind = "has no tokenizer" if tokenizer is None else f"is a text model ({tokenizer.name})"
-        raise MusicGPTError(f"{args.checkpoint} {kind}: --continuations needs a music (performance) model")
+    tokenizer = require_music(tokenizer, "--continuations", str(args.checkpoint))
     pieces, skipped = select_pieces(load_pieces(args.data, args.split, tokenizer), settings)
     for s in skipped:
         print(f"skipped {s['name']}: {s['reason']}", file=sys.stderr)

@@ -43,9 +43,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from musicgpt.checkpoints import load_checkpoint
     from musicgpt.errors import MusicGPTError
     from musicgpt.io import check_writable
-    from musicgpt.training.checkpoint import load_checkpoint
+    from musicgpt.tokenizers import is_music
 
     if args.num_samples < 1:
         raise MusicGPTError(f"--num-samples must be at least 1, got {args.num_samples}")
@@ -54,7 +55,8 @@ def run(args) -> int:
         raise MusicGPTError(
             f"{args.checkpoint}: no tokenizer.json (or vocab.json + merges.txt) beside the model"
         )
-    if tokenizer.name == "performance":
+    # music and text generation differ in what they read, stop on and write: one decision, here
+    if is_music(tokenizer):
         if args.text is not None:
             raise MusicGPTError(f"{args.checkpoint} is a music model: use --prompt IN.mid, not --text")
         if not args.out:
@@ -91,7 +93,9 @@ def output_paths(out: str, n: int) -> list[Path]:
 def generate_music(model, tokenizer, args) -> list[Path]:
     from tqdm.auto import tqdm
 
-    from musicgpt.generation.piano import continue_piano, cut_at_seconds, render_wav, write_midi
+    from musicgpt.audio import render_wav
+    from musicgpt.generation.piano import continue_piano, cut_at_seconds
+    from musicgpt.tokenizers.midi_io import write_midi
 
     prompt = cut_at_seconds(tokenizer.encode(args.prompt), args.prompt_seconds) if args.prompt else []
     bar = tqdm(
@@ -123,11 +127,10 @@ def generate_music(model, tokenizer, args) -> list[Path]:
 
 
 def draw_continuations(tokenizer, result, args) -> Path:
-    from musicgpt.generation.piano import token_steps
     from musicgpt.tokenizers import vocab as V
     from musicgpt.viz.pianoroll import render_continuations_png
 
-    cut = float(token_steps(result.prompt).sum()) / V.STEPS_PER_SECOND
+    cut = V.seconds_of(result.prompt)
     samples = f"{args.num_samples} continuations" if args.num_samples > 1 else "a continuation"
     opening = f"the first {cut:.2f} s of {Path(args.prompt).name}" if args.prompt else "no prompt"
     render_continuations_png(

@@ -38,6 +38,7 @@ from starlette.routing import Route
 from musicgpt.errors import MidiReadError, MusicGPTError
 from musicgpt.serve.form import MAX_UPLOAD_BYTES, BadRequest, limits, parse_request
 from musicgpt.serve.jobs import Job, Worker, prompt_seconds_of
+from musicgpt.tokenizers import require_music
 from musicgpt.tokenizers import vocab as V
 
 # the multipart envelope and the number fields around an upload
@@ -106,9 +107,7 @@ def _error_response(e: Exception) -> Response:
 
 def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str = "") -> Starlette:
     """The app around a loaded music model. `pieces_dir`: MIDI files offered as prompts."""
-    if tokenizer is None or tokenizer.name != "performance":
-        name = getattr(tokenizer, "name", None)
-        raise MusicGPTError(f"serve needs a piano model (performance tokenizer); this one reads {name!r}")
+    tokenizer = require_music(tokenizer, "serve")
     worker = Worker(model, tokenizer)
     pieces = load_pieces(pieces_dir, tokenizer)
     upload_dir = Path(tempfile.mkdtemp(prefix="musicgpt-serve-"))

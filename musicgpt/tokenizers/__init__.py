@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from musicgpt.errors import ConfigError
-from musicgpt.tokenizers.base import LogitsMask, Tokenizer
+from musicgpt.tokenizers.base import (
+    LogitsMask,
+    Modality,
+    MusicTokenizer,
+    TextTokenizer,
+    Tokenizer,
+    is_music,
+    require_music,
+)
 
 # registry name -> "module:class"; each class has from_dict(d)
 TOKENIZERS = {
@@ -19,8 +27,6 @@ TOKENIZERS = {
 
 def load_tokenizer(spec: str | Path | dict[str, Any]) -> Tokenizer:
     """Build a tokenizer from its settings dict, a saved JSON file, or a bare registry name."""
-    import importlib
-
     if isinstance(spec, (str, Path)):
         if str(spec) in TOKENIZERS:
             spec = {"name": str(spec)}
@@ -29,12 +35,28 @@ def load_tokenizer(spec: str | Path | dict[str, Any]) -> Tokenizer:
             if not path.exists():
                 raise ConfigError(f"{path}: no such tokenizer file (or tokenizer name: {sorted(TOKENIZERS)})")
             spec = json.loads(path.read_text(encoding="utf-8"))
-    name = spec.get("name")
+    return tokenizer_class(spec.get("name")).from_dict(spec)
+
+
+def tokenizer_class(name: str) -> type:
+    """The class registered as `name`; its `modality` says music or text without building one."""
+    import importlib
+
     if name not in TOKENIZERS:
         raise ConfigError(f"unknown tokenizer {name!r}; known: {sorted(TOKENIZERS)}")
     module_name, class_name = TOKENIZERS[name].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.from_dict(spec)
+    return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["LogitsMask", "Tokenizer", "TOKENIZERS", "load_tokenizer"]
+__all__ = [
+    "LogitsMask",
+    "Modality",
+    "MusicTokenizer",
+    "TOKENIZERS",
+    "TextTokenizer",
+    "Tokenizer",
+    "is_music",
+    "load_tokenizer",
+    "require_music",
+    "tokenizer_class",
+]
