@@ -68,10 +68,6 @@ def load_pieces(directory: Path | None, tokenizer) -> dict[str, np.ndarray]:
     return pieces
 
 
-def has_notes(ids: np.ndarray) -> bool:
-    return bool(((ids >= V.NOTE_ON_OFFSET) & (ids < V.NOTE_ON_OFFSET + 128)).any())
-
-
 class LimitBody:
     """Refuse a request body over `max_bytes` with 413: at once when Content-Length says so, else
     as soon as the bytes received pass it (a chunked upload), before the form parser reads on."""
@@ -162,14 +158,14 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
                 ids = pieces[label]
             else:
                 raise BadRequest("choose a piece, or upload a MIDI file")
-        if ids.size == 0 or not has_notes(ids):
+        if ids.size == 0 or not V.strikes_a_note(ids):
             raise BadRequest(f"{label} has no notes to continue")
         prompt = ids[:0]
         if r.prompt_seconds > 0:
             from musicgpt.generation.piano import cut_at_seconds
 
             prompt = cut_at_seconds(ids, r.prompt_seconds)
-            if not has_notes(prompt):
+            if not V.strikes_a_note(prompt):
                 raise BadRequest(
                     f"the first {r.prompt_seconds:g} s of {label} hold no notes: choose a longer prompt "
                     "(or 0 s to start from nothing)"

@@ -201,6 +201,12 @@ def shift_steps(ids) -> np.ndarray:
     return STEPS_OF_ID[arr.astype(np.intp, copy=False)]
 
 
+def strikes_a_note(ids) -> bool:
+    """Whether `ids` hold a NOTE_ON (a prompt without one gives a model nothing to continue)."""
+    arr = np.asarray(ids, dtype=np.intp)
+    return bool(arr.size) and bool((TYPE_OF_ID[check_ids(arr.reshape(-1))] == EventType.NOTE_ON).any())
+
+
 def seconds_of(ids) -> float:
     """How far `ids` move the clock, in seconds: the time at the end of the sequence."""
     return float(shift_steps(ids).sum()) / STEPS_PER_SECOND

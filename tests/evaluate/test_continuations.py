@@ -276,8 +276,7 @@ def test_cli_errors_are_one_line(model_dir, data_dir, tmp_path, capsys):
         capsys, ["evaluate", "--checkpoint", str(text_model), "--data", str(data_dir), "--continuations"]
     )
     assert err == (
-        f"musicgpt: error: {text_model} is a text model (bytes): "
-        "--continuations needs a music model"
+        f"musicgpt: error: {text_model} is a text model (bytes): --continuations needs a music model"
     )
     # a report that cannot be written: said before anything is generated
     blocker = tmp_path / "a-file"

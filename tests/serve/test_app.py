@@ -114,7 +114,8 @@ def test_a_bundled_piece_is_continued(client):
         assert note_set(decoded.pitch, decoded.velocity, decoded.start, decoded.end) == note_set(
             notes["pitch"], notes["velocity"], notes["start"], notes["end"]
         )
-        assert V.shift_steps(ids).sum() <= round(100 * (sample["promptEnd"] + 3.0))  # 3 s of new music at most
+        # 3 s of new music at most
+        assert V.shift_steps(ids).sum() <= round(100 * (sample["promptEnd"] + 3.0))
 
 
 def test_the_same_seed_gives_the_same_samples(client):

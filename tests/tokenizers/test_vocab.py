@@ -139,3 +139,9 @@ def test_split_gaps_is_split_gap_for_each_gap():
         V.shift_id(101)
     with pytest.raises(ValueError, match="negative"):
         V.split_gaps([3, -1])
+
+
+def test_strikes_a_note():
+    assert V.strikes_a_note([V.name_to_id("VELOCITY_3"), V.name_to_id("NOTE_ON_0")])
+    assert not V.strikes_a_note([V.name_to_id("NOTE_OFF_60"), V.name_to_id("TIME_SHIFT_5"), V.EOS_ID])
+    assert not V.strikes_a_note([])
