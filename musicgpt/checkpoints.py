@@ -1,6 +1,7 @@
 """Load a trained model (and its tokenizer) from whatever a user points at.
 
 `--checkpoint` accepts:
+- the name of a model shipped in the package (`piano-small`: see `musicgpt.models`);
 - a model directory written by training (`runs/NAME/model`: config.yaml, model.safetensors,
   tokenizer.json) or by `GPT.save_pretrained`;
 - a Hugging Face GPT-2 directory (config.json with model.safetensors or pytorch_model.bin; its
@@ -22,7 +23,11 @@ from musicgpt.tokenizers import Tokenizer, load_tokenizer
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer | None]:
     """(model in eval mode, its tokenizer or None when the checkpoint names none)."""
+    from musicgpt.models import bundled_model_dir
+
     path = Path(path)
+    if not path.exists() and (bundled := bundled_model_dir(str(path))) is not None:
+        path = bundled
     if not path.exists():
         raise MusicGPTError(f"{path}: no such checkpoint file or directory")
     if path.is_dir() and not (path / "config.yaml").exists() and not (path / "config.json").exists():
