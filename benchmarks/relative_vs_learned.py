@@ -2,7 +2,7 @@
 
     python benchmarks/relative_vs_learned.py [--out runs/compare] [--steps 600] [--seeds 0 1]
 
-Both encodings train the same model (configs/piano_cpu.yaml's recipe at --n-layer x --n-embd,
+Both encodings train the same model (the bundled piano_cpu config's recipe at --n-layer x --n-embd,
 a --block-size window) for the same steps on the same data, for each seed. Printed: each run's
 held-out loss on the validation split (the training window), then, on the test split, the loss
 of the same target tokens seen through windows of 1x, 2x, 4x and 8x the training window (the
@@ -18,26 +18,22 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from musicgpt.resources import configs, piano_corpus
 
 
 def train_one(run_dir: Path, data_dir: Path, encoding: str, seed: int, args) -> Path:
     from musicgpt.training.cli import train_cli
 
-    config = yaml.safe_load((REPO / "configs" / "piano_cpu.yaml").read_text())
+    config = yaml.safe_load(configs()["piano_cpu"].read_text())
     model = config["model"]["config"]
     model.update(
         n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.block_size,
         position_encoding=encoding,
     )  # fmt: skip
     config["seed_everything"] = seed
+    config["run_dir"] = str(run_dir)  # checkpoints, logs and the model go there
     config["data"]["data_dir"] = str(data_dir)
-    trainer = config["trainer"]
-    trainer.update(default_root_dir=str(run_dir), max_steps=args.steps, max_time=None, val_check_interval=args.steps)
-    trainer["logger"]["init_args"]["save_dir"] = str(run_dir)
-    for callback in trainer["callbacks"]:
-        if "dirpath" in callback.get("init_args", {}):
-            callback["init_args"]["dirpath"] = str(run_dir / "checkpoints")
+    config["trainer"].update(max_steps=args.steps, max_time=None, val_check_interval=args.steps)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     if not (run_dir / "model" / "config.yaml").exists():
@@ -48,12 +44,12 @@ def train_one(run_dir: Path, data_dir: Path, encoding: str, seed: int, args) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/compare")
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--n-layer", type=int, default=4)
+    ap.add_argument("--n-layer", type=int, default=2)
     ap.add_argument("--n-head", type=int, default=4)
-    ap.add_argument("--n-embd", type=int, default=128)
-    ap.add_argument("--block-size", type=int, default=256)
+    ap.add_argument("--n-embd", type=int, default=96)
+    ap.add_argument("--block-size", type=int, default=128)
     args = ap.parse_args()
 
     from musicgpt.data.build import build_dataset
@@ -63,7 +59,7 @@ def main() -> None:
 
     out = Path(args.out)
     data_dir = out / "data"
-    build_dataset(REPO / "data" / "midi" / "piano", data_dir, "performance")
+    build_dataset(piano_corpus(), data_dir, "performance")
     validation = TokenShard(data_dir, "validation")
     test = TokenShard(data_dir, "test").tokens
     multiples = (1, 2, 4, 8)

@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/tokenizer.py [--repeats 3] [--no-write]
 
-Both run in one process on the same real piano files (data/midi/piano), interleaved file by file,
+Both run in one process on the same real piano files (musicgpt/assets/piano), interleaved file by file,
 best of --repeats per file, so a loaded machine slows both alike; the ratio is what to read.
 
 miditok is set as close to the performance vocabulary as it goes:
@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 import symusic
 
+from musicgpt.resources import piano_corpus
 from musicgpt.tokenizers import midi_io
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
-PIANO_DIR = ROOT / "data" / "midi" / "piano"
+PIANO_DIR = piano_corpus()
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 MAESTRO_NOTES, MAESTRO_FILES, CORES = 7_000_000, 1_300, 2
 
@@ -161,7 +162,7 @@ def main() -> None:
         [
             "## Tokenizer",
             "",
-            f"`python benchmarks/tokenizer.py`: {len(files)} real piano files of data/midi/piano, {n_notes:,} notes "
+            f"`python benchmarks/tokenizer.py`: {len(files)} real piano files of musicgpt/assets/piano, {n_notes:,} notes "
             f"after the pedal, best of {args.repeats} per file, one process, side by side in one run. "
             "miditok's time excludes reading the file and the pedal (done for it beforehand); ours includes both.",
             "",

@@ -22,6 +22,7 @@ import uvicorn  # noqa: E402
 from browser import Browser  # noqa: E402
 
 from musicgpt.checkpoints import load_checkpoint  # noqa: E402
+from musicgpt.resources import piano_corpus  # noqa: E402
 from musicgpt.serve.app import create_app  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def main(checkpoint: str, out: str = str(ROOT / "docs/images/serve.png")) -> Non
     c = model.config
     millions = sum(p.numel() for p in model.parameters()) / 1e6
     about = f"{Path(checkpoint).name}: {millions:.1f}M parameters, {c.n_layer} layers, {c.block_size} tokens of context"
-    app = create_app(model, tokenizer, pieces_dir=ROOT / "data/midi/piano", about=about)
+    app = create_app(model, tokenizer, pieces_dir=piano_corpus(), about=about)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

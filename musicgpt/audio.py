@@ -7,10 +7,12 @@ from pathlib import Path
 from musicgpt.errors import MusicGPTError
 
 
-def render_wav(midi_path: Path, wav_path: Path) -> Path:
-    """Render with fluidsynth and a General MIDI soundfont (Debian's timgm6mb, or pretty_midi's copy)."""
+def wav_tools() -> tuple[str, Path]:
+    """(the fluidsynth program, a General MIDI soundfont); what is missing is a one-line error.
+
+    Callers check before sampling, so that a missing program never throws the music away.
+    """
     import shutil
-    import subprocess
 
     fluidsynth = shutil.which("fluidsynth")
     if fluidsynth is None:
@@ -20,6 +22,14 @@ def render_wav(midi_path: Path, wav_path: Path) -> Path:
         raise MusicGPTError(
             "--wav needs a General MIDI soundfont (Debian: apt-get install timgm6mb-soundfont)"
         )
+    return fluidsynth, soundfont
+
+
+def render_wav(midi_path: Path, wav_path: Path) -> Path:
+    """Render with fluidsynth and a General MIDI soundfont (Debian's timgm6mb, or pretty_midi's copy)."""
+    import subprocess
+
+    fluidsynth, soundfont = wav_tools()
     tmp = wav_path.with_name(f".{wav_path.name}.tmp.wav")
     cmd = [fluidsynth, "-ni", "-g", "0.8", "-r", "44100", "-F", str(tmp), str(soundfont), str(midi_path)]
     result = subprocess.run(cmd, capture_output=True, text=True)

@@ -28,8 +28,15 @@ COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other `musicgpt: error:` (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="musicgpt",
         description="Train a GPT on MIDI (or text), generate piano continuations, look at attention.",
     )
@@ -53,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             from musicgpt.commands.train import run_train
 
             return run_train(argv[1:]) or 0
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # --help (0) or a bad argument (2, its message already printed)
+            return e.code if isinstance(e.code, int) else 2
         return args.run(args) or 0
     except MusicGPTError as e:
         print(f"musicgpt: error: {e}", file=sys.stderr)

@@ -1,7 +1,8 @@
-"""Atomic file writes: a reader (or a killed run) never sees half a file.
+"""File I/O in one place: atomic writes, and reads of user files that fail with one clear line.
 
-Each helper writes to a temporary file in the destination's folder and renames it over the
-destination; os.replace is atomic on POSIX and Windows when both are on one filesystem.
+Each write helper writes to a temporary file in the destination's folder and renames it over the
+destination; os.replace is atomic on POSIX and Windows when both are on one filesystem, so a
+reader (or a killed run) never sees half a file.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from musicgpt.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -64,20 +67,56 @@ def atomic_save_npy(path: str | Path, array) -> None:
         np.save(f, array, allow_pickle=False)
 
 
-def check_writable(path: str | Path) -> None:
-    """Raise MusicGPTError unless a file can be written at `path` (its folder exists or can be made).
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file is an empty one), or a one-line error."""
+    import yaml
 
-    For commands that compute for minutes before they write: fail at the start, not at the end.
-    """
-    from musicgpt.errors import MusicGPTError
+    text = read_text(path, what)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{path}: not valid YAML ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a YAML {what} must be a mapping of settings, not a {type(data).__name__}")
+    return data
 
+
+def read_json_mapping(path: str | Path, what: str = "settings file") -> dict[str, Any]:
+    """A JSON file whose top level is an object, or a one-line error."""
+    text = read_text(path, what)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not a JSON {what} ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a JSON {what} must be an object, not a {type(data).__name__}")
+    return data
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file's content; a missing file, a folder or binary data is a one-line error."""
     path = Path(path)
     if path.is_dir():
-        raise MusicGPTError(f"{path} is a directory; give a file name")
-    folder = path.parent
-    while not folder.exists():  # atomic_open makes missing folders: the first existing one decides
-        folder = folder.parent
-    if not folder.is_dir():
-        raise MusicGPTError(f"cannot write {path}: {folder} is not a directory")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise MusicGPTError(f"cannot write {path}: no permission to write in {folder}")
+        raise ConfigError(f"{path}: a folder, not a {what}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: binary data, not a {what}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def read_safetensors(path: str | Path) -> dict[str, Any]:
+    """Tensors from a .safetensors file; a truncated or foreign file is a one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise ConfigError(f"{path}: not a whole safetensors file ({' '.join(str(e).split())})") from None

@@ -6,15 +6,19 @@ from pathlib import Path
 
 import pytest
 
+from musicgpt.resources import configs, gpt2_vocabulary, piano_corpus
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 FIXTURES = ROOT / "tests" / "fixtures"
 
-PIANO_DIR = DATA / "midi" / "piano"
+# the files the package carries (musicgpt/assets, musicgpt/configs)
+PIANO_DIR = piano_corpus()
+GPT2_VOCAB_DIR = gpt2_vocabulary()[0].parent
+CONFIGS = configs()
 MULTITRACK_DIR = FIXTURES / "midi" / "multitrack"
 CORRUPTED_DIR = FIXTURES / "midi" / "corrupted"
 TEXT_DIR = DATA / "text"
-GPT2_VOCAB_DIR = DATA / "gpt2"
 
 PIANO_FILES = sorted(p for p in PIANO_DIR.glob("*.mid") if p.name != "empty.mid")
 EMPTY_MIDI = PIANO_DIR / "empty.mid"
@@ -46,15 +50,17 @@ def piano_tokens():
 def shipped_config(
     name: str, tmp_path: Path, data_dir: Path, model: dict, data: dict | None = None, **trainer
 ) -> Path:
-    """A config from configs/ made test-sized: the given model fields, quick steps, paths under tmp_path.
+    """A bundled config made test-sized: the given model fields, quick steps, the run in tmp_path.
 
     Tests train through the shipped YAML files, so a config that stops working fails a test.
     """
     import yaml
 
-    config = yaml.safe_load((ROOT / "configs" / name).read_text())
-    config["model"]["config"].update(model)
+    config = yaml.safe_load(CONFIGS[name.removesuffix(".yaml")].read_text())
+    # vocab_size is not a config field: it comes from the data's tokenizer
+    config["model"]["config"].update({k: v for k, v in model.items() if k != "vocab_size"})
     config["model"]["optimizer"].update(lr=1e-2, warmup_steps=5)
+    config["run_dir"] = str(tmp_path)
     config["data"].update(
         {"data_dir": str(data_dir), "batch_size": 8, "num_workers": 0, "max_val_windows": 8}
     )
@@ -62,17 +68,12 @@ def shipped_config(
     t = config["trainer"]
     t.pop("max_time")
     t.update(
-        default_root_dir=str(tmp_path),
         log_every_n_steps=1,
         enable_progress_bar=False,
         enable_model_summary=False,
         precision="32-true",
     )
     t.update(trainer)
-    t["logger"]["init_args"]["save_dir"] = str(tmp_path)
-    for callback in t["callbacks"]:
-        if callback["class_path"].endswith("ModelCheckpoint"):
-            callback["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

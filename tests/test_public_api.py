@@ -60,10 +60,9 @@ def test_the_readme_python_section_runs_as_written(tmp_path, monkeypatch):
     torch.manual_seed(0)
     GPT(GPTConfig.preset("music-tiny")).save_pretrained(model_dir)
     code = code.replace('"runs/piano/model"', repr(str(model_dir)))
-    midi_inputs = [m for m in re.findall(r'"([^"]+\.mid)"', code) if (ROOT / m).exists()]
-    assert midi_inputs, "the snippet reads a MIDI file of the repository"
-    for m in midi_inputs:  # relative to the repository, where the README is read
-        code = code.replace(f'"{m}"', repr(str(ROOT / m)))
+    for m in re.findall(r'"([^"]+\.mid)"', code):  # a MIDI file named relative to the repository
+        if (ROOT / m).exists():
+            code = code.replace(f'"{m}"', repr(str(ROOT / m)))
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md (Python)", "exec"), {})
     written = pretty_midi.PrettyMIDI(str(tmp_path / "continuation.mid"))

@@ -6,6 +6,9 @@ import sys
 import time
 from pathlib import Path
 
+from musicgpt import argtypes
+from musicgpt.models import DEFAULT_MODEL
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,35 +19,56 @@ def add_parser(subparsers) -> None:
             "attends to. Text: --text '...' draws the tokens in a row with arcs between them."
         ),
     )
-    model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="model dir (config.yaml + model.safetensors), run dir or .ckpt")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument(
+        "--checkpoint",
+        type=argtypes.checkpoint,
+        default=DEFAULT_MODEL,
+        help=f"model dir (config.yaml + model.safetensors), run dir, .ckpt or a shipped model (default: {DEFAULT_MODEL})",
+    )
     model.add_argument(
         "--random-init", metavar="CONFIG", help="an untrained model: a preset (music-tiny) or YAML"
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--midi", help="a MIDI file")
+    source.add_argument("--midi", type=argtypes.input_file, help="a MIDI file")
     source.add_argument("--text", help="a text (text models)")
-    p.add_argument("--out", required=True, help="the HTML page to write")
+    p.add_argument("--out", type=argtypes.output_file, required=True, help="the HTML page to write")
     p.add_argument(
-        "--png", help="also write PNGs: FILE (the arcs of one query) and FILE-heads.png (per head)"
+        "--png",
+        type=argtypes.output_file,
+        help="also write PNGs: FILE (the arcs of one query) and FILE-heads.png (per head)",
     )
-    p.add_argument("--layer", type=int, default=None, help="layer shown on opening (default: the last)")
-    p.add_argument("--head", type=int, default=None, help="the only head shown on opening (default: all)")
-    p.add_argument("--note", type=int, default=None, help="query note (index in the excerpt; default 3/4 in)")
-    p.add_argument("--arcs-per-head", type=int, default=6, help="arcs drawn per head (page on opening, PNG)")
-    p.add_argument("--start", type=float, default=None, help="music: excerpt start, in seconds")
+    index = argtypes.non_negative_int
+    p.add_argument("--layer", type=index, default=None, help="layer shown on opening (default: the last)")
+    p.add_argument("--head", type=index, default=None, help="the only head shown on opening (default: all)")
     p.add_argument(
-        "--seconds", type=float, default=None, help="music: excerpt length (cut to the model's context)"
+        "--note", type=index, default=None, help="query note (index in the excerpt; default 3/4 in)"
     )
     p.add_argument(
-        "--top-k", type=int, default=None, help="keys kept per query row (default: up to 16, within ~4 MB)"
+        "--arcs-per-head",
+        type=argtypes.positive_int,
+        default=6,
+        help="arcs drawn per head (page on opening, PNG)",
+    )
+    p.add_argument("--start", type=argtypes.start_time, default=None, help="music: excerpt start, in seconds")
+    p.add_argument(
+        "--seconds",
+        type=argtypes.seconds,
+        default=None,
+        help="music: excerpt length (cut to the model's context)",
+    )
+    p.add_argument(
+        "--top-k",
+        type=argtypes.positive_int,
+        default=None,
+        help="keys kept per query row (default: up to 16, within ~4 MB)",
     )
     p.add_argument("--precision", choices=("uint8", "float16"), default="uint8", help="stored weights")
     p.add_argument(
         "--tokenizer", help="tokenizer name or JSON (default: the checkpoint's, else performance/bytes)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-init weights")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of --random-init weights")
+    p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda, ...")
     p.set_defaults(run=run)
 
 
@@ -55,7 +79,7 @@ def _model_and_tokenizer(args):
     from musicgpt.model.gpt import GPT, GPTConfig
     from musicgpt.tokenizers import is_music, load_tokenizer
 
-    if args.checkpoint:
+    if not args.random_init:
         from musicgpt.checkpoints import load_checkpoint
 
         model, tokenizer = load_checkpoint(args.checkpoint, args.device)
@@ -92,19 +116,14 @@ def _check_choice(name: str, value: int | None, n: int) -> None:
 
 
 def run(args) -> int:
-    from musicgpt.errors import MusicGPTError
     from musicgpt.tokenizers import is_music
     from musicgpt.viz.html import render_html
 
-    if args.top_k is not None and args.top_k < 1:
-        raise MusicGPTError(f"--top-k must be at least 1, got {args.top_k}")
     tic = time.perf_counter()
     model, tokenizer, label = _model_and_tokenizer(args)
     c = model.config
     _check_choice("layer", args.layer, c.n_layer)
     _check_choice("head", args.head, c.n_head)
-    if args.arcs_per_head < 1:
-        raise MusicGPTError(f"--arcs-per-head must be at least 1, got {args.arcs_per_head}")
     # the one place that tells the two apart: how the tokens are read; the page and PNGs follow `data`
     data, what, title = (_music_data if is_music(tokenizer) else _text_data)(args, model, tokenizer)
     if data.music:

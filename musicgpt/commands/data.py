@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from musicgpt import argtypes
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("data", help="build token shards from a folder of MIDI or text files")
@@ -12,17 +14,27 @@ def add_parser(subparsers) -> None:
         description="Tokenize in parallel, skip (and report) unreadable files, write shards atomically. "
         "Run again after an interruption: files already tokenized are reused.",
     )
-    b.add_argument("src", help="a folder (searched recursively) or a single file")
-    b.add_argument("--out", required=True, help="output folder for shards and manifest.json")
+    b.add_argument("src", type=argtypes.input_path, help="a folder (searched recursively) or a single file")
+    b.add_argument(
+        "--out", type=argtypes.output_dir, required=True, help="output folder for shards and manifest.json"
+    )
     b.add_argument(
         "--tokenizer",
         default="performance",
         help="performance (MIDI, default), bytes or gpt2-bpe (text), or a saved tokenizer .json",
     )
-    b.add_argument("--config", help="a training YAML: take the tokenizer from its data.tokenizer field")
-    b.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    b.add_argument("--val-fraction", type=float, default=0.1)
-    b.add_argument("--test-fraction", type=float, default=0.1)
+    b.add_argument(
+        "--config",
+        help="a training config (file or bundled name): take the tokenizer from its data.tokenizer",
+    )
+    b.add_argument(
+        "--workers",
+        type=argtypes.int_range(1, 1024),
+        default=None,
+        help="worker processes (default: all cores)",
+    )
+    b.add_argument("--val-fraction", type=argtypes.fraction, default=0.1)
+    b.add_argument("--test-fraction", type=argtypes.fraction, default=0.1)
     b.add_argument(
         "--include-drums", action="store_true", help="music: keep drum tracks (left out by default)"
     )
@@ -53,16 +65,14 @@ def run(args) -> int:
     return 0
 
 
-def _tokenizer_from_config(path: str):
+def _tokenizer_from_config(spec: str):
     """A training config may name its tokenizer (`data: {tokenizer: bytes}`), text configs do."""
-    from pathlib import Path
-
-    import yaml
-
     from musicgpt.errors import ConfigError
+    from musicgpt.io import read_yaml_mapping
+    from musicgpt.resources import config_path
 
-    try:
-        config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    return (config.get("data") or {}).get("tokenizer")
+    path = config_path(spec)
+    data = read_yaml_mapping(path).get("data") or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: its data section must be a mapping, not {data!r}")
+    return data.get("tokenizer")

@@ -1,7 +1,7 @@
 """`musicgpt demo`: the whole path on the bundled piano corpus, on a CPU, in about 15 minutes.
 
-1. build token shards from data/midi/piano (real performances; see data/README.md)
-2. train the CPU-sized piano model (configs/piano_cpu.yaml)
+1. build token shards from the bundled piano corpus (musicgpt/assets/piano: real performances)
+2. train the CPU-sized piano model (the bundled config piano_cpu)
 3. report the held-out loss beside unigram and bigram baselines on the same split
 4. continue the opening of a held-out piece and write it as MIDI
 """
@@ -10,34 +10,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from musicgpt import argtypes
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "demo", help="build data, train, evaluate and generate on the bundled piano corpus"
     )
-    p.add_argument("--src", default=None, help="MIDI folder (default: the bundled data/midi/piano)")
-    p.add_argument("--config", default=None, help="training config (default: configs/piano_cpu.yaml)")
-    p.add_argument("--run-dir", default="runs/piano", help="where data, checkpoints, model and outputs go")
-    p.add_argument("--minutes", type=float, default=None, help="training time limit (default: the config's)")
-    p.add_argument("--max-steps", type=int, default=None, help="training steps (default: the config's)")
-    p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
-    p.add_argument("--seconds", type=float, default=20.0, help="seconds of music to generate")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=run)
-
-
-def _find(relative: str) -> Path:
-    """A bundled file, looked up from the current folder first, then from the package's checkout."""
-    from musicgpt.errors import MusicGPTError
-
-    for base in (Path.cwd(), REPO):
-        if (base / relative).exists():
-            return base / relative
-    raise MusicGPTError(
-        f"cannot find {relative} (looked in {Path.cwd()} and {REPO}); run from the repository"
+    p.add_argument(
+        "--src",
+        type=argtypes.input_path,
+        default=None,
+        help="MIDI folder (default: the bundled piano corpus)",
     )
+    p.add_argument("--config", default="piano_cpu", help="training config: a bundled name or a YAML file")
+    p.add_argument(
+        "--run-dir",
+        type=argtypes.output_dir,
+        default="runs/piano",
+        help="where data, checkpoints, model and outputs go",
+    )
+    p.add_argument(
+        "--minutes", type=argtypes.minutes, default=None, help="training time limit (default: the config's)"
+    )
+    p.add_argument(
+        "--max-steps", type=argtypes.positive_int, default=None, help="training steps (default: the config's)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
+    p.add_argument("--seconds", type=argtypes.seconds, default=20.0, help="seconds of music to generate")
+    p.add_argument("--seed", type=argtypes.seed, default=0)
+    p.set_defaults(run=run)
 
 
 def run(args) -> int:
@@ -45,38 +47,44 @@ def run(args) -> int:
 
     from musicgpt.checkpoints import load_checkpoint
     from musicgpt.data.build import build_dataset, read_manifest
+    from musicgpt.errors import MusicGPTError
     from musicgpt.evaluate.nll import loss_table
     from musicgpt.generation.piano import continue_piano, cut_at_seconds
+    from musicgpt.resources import config_path, piano_corpus
     from musicgpt.tokenizers.midi_io import write_midi
-    from musicgpt.training.cli import train_cli
+    from musicgpt.training.cli import existing_run, last_checkpoint, train_cli
 
     started = time.perf_counter()
     run_dir = Path(args.run_dir)
-    src = Path(args.src) if args.src else _find("data/midi/piano")
-    config = Path(args.config) if args.config else _find("configs/piano_cpu.yaml")
+    src = args.src or piano_corpus()
+    config = config_path(args.config)
+    trainer = _trainer_section(config)  # a config that cannot be read stops the demo before any work
     data_dir = run_dir / "data"
+    # what training would refuse after the data build: say it before
+    found = existing_run(run_dir)
+    if found is not None and not args.resume:
+        raise MusicGPTError(
+            f"{run_dir} already holds a run ({found}): --resume continues it, --run-dir DIR starts a new one"
+        )
+    if args.resume and not last_checkpoint(run_dir).exists():
+        raise MusicGPTError(f"--resume: {last_checkpoint(run_dir)} does not exist; nothing to continue")
 
     _banner(f"1/4 building token shards from {src}")
     report = build_dataset(src, data_dir, "performance")
     print(report.summary())
 
     _banner(f"2/4 training ({config})")
-    overrides = [
-        f"--data.data_dir={data_dir}",
-        f"--trainer.default_root_dir={run_dir}",
-        f"--trainer.logger.init_args.save_dir={run_dir}",
-    ]
+    overrides = [f"--run_dir={run_dir}"]  # its data/ is the data just built
     if args.minutes is not None:
         overrides.append(f"--trainer.max_time={_as_duration(args.minutes)}")
     if args.max_steps is not None:
         overrides.append(f"--trainer.max_steps={args.max_steps}")
     if args.resume:
         overrides.append("--resume")
-    trainer = _trainer_section(config)
     if trainer.get("precision") == "bf16-mixed" and not cpu_has_bf16_matmul():
         print("this CPU has no bf16 matrix units (AVX512-BF16 or AMX): training in fp32 instead")
         overrides.append("--trainer.precision=32-true")
-    cli = train_cli(["--config", str(config), *overrides, *_checkpoint_dir_override(trainer, run_dir)])
+    cli = train_cli(["--config", str(config), *overrides])
     trained_minutes = (time.perf_counter() - started) / 60
     print(f"trained to step {cli.trainer.global_step} ({trained_minutes:.1f} min so far)")
 
@@ -88,7 +96,8 @@ def run(args) -> int:
     _banner("4/4 continuing the opening of a held-out piece")
     manifest = read_manifest(data_dir)
     held_out = [f["path"] for f in manifest["files"] if f["split"] == "validation"]
-    prompt_file = (src / held_out[0]) if held_out else next(iter(sorted(src.rglob("*.mid"))))
+    root = src if src.is_dir() else src.parent
+    prompt_file = (root / held_out[0]) if held_out else next(iter(sorted(root.rglob("*.mid"))))
     prompt = cut_at_seconds(tokenizer.encode(prompt_file), 10.0)
     result = continue_piano(model, tokenizer, prompt, args.seconds, seed=args.seed)
     out = write_midi(tokenizer.decode(result.sequences()[0]), run_dir / "continuation.mid")
@@ -106,25 +115,9 @@ def cpu_has_bf16_matmul() -> bool:
 
 
 def _trainer_section(config: Path) -> dict:
-    import yaml
+    from musicgpt.io import read_yaml_mapping
 
-    return yaml.safe_load(config.read_text()).get("trainer") or {}
-
-
-def _checkpoint_dir_override(trainer: dict, run_dir: Path) -> list[str]:
-    """Point the config's ModelCheckpoints at the run directory (callbacks are a list in the YAML)."""
-    import yaml
-
-    callbacks = trainer.get("callbacks") or []
-    for callback in callbacks:
-        if callback.get("class_path", "").endswith("ModelCheckpoint"):
-            # jsonargparse does not index lists from the command line: hand it the whole list.
-            callback.setdefault("init_args", {})["dirpath"] = str(run_dir / "checkpoints")
-    return (
-        [f"--trainer.callbacks={yaml.safe_dump(callbacks, default_flow_style=True).strip()}"]
-        if callbacks
-        else []
-    )
+    return read_yaml_mapping(config).get("trainer") or {}
 
 
 def _as_duration(minutes: float) -> str:

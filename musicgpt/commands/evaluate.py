@@ -10,23 +10,37 @@ from __future__ import annotations
 
 import sys
 
+from musicgpt import argtypes
+from musicgpt.models import DEFAULT_MODEL
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="held-out loss beside n-gram baselines; --continuations: music against the real continuation",
     )
-    p.add_argument("--checkpoint", required=True, help="model dir, run dir, HF GPT-2 dir or .ckpt file")
+    p.add_argument(
+        "--checkpoint",
+        type=argtypes.checkpoint,
+        default=DEFAULT_MODEL,
+        help=f"model dir, run dir, HF GPT-2 dir, .ckpt file or a shipped model's name (default: {DEFAULT_MODEL})",
+    )
     p.add_argument(
         "--data",
+        type=argtypes.input_path,
         required=True,
         help="a folder built by `musicgpt data build`; with --continuations also a folder of MIDI or one file",
     )
     p.add_argument("--split", default="validation", choices=["train", "validation", "test"])
-    p.add_argument("--max-windows", type=int, default=None, help="score only the first N context windows")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--max-windows",
+        type=argtypes.positive_int,
+        default=None,
+        help="score only the first N context windows",
+    )
+    p.add_argument("--batch-size", type=argtypes.positive_int, default=8)
     p.add_argument("--no-baselines", action="store_true", help="skip the unigram/bigram baselines")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda, cuda:1, ...")
     c = p.add_argument_group("continuations (music models; see docs/evaluation.md)")
     c.add_argument(
         "--continuations",
@@ -34,22 +48,38 @@ def add_parser(subparsers) -> None:
         help="continue each piece's opening and compare with its real continuation, a ceiling and two floors",
     )
     c.add_argument(
-        "--prompt-seconds", type=float, default=10.0, help="P: seconds of each piece given as prompt"
+        "--prompt-seconds",
+        type=argtypes.seconds,
+        default=10.0,
+        help="P: seconds of each piece given as prompt",
     )
-    c.add_argument("--seconds", type=float, default=20.0, help="S: seconds generated and compared")
-    c.add_argument("--num-samples", type=int, default=4, help="K: samples per piece, in one batched call")
-    c.add_argument("--max-pieces", type=int, default=None, help="only the first N pieces long enough")
-    c.add_argument("--seed", type=int, default=0, help="the same seed gives the same numbers")
-    c.add_argument("--report", default=None, help="also write every number, per piece and sample, as JSON")
+    c.add_argument("--seconds", type=argtypes.seconds, default=20.0, help="S: seconds generated and compared")
+    c.add_argument(
+        "--num-samples",
+        type=argtypes.sample_count,
+        default=4,
+        help="K: samples per piece, in one batched call",
+    )
+    c.add_argument(
+        "--max-pieces", type=argtypes.positive_int, default=None, help="only the first N pieces long enough"
+    )
+    c.add_argument("--seed", type=argtypes.seed, default=0, help="the same seed gives the same numbers")
+    c.add_argument(
+        "--report",
+        type=argtypes.output_file,
+        default=None,
+        help="also write every number, per piece and sample, as JSON",
+    )
     c.add_argument(
         "--bigram-data",
+        type=argtypes.input_path,
         default=None,
         help="a built data folder whose train split counts the bigram floor (default: --data, when built)",
     )
     # the model's sampling, as `musicgpt generate` takes it (the floors keep the defaults)
-    c.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
-    c.add_argument("--top-k", type=int, default=None)
-    c.add_argument("--top-p", type=float, default=None)
+    c.add_argument("--temperature", type=argtypes.non_negative_float, default=1.0, help="0 means greedy")
+    c.add_argument("--top-k", type=argtypes.positive_int, default=None)
+    c.add_argument("--top-p", type=argtypes.probability, default=None, help="in (0, 1]")
     c.add_argument(
         "--mask-mode",
         choices=["per_group", "renormalize"],
@@ -61,6 +91,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from musicgpt.checkpoints import load_checkpoint
+    from musicgpt.data.build import check_model_reads
     from musicgpt.errors import MusicGPTError
     from musicgpt.evaluate.nll import loss_table
 
@@ -70,7 +101,8 @@ def run(args) -> int:
     if given:
         verb = "goes" if len(given) == 1 else "go"
         raise MusicGPTError(f"{' and '.join(given)} {verb} with --continuations")
-    model, _ = load_checkpoint(args.checkpoint, args.device)
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device)
+    check_model_reads(args.data, tokenizer, model.config.vocab_size, f"the model {args.checkpoint}")
     for line in loss_table(
         model, args.data, args.split, args.max_windows, args.batch_size, baselines=not args.no_baselines
     ):
@@ -95,7 +127,7 @@ def run_continuations(args) -> int:
         load_pieces,
         select_pieces,
     )
-    from musicgpt.io import atomic_write_json, check_writable
+    from musicgpt.io import atomic_write_json
     from musicgpt.tokenizers import require_music
 
     settings = ContinuationSettings(
@@ -106,8 +138,6 @@ def run_continuations(args) -> int:
         max_pieces=args.max_pieces,
         sampling=sampling_config(args),
     )
-    if args.report:
-        check_writable(args.report)  # before minutes of generation, not after
     model, tokenizer = load_checkpoint(args.checkpoint, args.device)
     tokenizer = require_music(tokenizer, "--continuations", str(args.checkpoint))
     pieces, skipped = select_pieces(load_pieces(args.data, args.split, tokenizer), settings)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from musicgpt import argtypes
+from musicgpt.models import DEFAULT_MODEL
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -12,23 +15,42 @@ def add_parser(subparsers) -> None:
         help="continue a MIDI prompt (piano) or a text prompt with a trained model",
         description="Music: --prompt IN.mid --seconds S --out OUT.mid. Text: --text PROMPT --max-new-tokens N.",
     )
-    p.add_argument("--checkpoint", required=True, help="model dir, run dir, HF GPT-2 dir or .ckpt file")
+    p.add_argument(
+        "--checkpoint",
+        type=argtypes.checkpoint,
+        default=DEFAULT_MODEL,
+        help=f"model dir, run dir, HF GPT-2 dir, .ckpt file or a shipped model's name (default: {DEFAULT_MODEL})",
+    )
     music = p.add_argument_group("music")
-    music.add_argument("--prompt", help="a MIDI file whose opening is continued (omit to start from nothing)")
-    music.add_argument("--prompt-seconds", type=float, default=10.0, help="seconds of the prompt to keep")
-    music.add_argument("--seconds", type=float, default=30.0, help="seconds of new music per sample")
-    music.add_argument("--out", help="output MIDI path; with --num-samples N > 1, OUT-1.mid ... OUT-N.mid")
+    music.add_argument(
+        "--prompt",
+        type=argtypes.input_file,
+        help="a MIDI file whose opening is continued (omit to start from nothing)",
+    )
+    music.add_argument(
+        "--prompt-seconds", type=argtypes.seconds, default=10.0, help="seconds of the prompt to keep"
+    )
+    music.add_argument(
+        "--seconds", type=argtypes.seconds, default=30.0, help="seconds of new music per sample (up to 3600)"
+    )
+    music.add_argument(
+        "--out",
+        type=argtypes.output_file,
+        help="output MIDI file; with --num-samples N > 1, OUT-1.mid ... OUT-N.mid beside it",
+    )
     music.add_argument("--wav", action="store_true", help="also render each MIDI to .wav with fluidsynth")
     music.add_argument(
-        "--png", help="also draw a piano roll of prompt and continuation, one panel per sample, to this PNG"
+        "--png",
+        type=argtypes.output_file,
+        help="also draw a piano roll of prompt and continuation, one panel per sample, to this PNG",
     )
     text = p.add_argument_group("text")
     text.add_argument("--text", help="a text prompt (text models)")
-    text.add_argument("--max-new-tokens", type=int, default=200)
+    text.add_argument("--max-new-tokens", type=argtypes.positive_int, default=200)
     s = p.add_argument_group("sampling")
-    s.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--temperature", type=argtypes.non_negative_float, default=1.0, help="0 means greedy")
+    s.add_argument("--top-k", type=argtypes.positive_int, default=None)
+    s.add_argument("--top-p", type=argtypes.probability, default=None, help="in (0, 1]")
     s.add_argument(
         "--mask-mode",
         choices=["per_group", "renormalize"],
@@ -36,20 +58,26 @@ def add_parser(subparsers) -> None:
         help="music: how the grammar hands on forbidden probability: per_group keeps each event "
         "type's mass (default), renormalize spreads it over all allowed tokens (for comparison)",
     )
-    s.add_argument("--seed", type=int, default=None, help="the same seed gives the same output")
-    s.add_argument("--num-samples", type=int, default=1, help="samples drawn in one batched call")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    s.add_argument("--seed", type=argtypes.seed, default=None, help="the same seed gives the same output")
+    s.add_argument(
+        "--num-samples",
+        type=argtypes.sample_count,
+        default=1,
+        help=f"samples drawn in one batched call (up to {argtypes.MAX_SAMPLES})",
+    )
+    p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda, cuda:1, ...")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from musicgpt.checkpoints import load_checkpoint
     from musicgpt.errors import MusicGPTError
-    from musicgpt.io import check_writable
     from musicgpt.tokenizers import is_music
 
-    if args.num_samples < 1:
-        raise MusicGPTError(f"--num-samples must be at least 1, got {args.num_samples}")
+    if args.wav:
+        from musicgpt.audio import wav_tools
+
+        wav_tools()  # before any sampling: a missing fluidsynth must not throw the music away
     model, tokenizer = load_checkpoint(args.checkpoint, args.device)
     if tokenizer is None:
         raise MusicGPTError(
@@ -61,10 +89,7 @@ def run(args) -> int:
             raise MusicGPTError(f"{args.checkpoint} is a music model: use --prompt IN.mid, not --text")
         if not args.out:
             raise MusicGPTError("music generation needs --out OUT.mid")
-        for path in [args.out, args.png] if args.png else [args.out]:
-            check_writable(path)  # before generating, not after
-        for path in generate_music(model, tokenizer, args):
-            print(path)
+        return generate_music(model, tokenizer, args)
     else:
         if args.prompt is not None:
             raise MusicGPTError(f"{args.checkpoint} is a text model: use --text PROMPT, not --prompt")
@@ -90,16 +115,32 @@ def output_paths(out: str, n: int) -> list[Path]:
     return [out.with_name(f"{out.stem}-{i}{out.suffix or '.mid'}") for i in range(1, n + 1)]
 
 
-def generate_music(model, tokenizer, args) -> list[Path]:
+def generate_music(model, tokenizer, args) -> int:
+    """Sample, then write every MIDI (then the PNG, then every WAV); print each path as it is written.
+
+    Ctrl-C while sampling writes the music sampled so far and exits with 130.
+    """
     from tqdm.auto import tqdm
 
     from musicgpt.audio import render_wav
+    from musicgpt.errors import MusicGPTError
     from musicgpt.generation.piano import continue_piano, cut_at_seconds
+    from musicgpt.tokenizers import vocab as V
     from musicgpt.tokenizers.midi_io import write_midi
 
-    prompt = cut_at_seconds(tokenizer.encode(args.prompt), args.prompt_seconds) if args.prompt else []
+    prompt = []
+    if args.prompt:
+        prompt = cut_at_seconds(tokenizer.encode(args.prompt), args.prompt_seconds)
+        if not V.strikes_a_note(prompt):
+            raise MusicGPTError(
+                f"{args.prompt}: no notes in its first {args.prompt_seconds:g} s to continue "
+                "(a longer --prompt-seconds, or no --prompt to start from nothing)"
+            )
     bar = tqdm(
-        total=args.seconds, unit="s", desc="music generated", bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s"
+        total=args.seconds,
+        unit="s",
+        desc="music generated",
+        bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s [{elapsed}<{remaining}]",
     )
 
     def progress(seconds: float) -> None:
@@ -116,14 +157,18 @@ def generate_music(model, tokenizer, args) -> list[Path]:
         on_progress=progress,
     )
     bar.close()
-    written = []
-    for ids, path in zip(result.sequences(), output_paths(args.out, args.num_samples), strict=True):
-        written.append(write_midi(tokenizer.decode(ids), path))
-        if args.wav:
-            written.append(render_wav(path, path.with_suffix(".wav")))
+    paths = output_paths(args.out, args.num_samples)
+    for ids, path in zip(result.sequences(), paths, strict=True):
+        print(write_midi(tokenizer.decode(ids), path), flush=True)
     if args.png:
-        written.append(draw_continuations(tokenizer, result, args))
-    return written
+        print(draw_continuations(tokenizer, result, args), flush=True)
+    if result.interrupted:
+        print(f"musicgpt: interrupted: wrote the {bar.n:.1f} s sampled so far", file=sys.stderr)
+        return 130
+    if args.wav:  # last: an external program that may fail, after every other file is written
+        for path in paths:
+            print(render_wav(path, path.with_suffix(".wav")), flush=True)
+    return 0
 
 
 def draw_continuations(tokenizer, result, args) -> Path:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-# The model used without --checkpoint. None until a pretrained model ships with the package;
-# then this one line names it (a path or a package resource that `load_checkpoint` reads).
-DEFAULT_CHECKPOINT: str | None = None
+from musicgpt import argtypes
+from musicgpt.models import DEFAULT_MODEL
+
+# The model used without --checkpoint: the piano model shipped in the package.
+DEFAULT_CHECKPOINT: str | None = DEFAULT_MODEL
 
 
 def add_parser(subparsers) -> None:
@@ -20,17 +22,26 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--checkpoint",
+        type=argtypes.checkpoint,
         default=DEFAULT_CHECKPOINT,
         help="a trained piano model: model dir, run dir or .ckpt (`musicgpt demo` writes runs/piano/model)",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="the address to listen on (default: this machine only)"
     )
-    p.add_argument("--port", type=int, default=0, help="the port (default 0: a free one, printed)")
     p.add_argument(
-        "--pieces", default=None, help="folder of MIDI files offered as prompts (default: data/midi/piano)"
+        "--port",
+        type=argtypes.int_range(0, 65535),
+        default=0,
+        help="the port (default 0: a free one, printed)",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p.add_argument(
+        "--pieces",
+        type=argtypes.input_path,
+        default=None,
+        help="folder of MIDI files offered as prompts (default: the bundled piano corpus)",
+    )
+    p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda, ...")
     p.set_defaults(run=run)
 
 
@@ -45,11 +56,11 @@ def run(args) -> int:
             "serve needs a model: --checkpoint DIR (a trained piano model; `musicgpt demo` writes one "
             "to runs/piano/model)"
         )
-    if not 0 <= args.port <= 65535:
-        raise MusicGPTError(f"--port must be 0-65535, got {args.port}")
-    pieces = Path(args.pieces) if args.pieces else _bundled_pieces()
-    if pieces is not None and not pieces.is_dir():
-        raise MusicGPTError(f"--pieces {pieces}: no such folder")
+    from musicgpt.resources import piano_corpus
+
+    pieces = Path(args.pieces) if args.pieces else piano_corpus()
+    if not pieces.is_dir():
+        raise MusicGPTError(f"--pieces {pieces}: a file, not a folder of MIDI files")
 
     import uvicorn
 
@@ -82,14 +93,3 @@ def run(args) -> int:
         pass
     print("musicgpt serve: stopped", flush=True)
     return 0
-
-
-def _bundled_pieces():
-    """data/midi/piano from the current folder or the checkout (as `musicgpt demo` finds it), or None."""
-    from musicgpt.commands.demo import _find
-    from musicgpt.errors import MusicGPTError
-
-    try:
-        return _find("data/midi/piano")
-    except MusicGPTError:
-        return None  # an installed package without the data: uploads only

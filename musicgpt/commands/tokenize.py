@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from musicgpt import argtypes
 
 
 def add_parser(subparsers) -> None:
@@ -14,20 +15,24 @@ def add_parser(subparsers) -> None:
         description="Encode a MIDI file as performance events. Prints them readably "
         "(VELOCITY_20 NOTE_ON_60 TIME_SHIFT_50 NOTE_OFF_60 ...) or, with --out, saves the ids as .npy.",
     )
-    p.add_argument("midi", type=Path, help="MIDI file to encode")
+    p.add_argument("midi", type=argtypes.input_file, help="MIDI file to encode")
     p.add_argument(
-        "--out", type=Path, help="write the ids (int32, no EOS) to this .npy file instead of printing"
+        "--out",
+        type=argtypes.output_file,
+        help="write the ids (int32, no EOS) to this .npy file instead of printing",
     )
     p.add_argument("--include-drums", action="store_true", help="keep drum tracks (left out by default)")
     p.add_argument(
         "--programs",
-        type=int,
+        type=argtypes.int_range(0, 127),
         nargs="+",
         metavar="P",
         help="keep only non-drum instruments with these GM programs",
     )
     p.add_argument("--no-sustain", action="store_true", help="do not apply the sustain pedal (CC64)")
-    p.add_argument("--width", type=int, default=100, help="wrap printed tokens at this many characters")
+    p.add_argument(
+        "--width", type=argtypes.positive_int, default=100, help="wrap printed tokens at this many characters"
+    )
     p.set_defaults(run=run_tokenize)
 
     d = subparsers.add_parser(
@@ -35,8 +40,8 @@ def add_parser(subparsers) -> None:
         help="performance event ids (.npy) -> MIDI file",
         description="Decode performance event ids saved by `musicgpt tokenize --out` (or generated) to MIDI.",
     )
-    d.add_argument("ids", type=Path, help=".npy file with a 1-D array of token ids")
-    d.add_argument("out", type=Path, help="MIDI file to write")
+    d.add_argument("ids", type=argtypes.input_file, help=".npy file with a 1-D array of token ids")
+    d.add_argument("out", type=argtypes.output_file, help="MIDI file to write")
     d.set_defaults(run=run_detokenize)
 
 
@@ -85,7 +90,7 @@ def run_detokenize(args: argparse.Namespace) -> int:
         ids = np.load(args.ids, allow_pickle=False)
     except FileNotFoundError:
         raise MusicGPTError(f"{args.ids}: no such file") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
         raise MusicGPTError(f"{args.ids}: not a .npy array of token ids ({e})") from None
     tok = PerformanceTokenizer()
     try:

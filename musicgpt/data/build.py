@@ -4,16 +4,19 @@
 
 Layout of DIR (see docs/data.md):
 
-    manifest.json        tokenizer settings, every file with its split and token count, every
-                         skipped file with its reason
+    manifest.json        tokenizer settings, the shard files of each split with their piece and
+                         token counts, every file with its split and token count, every skipped
+                         file with its reason
     tokenizer.json       the tokenizer's settings alone (what `load_tokenizer` reads)
-    train.bin            all training pieces' ids back to back, each followed by EOS (uint16 memmap)
-    train.idx.npy        int64 offsets: piece i is train.bin[idx[i]:idx[i+1]] (its EOS included)
-    validation.bin/.idx.npy, test.bin/.idx.npy
+    train-HASH.bin       all training pieces' ids back to back, each followed by EOS (uint16 memmap)
+    train-HASH.idx.npy   int64 offsets: piece i is bin[idx[i]:idx[i+1]] (its EOS included)
+    validation-HASH.*, test-HASH.*
     cache/               one .npy per tokenized file, so an interrupted build continues
 
-Every file is written atomically, so a killed build leaves only whole files behind; running the
-same command again reuses the cached files and tokenizes only what is missing.
+Shard files are named by a hash of their content and the manifest names the set, so writing the
+manifest (atomically, last) is what switches from the old set to the new one: a build killed at
+any point leaves the previous set whole and in use. Readers check that the files agree with the
+manifest. Running the same command again reuses the cached files and tokenizes only what is missing.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,9 @@ from musicgpt.io import atomic_save_npy, atomic_write_json
 from musicgpt.tokenizers import Tokenizer, is_music, load_tokenizer
 
 MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 2  # 1: fixed shard names, no file names or vocab_size in the manifest
+# shard files this module writes: split.bin / split.idx.npy (format 1), split-HASH.* (format 2)
+_SHARD_FILE = re.compile(rf"^({'|'.join(SPLITS)})(-[0-9a-f]+)?\.(bin|idx\.npy)$")
 
 
 @dataclass
@@ -77,8 +86,13 @@ def _cache_key(path: Path, tokenizer_settings: str) -> str:
 _WORKER_TOKENIZER: Tokenizer | None = None
 
 
-def _init_worker(tokenizer_settings: dict[str, Any]) -> None:
+def _init_worker(tokenizer_settings: dict[str, Any], watch_parent: bool = False) -> None:
     global _WORKER_TOKENIZER
+    if watch_parent:
+        # Ctrl-C reaches every process of the terminal's group: the parent alone handles it (by
+        # terminating the pool), so workers print no tracebacks of their own.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _exit_with_parent()
     _WORKER_TOKENIZER = load_tokenizer(tokenizer_settings)
     try:  # one thread per worker: the pool already uses every core
         import torch
@@ -86,6 +100,36 @@ def _init_worker(tokenizer_settings: dict[str, Any]) -> None:
         torch.set_num_threads(1)
     except ImportError:
         pass
+
+
+def _exit_with_parent(poll_seconds: float = 0.5) -> None:
+    """End this worker when the build that started it is gone (killed with SIGKILL, say).
+
+    Otherwise a pool worker waits forever on a task queue that nobody feeds, holding its memory.
+    Polling the parent's pid works for every start method and every POSIX system (Linux's
+    PR_SET_PDEATHSIG would follow the thread that forked, which the pool does not fix).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _cached_ids_ok(cache_file: Path) -> bool:
+    """Whether a cache file holds a whole array; a truncated one (a full disk, a crash of another
+    tool) is removed so that the file is tokenized again."""
+    if not cache_file.exists():
+        return False
+    try:
+        np.load(cache_file, mmap_mode="r")  # reads the header and checks the data's length
+        return True
+    except (ValueError, OSError, EOFError):
+        cache_file.unlink(missing_ok=True)
+        return False
 
 
 def _tokenize_one(path: str, cache_file: str) -> tuple[str, int | None, str | None]:
@@ -136,7 +180,7 @@ def build_dataset(
     cache_dir = out / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache_files = {p: cache_dir / f"{_cache_key(p, settings_key)}.npy" for p in files}
-    todo = [p for p in files if not cache_files[p].exists()]
+    todo = [p for p in files if not _cached_ids_ok(cache_files[p])]
     report = BuildReport(out_dir=out, n_files=len(files), from_cache=len(files) - len(todo))
     failures: dict[Path, str] = {}
 
@@ -145,9 +189,13 @@ def build_dataset(
         log(f"tokenizing {len(todo)} file(s) with {workers} worker(s) ({report.from_cache} cached)")
         failures = _run_pool(todo, cache_files, settings, workers, progress)
 
+    good = [p for p in files if p not in failures]
+    if not good:
+        reasons = "; ".join(f"{rel[p]}: {failures[p]}" for p in files[:3])
+        more = f"; and {len(files) - 3} more" if len(files) > 3 else ""
+        raise MusicGPTError(f"{src}: none of the {len(files)} file(s) could be tokenized ({reasons}{more})")
     # A text corpus of one or two documents (a novel) cannot be split by file: each document's
     # opening is training text and its last fractions are validation and test text.
-    good = [p for p in files if p not in failures]
     by_position = not is_music(tok) and len(good) < 3
     # Splits are drawn among the files that tokenized: a broken file must not take the place of
     # the only validation piece.
@@ -170,22 +218,29 @@ def build_dataset(
             manifest_files.append({"path": rel[p], "split": split, "tokens": int(ids.size)})
 
     dtype = np.uint16 if tok.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
-    for split, pieces in pieces_by_split.items():
-        report.tokens[split], report.pieces[split] = _write_shard(out, split, pieces, tok.eos_id, dtype)
+    shards = {
+        split: _write_shard(out, split, pieces, tok.eos_id, dtype)
+        for split, pieces in pieces_by_split.items()
+    }
+    for split, entry in shards.items():
+        report.tokens[split], report.pieces[split] = entry["tokens"], entry["pieces"]
 
-    tok.save(out / "tokenizer.json")
+    # The manifest names the new set: replacing it is the switch from the old shards to these.
     atomic_write_json(
         out / MANIFEST,
         {
-            "format": 1,
+            "format": MANIFEST_FORMAT,
             "source": str(src.resolve()),
             "tokenizer": settings,
+            "vocab_size": tok.vocab_size,
             "dtype": np.dtype(dtype).name,
-            "splits": {s: {"pieces": report.pieces[s], "tokens": report.tokens[s]} for s in SPLITS},
+            "splits": shards,
             "files": manifest_files,
             "skipped": report.skipped,
         },
     )
+    tok.save(out / "tokenizer.json")
+    _remove_unlisted_shards(out, shards)
     return report
 
 
@@ -200,32 +255,52 @@ def split_by_position(ids: np.ndarray, val_fraction: float, test_fraction: float
 def _run_pool(
     todo: list[Path], cache_files: dict[Path, Path], settings: dict, workers: int, progress: bool
 ) -> dict[Path, str]:
+    import multiprocessing
+
     from tqdm.auto import tqdm
 
     failures: dict[Path, str] = {}
     by_name = {str(p): p for p in todo}
     bar = tqdm(total=len(todo), unit="file", desc="tokenize", disable=not progress)
+    jobs = [(str(p), str(cache_files[p])) for p in todo]
     if workers == 1:  # in-process: simpler to debug, no pickling
         _init_worker(settings)
-        results = (_tokenize_one(str(p), str(cache_files[p])) for p in todo)
+        results = (_tokenize_one(*job) for job in jobs)
+        pool = None
+    else:
+        pool = multiprocessing.Pool(workers, initializer=_init_worker, initargs=(settings, True))
+        results = pool.imap_unordered(_tokenize_job, jobs)
+    try:
         for path, _, error in results:
             if error is not None:
                 failures[by_name[path]] = error
             bar.update()
-    else:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(settings,)) as pool:
-            futures = [pool.submit(_tokenize_one, str(p), str(cache_files[p])) for p in todo]
-            for future in as_completed(futures):
-                path, _, error = future.result()
-                if error is not None:
-                    failures[by_name[path]] = error
-                bar.update()
-    bar.close()
+    except BaseException:
+        # Ctrl-C (or any error): drop the queued files and stop the workers now; every file
+        # finished so far is in the cache, so running the command again continues from there.
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        raise
+    finally:
+        bar.close()
+    if pool is not None:
+        pool.close()
+        pool.join()
     return failures
 
 
-def _write_shard(out: Path, split: str, pieces: list[np.ndarray], eos_id: int, dtype) -> tuple[int, int]:
-    """Concatenate pieces, each followed by EOS, into split.bin; offsets into split.idx.npy."""
+def _tokenize_job(job: tuple[str, str]) -> tuple[str, int | None, str | None]:
+    return _tokenize_one(*job)
+
+
+def _write_shard(out: Path, split: str, pieces: list[np.ndarray], eos_id: int, dtype) -> dict[str, Any]:
+    """Concatenate pieces, each followed by EOS, into split-HASH.bin, with offsets in split-HASH.idx.npy.
+
+    Returns the split's manifest entry: its files, pieces and tokens.
+    """
+    from musicgpt.io import atomic_write_bytes
+
     lengths = np.array([p.size + 1 for p in pieces], dtype=np.int64)
     offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -233,11 +308,48 @@ def _write_shard(out: Path, split: str, pieces: list[np.ndarray], eos_id: int, d
     for piece, start, end in zip(pieces, offsets[:-1], offsets[1:], strict=True):
         tokens[start : end - 1] = piece
         tokens[end - 1] = eos_id
-    from musicgpt.io import atomic_write_bytes
+    data = tokens.tobytes()
+    # Named by content: the same build gives the same names (two builds into one folder agree),
+    # and new files never overwrite the ones the current manifest names.
+    digest = hashlib.sha1(data)
+    digest.update(offsets.tobytes())
+    stem = f"{split}-{digest.hexdigest()[:16]}"
+    entry = {
+        "bin": f"{stem}.bin",
+        "index": f"{stem}.idx.npy",
+        "pieces": len(pieces),
+        "tokens": int(tokens.size),
+    }
+    atomic_write_bytes(out / entry["bin"], data)
+    atomic_save_npy(out / entry["index"], offsets)
+    return entry
 
-    atomic_write_bytes(out / f"{split}.bin", tokens.tobytes())
-    atomic_save_npy(out / f"{split}.idx.npy", offsets)
-    return int(tokens.size), len(pieces)
+
+def _remove_unlisted_shards(out: Path, shards: dict[str, dict[str, Any]]) -> None:
+    """Shard files of earlier builds (or of builds killed before their manifest) that no manifest names."""
+    listed = {name for entry in shards.values() for name in (entry["bin"], entry["index"])}
+    for path in out.iterdir():
+        if _SHARD_FILE.match(path.name) and path.name not in listed:
+            path.unlink(missing_ok=True)  # a reader that has it open keeps its copy (POSIX)
+
+
+def shard_files(data_dir: Path, manifest: dict[str, Any], split: str) -> tuple[Path, Path, dict[str, Any]]:
+    """(bin, index, the split's manifest entry); format-1 manifests name no files: split.bin, split.idx.npy."""
+    entry = manifest.get("splits", {}).get(split)
+    if not isinstance(entry, dict):
+        raise DataDirError(data_dir, f"{MANIFEST} lists no {split} split")
+    bin_name = entry.get("bin", f"{split}.bin")
+    index_name = entry.get("index", f"{split}.idx.npy")
+    return data_dir / bin_name, data_dir / index_name, entry
+
+
+class DataDirError(MusicGPTError):
+    """A data dir whose files do not agree with its manifest: half-written, damaged or edited."""
+
+    def __init__(self, data_dir: str | Path, problem: str):
+        super().__init__(
+            f"{data_dir}: {problem}; build it again with `musicgpt data build SRC --out {data_dir}`"
+        )
 
 
 def read_manifest(data_dir: str | Path) -> dict[str, Any]:
@@ -246,4 +358,31 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
         raise MusicGPTError(
             f"{data_dir}: not a built dataset (no {MANIFEST}); run `musicgpt data build` first"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DataDirError(data_dir, f"{MANIFEST} is not valid JSON") from None
+    if not isinstance(manifest, dict) or not {"tokenizer", "dtype", "splits"} <= set(manifest):
+        raise DataDirError(data_dir, f"{MANIFEST} is not a musicgpt data manifest")
+    if manifest.get("format", 1) > MANIFEST_FORMAT:
+        raise MusicGPTError(f"{data_dir}: built by a newer musicgpt (format {manifest['format']}); upgrade")
+    return manifest
+
+
+def check_model_reads(data_dir: str | Path, tokenizer: Tokenizer | None, vocab_size: int, what: str) -> None:
+    """A model scored on (or continuing) a data dir must read the tokens it was built with.
+
+    `tokenizer` is the model's own (None when its checkpoint names none: then only the vocabulary
+    size is compared); `what` names the model in the message.
+    """
+    settings = read_manifest(data_dir)["tokenizer"]
+    name = settings.get("name")
+    if tokenizer is not None and tokenizer.name != name:
+        raise MusicGPTError(
+            f"{what} reads {tokenizer.name} tokens, but {data_dir} was built with the {name} tokenizer"
+        )
+    data_vocab = load_tokenizer(settings).vocab_size
+    if data_vocab > vocab_size:
+        raise MusicGPTError(
+            f"{data_dir} holds ids up to {data_vocab - 1}; {what} reads only {vocab_size} ids"
+        )

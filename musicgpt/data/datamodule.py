@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader
 
 from musicgpt.data.build import read_manifest
@@ -17,11 +18,11 @@ class TokenDataModule(L.LightningDataModule):
     """Random training windows (augmented for music) and fixed validation windows.
 
     Args:
-        data_dir: a folder written by `musicgpt data build`.
+        data_dir: a folder written by `musicgpt data build` (`musicgpt train`: RUN_DIR/data unless set).
         tokenizer: the tokenizer the config expects ("performance", "bytes", "gpt2-bpe"); None
             accepts whatever the data was built with. `musicgpt data build --config` reads it too.
         batch_size: windows per batch (per device).
-        block_size: tokens of context; None takes the model's `block_size`.
+        block_size: tokens of context (`musicgpt train` links it to `model.config.block_size`).
         samples_per_epoch: training windows per epoch; None means one pass worth of tokens
             (split length / block_size), so an epoch sees each token about once.
         augment: augment training windows (music only: transposition and time stretch).
@@ -32,18 +33,20 @@ class TokenDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str | Path,
+        data_dir: str | Path | None = None,
         tokenizer: str | None = None,
-        batch_size: int = 16,
-        block_size: int | None = None,
-        samples_per_epoch: int | None = None,
+        batch_size: PositiveInt = 16,
+        block_size: PositiveInt | None = None,
+        samples_per_epoch: PositiveInt | None = None,
         augment: bool = True,
         augment_config: AugmentConfig | None = None,
-        max_val_windows: int | None = 64,
-        num_workers: int = 0,
-        seed: int = 0,
+        max_val_windows: PositiveInt | None = 64,
+        num_workers: NonNegativeInt = 0,
+        seed: NonNegativeInt = 0,
     ):
         super().__init__()
+        if data_dir is None:
+            raise ConfigError("data.data_dir is not set")
         self.data_dir = Path(data_dir)
         self.batch_size, self.block_size = batch_size, block_size
         self.samples_per_epoch, self.max_val_windows = samples_per_epoch, max_val_windows
@@ -62,16 +65,19 @@ class TokenDataModule(L.LightningDataModule):
         self.train_set: RandomWindows | None = None
         self.val_set: FixedWindows | None = None
 
-    def _resolve_block_size(self) -> int:
-        if self.block_size is not None:
-            return self.block_size
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        if module is None or not hasattr(module, "config"):
-            raise ConfigError("data.block_size is not set and there is no model to take it from")
-        return module.config.block_size
+    @property
+    def vocab_size(self) -> int:
+        """Ids the data's tokenizer can produce: the model's `vocab_size` (linked by `musicgpt train`)."""
+        from musicgpt.tokenizers import load_tokenizer
+
+        return load_tokenizer(self.tokenizer_settings).vocab_size
 
     def setup(self, stage: str | None = None) -> None:
-        block_size = self._resolve_block_size()
+        block_size = self.block_size
+        if block_size is None:
+            raise ConfigError(
+                "data.block_size is not set (musicgpt train takes it from model.config.block_size)"
+            )
         if stage in ("fit", None):
             train = TokenShard(self.data_dir, "train")
             samples = self.samples_per_epoch or max(1, len(train) // block_size)

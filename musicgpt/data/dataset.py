@@ -15,25 +15,42 @@ import torch
 from torch.utils.data import Dataset
 
 from musicgpt.data.augment import MAX_TRANSPOSE, STRETCH_FACTORS, random_augment
-from musicgpt.data.build import read_manifest
+from musicgpt.data.build import MANIFEST, DataDirError, read_manifest, shard_files
 from musicgpt.errors import MusicGPTError
 
 
 class TokenShard:
-    """One split of a built dataset: a read-only memmap of ids and the offsets of its pieces."""
+    """One split of a built dataset: a read-only memmap of ids and the offsets of its pieces.
+
+    The files are checked against the manifest (sizes, piece and token counts), so a data dir that
+    was half-written or damaged is a clear error, never training on the wrong tokens.
+    """
 
     def __init__(self, data_dir: str | Path, split: str):
         data_dir = Path(data_dir)
         manifest = read_manifest(data_dir)
-        self.path = data_dir / f"{split}.bin"
-        if not self.path.exists():
-            raise MusicGPTError(f"{data_dir}: no {split} shard ({self.path.name})")
-        n = self.path.stat().st_size // np.dtype(manifest["dtype"]).itemsize
+        self.path, index_path, entry = shard_files(data_dir, manifest, split)
+        dtype = np.dtype(manifest["dtype"])
+        for f in (self.path, index_path):
+            if not f.exists():
+                raise DataDirError(data_dir, f"{f.name} is missing")
+        n = int(entry.get("tokens", -1))
+        if self.path.stat().st_size != n * dtype.itemsize:
+            raise DataDirError(
+                data_dir,
+                f"{self.path.name} holds {self.path.stat().st_size:,} bytes, {MANIFEST} says {n:,} tokens",
+            )
+        try:
+            self.offsets = np.load(index_path)
+        except (ValueError, OSError, EOFError):
+            raise DataDirError(data_dir, f"{index_path.name} is not a whole .npy array") from None
+        pieces = int(entry.get("pieces", -1))
+        if self.offsets.shape != (pieces + 1,) or self.offsets[0] != 0 or self.offsets[-1] != n:
+            raise DataDirError(
+                data_dir, f"{index_path.name} does not index the {pieces} pieces of {self.path.name}"
+            )
         # np.memmap refuses empty files; an empty split is a valid (if useless) outcome of a build.
-        self.tokens = (
-            np.memmap(self.path, dtype=manifest["dtype"], mode="r") if n else np.empty(0, manifest["dtype"])
-        )
-        self.offsets = np.load(data_dir / f"{split}.idx.npy")
+        self.tokens = np.memmap(self.path, dtype=dtype, mode="r") if n else np.empty(0, dtype)
         self.tokenizer_settings = manifest["tokenizer"]
         self.split = split
 

@@ -72,6 +72,7 @@ class _WholePromptGrammar:
 class Continuation:
     prompt: np.ndarray  # the prompt's ids (the whole cut opening)
     samples: list[np.ndarray]  # per sample: the new ids only
+    interrupted: bool = False  # Ctrl-C stopped the sampling: the samples hold what came before it
 
     def sequences(self) -> list[np.ndarray]:
         return [np.concatenate([self.prompt, s]) for s in self.samples]
@@ -129,21 +130,26 @@ def continue_piano(
         logits_mask=grammar,
         max_context=context_len,
     )
-    for step in stream:
-        tokens = step.cpu().numpy()
-        # A sample that ended (time reached, or EOS) pads with EOS; dropped when decoding.
-        tokens = np.where(done, tokenizer.eos_id, tokens)
-        new_tokens.append(tokens)
-        clock += V.shift_steps(tokens)
-        done |= (clock >= limit) | (tokens == tokenizer.eos_id)
-        if on_progress is not None:
-            on_progress(min(float(clock.min()), limit) / V.STEPS_PER_SECOND)
-        if done.all():
-            break
+    interrupted = False
+    try:
+        for step in stream:
+            tokens = step.cpu().numpy()
+            # A sample that ended (time reached, or EOS) pads with EOS; dropped when decoding.
+            tokens = np.where(done, tokenizer.eos_id, tokens)
+            new_tokens.append(tokens)
+            clock += V.shift_steps(tokens)
+            done |= (clock >= limit) | (tokens == tokenizer.eos_id)
+            if on_progress is not None:
+                on_progress(min(float(clock.min()), limit) / V.STEPS_PER_SECOND)
+            if done.all():
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C during a long request keeps the music sampled so far (the caller writes it).
+        interrupted = True
     stream.close()
     table = np.stack(new_tokens, axis=1) if new_tokens else np.zeros((num_samples, 0), np.int64)
     samples = [_trim(row, limit, tokenizer.eos_id) for row in table]
-    return Continuation(prompt=prompt_ids, samples=samples)
+    return Continuation(prompt=prompt_ids, samples=samples, interrupted=interrupted)
 
 
 def _trim(row: np.ndarray, limit_steps: int, eos_id: int) -> np.ndarray:

@@ -156,16 +156,9 @@ class GPTConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> GPTConfig:
-        import yaml
+        from musicgpt.io import read_yaml_mapping
 
-        path = Path(path)
-        try:
-            d = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_yaml_mapping(path, "model config"), source=str(path))
 
     @classmethod
     def load(cls, spec: str | Path) -> GPTConfig:
@@ -586,13 +579,13 @@ class GPT(nn.Module):
         if not path.is_dir():
             raise ConfigError(f"{path}: not a checkpoint directory")
         if (path / "config.yaml").exists():
-            from safetensors.torch import load_file
+            from musicgpt.io import read_safetensors
 
             config = GPTConfig.from_yaml(path / "config.yaml")
             weights = path / "model.safetensors"
             if not weights.exists():
                 raise ConfigError(f"{path}: has config.yaml but no model.safetensors")
-            state = load_file(weights)
+            state = read_safetensors(weights)
         elif (path / "config.json").exists():
             from musicgpt.model.hf import load_hf_checkpoint
 

@@ -111,9 +111,9 @@ def load_hf_checkpoint(directory: str | Path) -> tuple[GPTConfig, dict[str, torc
         raise ConfigError(f"{config_path}: cannot read ({e})") from None
     config = config_from_hf(d, source=str(config_path))
     if (directory / "model.safetensors").exists():
-        from safetensors.torch import load_file
+        from musicgpt.io import read_safetensors
 
-        state = load_file(directory / "model.safetensors")
+        state = read_safetensors(directory / "model.safetensors")
     elif (directory / "pytorch_model.bin").exists():
         try:  # weights_only: a .bin file is a pickle, and a pickle can run code
             state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,14 @@ def load_tokenizer(spec: str | Path | dict[str, Any]) -> Tokenizer:
         if str(spec) in TOKENIZERS:
             spec = {"name": str(spec)}
         else:
+            from musicgpt.io import read_json_mapping
+
             path = Path(spec)
             if not path.exists():
                 raise ConfigError(f"{path}: no such tokenizer file (or tokenizer name: {sorted(TOKENIZERS)})")
-            spec = json.loads(path.read_text(encoding="utf-8"))
+            spec = read_json_mapping(path, "tokenizer file")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"tokenizer settings must be a mapping with a 'name', got {spec!r}")
     return tokenizer_class(spec.get("name")).from_dict(spec)
 
 
@@ -42,7 +45,7 @@ def tokenizer_class(name: str) -> type:
     """The class registered as `name`; its `modality` says music or text without building one."""
     import importlib
 
-    if name not in TOKENIZERS:
+    if not isinstance(name, str) or name not in TOKENIZERS:
         raise ConfigError(f"unknown tokenizer {name!r}; known: {sorted(TOKENIZERS)}")
     module_name, class_name = TOKENIZERS[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)

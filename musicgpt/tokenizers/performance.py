@@ -51,7 +51,7 @@ class PerformanceTokenizer:
     programs:          GM programs (0-127) of the non-drum instruments to keep; None keeps all.
     max_note_seconds:  a note still open at the end of a decoded sequence lasts at most this
                        long, and the generation grammar ends any note that reaches it. 10 s holds
-                       99.9% of the 88k notes of the MAESTRO files in data/midi/piano once the
+                       99.9% of the 88k notes of the MAESTRO files in assets/piano once the
                        pedal is applied (5 s would cut 0.5%: pedalled bass notes ring long).
                        Encoding never shortens notes.
     sustain_pedal:     apply CC64 before encoding (note-seq does, for MAESTRO and Music Transformer).

@@ -26,9 +26,9 @@ from musicgpt.errors import ConfigError, MusicGPTError
 from musicgpt.io import atomic_write_json
 
 EOS_TEXT = "<|endoftext|>"
-# The project's own copy of GPT-2's vocabulary; relative paths in a saved GPT2BPETokenizer are
-# relative to the project root, so a checkpoint still loads from another checkout of the repo.
-PROJECT_GPT2_FILES = {"vocab_file": "data/gpt2/encoder.json", "merges_file": "data/gpt2/vocab.bpe"}
+# How tokenizers saved before the vocabulary moved into the package named the bundled copy;
+# such settings (in built data dirs and trained models) still mean that copy.
+LEGACY_GPT2_FILES = {"vocab_file": "data/gpt2/encoder.json", "merges_file": "data/gpt2/vocab.bpe"}
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -164,20 +164,6 @@ class ByteTokenizer(_TextTokenizer):
         return EOS_TEXT.encode().join(p.astype(np.uint8).tobytes() for p in parts)
 
 
-def _project_file(rel: str) -> Path:
-    """A file of the project (e.g. data/gpt2/encoder.json): in the repo this module sits in, or else
-    under the working directory (for a non-editable install run from a checkout)."""
-    looked = []
-    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (root / rel).is_file():
-            return root / rel
-        looked.append(str(root / rel))
-    raise MusicGPTError(
-        f"{rel}: not found (looked in {', '.join(looked)}); pass the files with "
-        "GPT2BPETokenizer.from_files(encoder_json, vocab_bpe) or from_hf_dir(dir)"
-    )
-
-
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's vocabulary spells each byte with one printable char; this maps the char back."""
     kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
@@ -217,7 +203,8 @@ class GPT2BPETokenizer(_TextTokenizer):
     """GPT-2's byte-level BPE (50,257 ids, <|endoftext|> = 50256), run by Hugging Face `tokenizers`.
 
     Build it with `from_files(encoder.json, vocab.bpe)` (OpenAI's names), `from_hf_dir(dir)`, or
-    with no argument for the project's own copy in `data/gpt2/`. Ids equal GPT2TokenizerFast's.
+    with no argument for the copy the package carries (musicgpt/assets/gpt2, see
+    `musicgpt.resources`). Ids equal GPT2TokenizerFast's.
     """
 
     name = "gpt2-bpe"
@@ -226,19 +213,23 @@ class GPT2BPETokenizer(_TextTokenizer):
     def __init__(
         self, vocab_file: str | None = None, merges_file: str | None = None, hf_dir: str | None = None
     ):
-        """Prefer the named constructors. Relative paths here are relative to the project root
-        (that is how `to_dict` records the project's own copy); no argument means that copy."""
+        """Prefer the named constructors. No argument means the bundled copy (`to_dict` then records
+        no file, so the settings load on any machine that has musicgpt)."""
         from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
 
         if hf_dir is not None and vocab_file is None and merges_file is None:
             self._source = {"hf_dir": str(hf_dir)}
             model = _hf_dir_model(Path(hf_dir))
         elif hf_dir is None and (vocab_file is None) == (merges_file is None):
-            self._source = dict(PROJECT_GPT2_FILES)
-            if vocab_file is not None:
+            files = {"vocab_file": vocab_file, "merges_file": merges_file}
+            if vocab_file is None or files == LEGACY_GPT2_FILES:
+                from musicgpt.resources import gpt2_vocabulary
+
+                self._source = {}
+                model = _files_model(*gpt2_vocabulary())
+            else:
                 self._source = {"vocab_file": str(vocab_file), "merges_file": str(merges_file)}
-            paths = [Path(p) if Path(p).is_absolute() else _project_file(p) for p in self._source.values()]
-            model = _files_model(*paths)
+                model = _files_model(Path(vocab_file), Path(merges_file))
         else:
             raise ConfigError("gpt2-bpe: give vocab_file and merges_file, or hf_dir, or nothing")
         self._tok = Tokenizer(model)

@@ -79,11 +79,22 @@ def export_model(pl_module, directory: Path, metrics: dict) -> None:
     model = pl_module.model
     model = getattr(model, "_orig_mod", model)
     model.save_pretrained(directory)
-    datamodule = getattr(pl_module.trainer, "datamodule", None)
-    settings = getattr(datamodule, "tokenizer_settings", None)
-    if settings is not None:
-        atomic_write_json(directory / "tokenizer.json", settings)
+    if pl_module.tokenizer is not None:
+        atomic_write_json(directory / "tokenizer.json", pl_module.tokenizer)
     atomic_write_json(directory / "metrics.json", {k: v for k, v in metrics.items()})
+
+
+class NewWindowsEachEpoch(L.Callback):
+    """Tells the data which epoch begins, so that every epoch trains on new random windows.
+
+    A callback (which `musicgpt train` always adds) rather than the LightningModule reaching for
+    `trainer.datamodule`: the model knows nothing of how its batches are drawn.
+    """
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        set_epoch = getattr(trainer.datamodule, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(trainer.current_epoch)
 
 
 class StepProgressBar(RichProgressBar):

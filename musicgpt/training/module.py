@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import lightning as L
 import torch
@@ -15,7 +16,6 @@ import torch.nn.functional as F
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities.enums import GradClipAlgorithmType
 
-from musicgpt.errors import ConfigError
 from musicgpt.model.gpt import GPT, GPTConfig
 
 LN2 = math.log(2)
@@ -48,11 +48,20 @@ def lr_multiplier(step: int, warmup_steps: int, decay_steps: int, min_ratio: flo
 class MusicGPTModule(L.LightningModule):
     """Next-token prediction with cross-entropy, logged in nats and bits per token."""
 
-    def __init__(self, config: GPTConfig, optimizer: OptimizerConfig | None = None, compile: bool = False):
+    def __init__(
+        self,
+        config: GPTConfig,
+        optimizer: OptimizerConfig | None = None,
+        compile: bool = False,
+        tokenizer: dict[str, Any] | None = None,
+    ):
+        """`tokenizer`: the data's tokenizer settings (`musicgpt train` links them from the data,
+        with `config.vocab_size`); they travel in every checkpoint and exported model."""
         super().__init__()
         self.config = config
         self.optim = optimizer or OptimizerConfig()
         self.compile = compile
+        self.tokenizer = tokenizer
         # Plain dicts, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters({"config": config.to_dict(), "optimizer": asdict(self.optim)})
         self.model = GPT(config)
@@ -62,24 +71,10 @@ class MusicGPTModule(L.LightningModule):
             # Module.compile compiles in place: parameter names (and so checkpoints) stay the same.
             self.model.compile()
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        settings = getattr(datamodule, "tokenizer_settings", None)
-        if settings is not None:
-            from musicgpt.tokenizers import load_tokenizer
-
-            vocab = load_tokenizer(settings).vocab_size
-            if vocab > self.config.vocab_size:
-                raise ConfigError(
-                    f"the dataset's tokenizer has {vocab} ids but model.config.vocab_size is "
-                    f"{self.config.vocab_size}"
-                )
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The tokenizer travels with the weights, so a .ckpt alone is enough to generate.
-        settings = getattr(getattr(self.trainer, "datamodule", None), "tokenizer_settings", None)
-        if settings is not None:
-            checkpoint["tokenizer"] = settings
+        if self.tokenizer is not None:
+            checkpoint["tokenizer"] = self.tokenizer
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
@@ -101,11 +96,6 @@ class MusicGPTModule(L.LightningModule):
         n = batch[0].size(0)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
         self.log("val/bits_per_token", loss / LN2, sync_dist=True, batch_size=n)
-
-    def on_train_epoch_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if hasattr(datamodule, "set_epoch"):
-            datamodule.set_epoch(self.current_epoch)
 
     def configure_optimizers(self):
         # Weight decay on matrices only (linear and embedding weights), never on biases or

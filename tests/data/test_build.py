@@ -104,7 +104,9 @@ def test_cli_build_prints_the_report(corpus, tmp_path, capsys):
 def test_cli_build_of_a_missing_folder_is_one_clear_line(tmp_path, capsys):
     assert main(["data", "build", str(tmp_path / "nope"), "--out", str(tmp_path / "d")]) == 2
     assert (
-        capsys.readouterr().err.strip() == f"musicgpt: error: {tmp_path / 'nope'}: no such file or directory"
+        capsys.readouterr().err.strip()
+        == f"musicgpt data build: error: argument src: {tmp_path / 'nope'}: no such file or folder "
+        "(see musicgpt data build --help)"
     )
 
 

@@ -12,7 +12,7 @@ import torch
 from conftest import PIANO_DIR
 
 from musicgpt.cli import main
-from musicgpt.data.build import build_dataset
+from musicgpt.data.build import build_dataset, read_manifest
 from musicgpt.errors import MusicGPTError
 from musicgpt.evaluate import music
 from musicgpt.evaluate.bigram import BigramLM
@@ -250,9 +250,13 @@ def test_cli_errors_are_one_line(model_dir, data_dir, tmp_path, capsys):
     # a data dir without that split: no shard file at all, or a split with no pieces
     partial = tmp_path / "partial"
     shutil.copytree(data_dir, partial, ignore=shutil.ignore_patterns("cache"))
-    (partial / "test.bin").unlink()
+    test_bin = read_manifest(partial)["splits"]["test"]["bin"]
+    (partial / test_bin).unlink()
     err = one_line_error(capsys, [*base, "--data", str(partial), "--split", "test"])
-    assert err == f"musicgpt: error: {partial}: no test shard (test.bin)"
+    assert err == (
+        f"musicgpt: error: {partial}: {test_bin} is missing; "
+        f"build it again with `musicgpt data build SRC --out {partial}`"
+    )
     two = tmp_path / "two"
     two.mkdir()
     for name in PIECES[:2]:
@@ -282,9 +286,12 @@ def test_cli_errors_are_one_line(model_dir, data_dir, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     err = one_line_error(capsys, [*base, "--data", str(data_dir), "--report", str(blocker / "r.json")])
-    assert err == f"musicgpt: error: cannot write {blocker / 'r.json'}: {blocker} is not a directory"
+    assert err == (
+        f"musicgpt evaluate: error: argument --report: {blocker / 'r.json'}: {blocker} is a file, not a folder "
+        "(see musicgpt evaluate --help)"
+    )
     err = one_line_error(capsys, [*base, "--data", str(data_dir), "--top-p", "1.5"])
-    assert "top_p must be in (0, 1]" in err
+    assert "argument --top-p: must be in (0, 1], got 1.5" in err
     # a flag of --continuations without it is not silently ignored
     loss_only = ["evaluate", "--checkpoint", str(model_dir), "--data", str(data_dir), "--report", "r.json"]
     assert one_line_error(capsys, loss_only) == "musicgpt: error: --report goes with --continuations"

@@ -111,8 +111,10 @@ def test_a_port_in_use_is_a_clear_error(tiny_checkpoint, capsys):
 
 def test_bad_arguments(tiny_checkpoint, tmp_path, capsys):
     assert main(["serve", "--checkpoint", str(tiny_checkpoint), "--port", "70000"]) == 2
-    assert "--port must be 0-65535, got 70000" in capsys.readouterr().err
+    assert "argument --port: must be in 0..65535, got 70000" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", str(tmp_path / "nothing")]) == 2
-    assert "no such checkpoint file or directory" in capsys.readouterr().err
+    assert f"argument --checkpoint: {tmp_path / 'nothing'}: no such file or folder, nor a shipped model" in (
+        capsys.readouterr().err
+    )
     assert main(["serve", "--checkpoint", str(tiny_checkpoint), "--pieces", str(tmp_path / "none")]) == 2
-    assert f"--pieces {tmp_path / 'none'}: no such folder" in capsys.readouterr().err
+    assert f"argument --pieces: {tmp_path / 'none'}: no such file or folder" in capsys.readouterr().err

@@ -84,30 +84,36 @@ def test_midi_without_notes_is_an_empty_sequence():
 
 def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     (tmp_path / "noise.mid").write_bytes(b"RIFF" + bytes(100))
-    for path in (
-        tmp_path / "noise.mid",
-        tmp_path / "missing.mid",
-        CORRUPTED_DIR / "ValueError_Control168.mid",
+    for path, prefix in (
+        (tmp_path / "noise.mid", "musicgpt: error: "),
+        (tmp_path / "missing.mid", "musicgpt tokenize: error: argument midi: "),  # found while parsing
+        (CORRUPTED_DIR / "ValueError_Control168.mid", "musicgpt: error: "),
     ):
         assert main(["tokenize", str(path)]) == 2
         out, err = capsys.readouterr()
         assert out == ""
-        assert err.count("\n") == 1 and err.startswith(f"musicgpt: error: {path}: ")
+        assert err.count("\n") == 1 and err.startswith(f"{prefix}{path}: ")
         assert "Traceback" not in err
 
 
 def test_cli_detokenize_bad_ids(tmp_path, capsys):
     np.save(tmp_path / "ids.npy", np.array([60, 400, 188]))
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    (tmp_path / "empty.npy").write_bytes(b"")
     cases = [
-        (tmp_path / "ids.npy", "token id 400 at position 1 is outside the performance vocabulary"),
-        (tmp_path / "junk.npy", "not a .npy array of token ids"),
-        (tmp_path / "missing.npy", "no such file"),
+        (
+            tmp_path / "ids.npy",
+            "musicgpt: error: ",
+            "token id 400 at position 1 is outside the performance vocabulary",
+        ),
+        (tmp_path / "junk.npy", "musicgpt: error: ", "not a .npy array of token ids"),
+        (tmp_path / "empty.npy", "musicgpt: error: ", "not a .npy array of token ids (No data left in file)"),
+        (tmp_path / "missing.npy", "musicgpt detokenize: error: argument ids: ", "no such file"),
     ]
-    for path, problem in cases:
+    for path, prefix, problem in cases:
         assert main(["detokenize", str(path), str(tmp_path / "out.mid")]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith(f"musicgpt: error: {path}: ") and problem in err
+        assert err.count("\n") == 1 and err.startswith(f"{prefix}{path}: ") and problem in err
     assert not (tmp_path / "out.mid").exists()
 
 

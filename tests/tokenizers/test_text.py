@@ -195,11 +195,18 @@ def test_byte_save_load(tmp_path):
 def test_bpe_vocab_and_protocol(bpe):
     assert (bpe.name, bpe.vocab_size, bpe.eos_id) == ("gpt2-bpe", 50257, 50256)
     assert isinstance(bpe, Tokenizer)
-    assert bpe.to_dict() == {
+    assert bpe.to_dict() == {"name": "gpt2-bpe"}  # the bundled vocabulary: no file named
+
+
+def test_bpe_settings_saved_before_the_vocabulary_moved_still_load(bpe):
+    legacy = {
         "name": "gpt2-bpe",
         "vocab_file": "data/gpt2/encoder.json",
         "merges_file": "data/gpt2/vocab.bpe",
     }
+    tok = GPT2BPETokenizer.from_dict(legacy)
+    assert tok.to_dict() == {"name": "gpt2-bpe"}
+    assert tok.encode(TRICKY[0]).tolist() == bpe.encode(TRICKY[0]).tolist()
 
 
 def test_bpe_matches_transformers_on_sherlock(bpe, hf_ref, sherlock_text):
@@ -343,7 +350,7 @@ def test_bpe_only_tokenizer_json(bpe, hf_ref, tmp_path):
 def test_bpe_missing_vocabulary(tmp_path):
     with pytest.raises(MusicGPTError, match=r"missing\.json: no such file"):
         GPT2BPETokenizer.from_files(tmp_path / "missing.json", GPT2_VOCAB_DIR / "vocab.bpe")
-    with pytest.raises(MusicGPTError, match=r"not found \(looked in .*data/gpt2/missing\.json"):
+    with pytest.raises(MusicGPTError, match=r"^data/gpt2/missing\.json: no such file$"):
         GPT2BPETokenizer(vocab_file="data/gpt2/missing.json", merges_file="data/gpt2/vocab.bpe")
     with pytest.raises(MusicGPTError, match="nor tokenizer.json: not a Hugging Face GPT-2 directory"):
         GPT2BPETokenizer.from_hf_dir(tmp_path)

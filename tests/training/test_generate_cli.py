@@ -11,6 +11,7 @@ from conftest import PIANO_DIR
 from musicgpt.cli import main
 from musicgpt.generation.piano import cut_at_seconds
 from musicgpt.model.gpt import GPT, GPTConfig
+from musicgpt.models import bundled_models
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 
@@ -126,27 +127,22 @@ def test_generate_from_nothing(model_dir, tmp_path):
 
 def test_generate_errors_are_one_line(model_dir, tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(tmp_path / "missing"), "--out", "x.mid"]) == 2
-    assert (
-        capsys.readouterr().err.strip()
-        == f"musicgpt: error: {tmp_path / 'missing'}: no such checkpoint file or directory"
+    shipped = ", ".join(bundled_models()) or "none ship yet"
+    assert capsys.readouterr().err == (
+        f"musicgpt generate: error: argument --checkpoint: {tmp_path / 'missing'}: no such file or folder, "
+        f"nor a shipped model ({shipped}) (see musicgpt generate --help)\n"
     )
-    assert (
-        main(
-            [
-                "generate",
-                "--checkpoint",
-                str(model_dir),
-                "--prompt",
-                str(PROMPT),
-                "--out",
-                str(tmp_path / "y.mid"),
-                "--top-p",
-                "1.5",
-            ]
-        )
-        == 2
-    )
-    assert "top_p must be in (0, 1]" in capsys.readouterr().err
+    args = [
+        "generate",
+        "--checkpoint",
+        str(model_dir),
+        "--prompt",
+        str(PROMPT),
+        "--out",
+        str(tmp_path / "y.mid"),
+    ]
+    assert main([*args, "--top-p", "1.5"]) == 2
+    assert "argument --top-p: must be in (0, 1], got 1.5" in capsys.readouterr().err
 
 
 def test_evaluate_prints_model_and_baselines(model_dir, tmp_path, capsys):

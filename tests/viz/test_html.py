@@ -18,8 +18,8 @@ from musicgpt.viz.attention import AttentionData, compact
 from musicgpt.viz.html import (
     NOTE_BUDGET,
     TOKEN_BUDGET,
-    auto_top_k,
     attention_page,
+    auto_top_k,
     head_colors,
     render_html,
 )

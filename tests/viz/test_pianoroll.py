@@ -88,5 +88,8 @@ def test_unwritable_png_fails_before_generating(model_dir, tmp_path, capsys):
     ]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err == f"musicgpt: error: cannot write {blocker / 'roll.png'}: {blocker} is not a directory\n"
+    assert err == (
+        f"musicgpt generate: error: argument --png: {blocker / 'roll.png'}: {blocker} is a file, not a folder "
+        "(see musicgpt generate --help)\n"
+    )
     assert not (tmp_path / "c.mid").exists()  # nothing was generated
