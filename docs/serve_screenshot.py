@@ -21,9 +21,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 import uvicorn  # noqa: E402
 from browser import Browser  # noqa: E402
 
+from musicgpt.checkpoints import load_checkpoint  # noqa: E402
 from musicgpt.resources import piano_corpus  # noqa: E402
 from musicgpt.serve.app import create_app  # noqa: E402
-from musicgpt.training.checkpoint import load_checkpoint  # noqa: E402
 
 
 def main(checkpoint: str, out: str = str(ROOT / "docs/images/serve.png")) -> None:

@@ -313,13 +313,13 @@ def test_wav_without_fluidsynth_is_refused_before_sampling(model_dir, tmp_path, 
 
 
 def test_every_midi_is_written_before_any_wav(model_dir, tmp_path, capsys, monkeypatch):  # row 5
-    import musicgpt.generation.piano as piano
+    import musicgpt.audio as audio
 
     def failing_render(midi, wav):
-        raise piano.MusicGPTError(f"fluidsynth failed on {midi}: no audio device")
+        raise audio.MusicGPTError(f"fluidsynth failed on {midi}: no audio device")
 
-    monkeypatch.setattr(piano, "wav_tools", lambda: ("fluidsynth", tmp_path / "sf2"))
-    monkeypatch.setattr(piano, "render_wav", failing_render)
+    monkeypatch.setattr(audio, "wav_tools", lambda: ("fluidsynth", tmp_path / "sf2"))
+    monkeypatch.setattr(audio, "render_wav", failing_render)
     argv = ["generate", "--checkpoint", model_dir, "--seconds", "2", "--num-samples", "3", "--seed", "0"]
     code, out, err = run_cli([*argv, "--out", tmp_path / "g.mid", "--wav"], capsys)
     assert code == 2  # after the progress bar, the error

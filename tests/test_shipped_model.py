@@ -7,12 +7,12 @@ import json
 import pytest
 from conftest import PIANO_DIR
 
+from musicgpt.checkpoints import load_checkpoint
 from musicgpt.cli import main
 from musicgpt.data.build import build_dataset
 from musicgpt.models import DEFAULT_MODEL, bundled_model_dir, bundled_models
 from musicgpt.models.ship import QUICK_CHECK_WINDOWS, validation_losses
 from musicgpt.tokenizers.performance import PerformanceTokenizer
-from musicgpt.training.checkpoint import load_checkpoint
 
 
 def test_the_default_model_ships_and_loads_by_name():

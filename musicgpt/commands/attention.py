@@ -77,10 +77,10 @@ def _model_and_tokenizer(args):
 
     from musicgpt.errors import MusicGPTError
     from musicgpt.model.gpt import GPT, GPTConfig
-    from musicgpt.tokenizers import load_tokenizer
+    from musicgpt.tokenizers import is_music, load_tokenizer
 
     if not args.random_init:
-        from musicgpt.training.checkpoint import load_checkpoint
+        from musicgpt.checkpoints import load_checkpoint
 
         model, tokenizer = load_checkpoint(args.checkpoint, args.device)
         label = f"checkpoint {args.checkpoint}"
@@ -92,12 +92,12 @@ def _model_and_tokenizer(args):
         tokenizer = load_tokenizer(args.tokenizer)
     if tokenizer is None:
         tokenizer = load_tokenizer("performance" if args.midi else "bytes")
-    is_music = tokenizer.name == "performance"
-    if args.midi and not is_music:
+    music = is_music(tokenizer)
+    if args.midi and not music:
         raise MusicGPTError(
             f"--midi needs a music model, but its tokenizer is {tokenizer.name!r}; use --text"
         )
-    if args.text is not None and is_music:
+    if args.text is not None and music:
         raise MusicGPTError(
             "--text needs a text tokenizer, but this model reads performance events; use --midi"
         )
@@ -116,21 +116,30 @@ def _check_choice(name: str, value: int | None, n: int) -> None:
 
 
 def run(args) -> int:
+    from musicgpt.tokenizers import is_music
+    from musicgpt.viz.html import render_html
+
     tic = time.perf_counter()
     model, tokenizer, label = _model_and_tokenizer(args)
     c = model.config
     _check_choice("layer", args.layer, c.n_layer)
     _check_choice("head", args.head, c.n_head)
-    about = f"{label} · {c.n_layer} layers x {c.n_head} heads"
-    options = dict(
+    # the one place that tells the two apart: how the tokens are read; the page and PNGs follow `data`
+    data, what, title = (_music_data if is_music(tokenizer) else _text_data)(args, model, tokenizer)
+    if data.music:
+        _check_choice("note", args.note, len(data.notes))
+    size = render_html(
+        data,
+        args.out,
+        title=title,
+        subtitle=f"{what} · {label} · {c.n_layer} layers x {c.n_head} heads",
         layer=args.layer,
         head=args.head,
+        query=args.note if data.music else None,
         top_k=args.top_k,
         precision=args.precision,
         per_head=args.arcs_per_head,
     )
-    page = _music_page if args.midi else _text_page
-    data, size, what = page(args, model, tokenizer, about, options)
     print(f"wrote {args.out} ({size / 1e3:.0f} kB): {what}")
     if args.png:
         _pngs(args, data)
@@ -138,12 +147,12 @@ def run(args) -> int:
     return 0
 
 
-def _music_page(args, model, tokenizer, about: str, options: dict):
+def _music_data(args, model, tokenizer):
+    """(AttentionData of the --start/--seconds excerpt of --midi, what it holds, the page's title)."""
     import numpy as np
 
     from musicgpt.errors import MusicGPTError
     from musicgpt.viz.attention import AttentionData, excerpt_slice
-    from musicgpt.viz.html import render_music_html
 
     ids = np.asarray(tokenizer.encode(args.midi), dtype=np.int64)
     if ids.size == 0:
@@ -157,21 +166,16 @@ def _music_page(args, model, tokenizer, about: str, options: dict):
             f"{data.n_tokens} tokens ({first:.2f}-{last:.2f} s); choose another with --start/--seconds",
             file=sys.stderr,
         )
-    _check_choice("note", args.note, len(data.notes))
     what = f"{data.n_tokens} tokens, {len(data.notes)} notes, {first:.2f}-{last:.2f} s"
-    title = f"{Path(args.midi).name}: attention"
-    size = render_music_html(
-        data, args.out, title=title, subtitle=f"{what} · {about}", note=args.note, **options
-    )
-    return data, size, what
+    return data, what, f"{Path(args.midi).name}: attention"
 
 
-def _text_page(args, model, tokenizer, about: str, options: dict):
+def _text_data(args, model, tokenizer):
+    """(AttentionData of --text, cut to the model's context, what it holds, the page's title)."""
     import numpy as np
 
     from musicgpt.errors import MusicGPTError
     from musicgpt.viz.attention import AttentionData
-    from musicgpt.viz.html import render_text_html
 
     ids = np.asarray(tokenizer.encode(args.text), dtype=np.int64)
     if ids.size == 0:
@@ -181,21 +185,17 @@ def _text_page(args, model, tokenizer, about: str, options: dict):
         print(f"musicgpt: the text is cut to the model's context of {block} tokens", file=sys.stderr)
         ids = ids[:block]
     data = AttentionData.from_model(model, ids, tokenizer)
-    what = f"{data.n_tokens} {tokenizer.name} tokens"
-    size = render_text_html(data, args.out, title="text: attention", subtitle=f"{what} · {about}", **options)
-    return data, size, what
+    return data, f"{data.n_tokens} {tokenizer.name} tokens", "text: attention"
 
 
 def _pngs(args, data) -> None:
     from musicgpt.viz import png
 
     heads = None if args.head is None else [args.head]
-    if args.midi:
-        png.render_arcs_png(
-            data, args.png, note=args.note, layer=args.layer, heads=heads, per_head=args.arcs_per_head
-        )
-    else:
-        png.render_text_arcs_png(data, args.png, layer=args.layer, heads=heads, per_head=args.arcs_per_head)
+    query = args.note if data.music else None
+    png.render_arcs_png(
+        data, args.png, query=query, layer=args.layer, heads=heads, per_head=args.arcs_per_head
+    )
     grid = Path(args.png).with_name(Path(args.png).stem + "-heads.png")
     png.render_heads_png(data, grid)
     print(f"wrote {args.png} and {grid}")

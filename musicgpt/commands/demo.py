@@ -45,12 +45,13 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import time
 
-    from musicgpt.commands.evaluate import evaluate
+    from musicgpt.checkpoints import load_checkpoint
     from musicgpt.data.build import build_dataset, read_manifest
     from musicgpt.errors import MusicGPTError
-    from musicgpt.generation.piano import continue_piano, cut_at_seconds, write_midi
+    from musicgpt.evaluate.nll import loss_table
+    from musicgpt.generation.piano import continue_piano, cut_at_seconds
     from musicgpt.resources import config_path, piano_corpus
-    from musicgpt.training.checkpoint import load_checkpoint
+    from musicgpt.tokenizers.midi_io import write_midi
     from musicgpt.training.cli import existing_run, last_checkpoint, train_cli
 
     started = time.perf_counter()
@@ -88,8 +89,8 @@ def run(args) -> int:
     print(f"trained to step {cli.trainer.global_step} ({trained_minutes:.1f} min so far)")
 
     _banner("3/4 held-out loss (validation split) beside n-gram baselines")
-    model_dir = run_dir / "model"
-    for line in evaluate(model_dir, data_dir, "validation"):
+    model, tokenizer = load_checkpoint(run_dir / "model")
+    for line in loss_table(model, data_dir, "validation"):
         print(line)
 
     _banner("4/4 continuing the opening of a held-out piece")
@@ -97,7 +98,6 @@ def run(args) -> int:
     held_out = [f["path"] for f in manifest["files"] if f["split"] == "validation"]
     root = src if src.is_dir() else src.parent
     prompt_file = (root / held_out[0]) if held_out else next(iter(sorted(root.rglob("*.mid"))))
-    model, tokenizer = load_checkpoint(model_dir)
     prompt = cut_at_seconds(tokenizer.encode(prompt_file), 10.0)
     result = continue_piano(model, tokenizer, prompt, args.seconds, seed=args.seed)
     out = write_midi(tokenizer.decode(result.sequences()[0]), run_dir / "continuation.mid")

@@ -90,7 +90,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from musicgpt.checkpoints import load_checkpoint
+    from musicgpt.data.build import check_model_reads
     from musicgpt.errors import MusicGPTError
+    from musicgpt.evaluate.nll import loss_table
 
     if args.continuations:
         return run_continuations(args)
@@ -98,14 +101,10 @@ def run(args) -> int:
     if given:
         verb = "goes" if len(given) == 1 else "go"
         raise MusicGPTError(f"{' and '.join(given)} {verb} with --continuations")
-    for line in evaluate(
-        args.checkpoint,
-        args.data,
-        args.split,
-        args.max_windows,
-        args.batch_size,
-        baselines=not args.no_baselines,
-        device=args.device,
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device)
+    check_model_reads(args.data, tokenizer, model.config.vocab_size, f"the model {args.checkpoint}")
+    for line in loss_table(
+        model, args.data, args.split, args.max_windows, args.batch_size, baselines=not args.no_baselines
     ):
         print(line)
     return 0
@@ -115,39 +114,13 @@ def run(args) -> int:
 _CONTINUATION_ONLY = {"--report": "report", "--max-pieces": "max_pieces", "--bigram-data": "bigram_data"}
 
 
-def evaluate(
-    checkpoint, data, split="validation", max_windows=None, batch_size=8, baselines=True, device="cpu"
-):
-    """The evaluation table as lines of text: header, the model, then the baselines."""
-    from musicgpt.data.build import check_model_reads
-    from musicgpt.data.dataset import FixedWindows, TokenShard
-    from musicgpt.evaluate.nll import TABLE_HEADER, bigram_loss, model_loss, unigram_loss
-    from musicgpt.training.checkpoint import load_checkpoint
-
-    model, tokenizer = load_checkpoint(checkpoint, device)
-    check_model_reads(data, tokenizer, model.config.vocab_size, f"the model {checkpoint}")
-    shard = TokenShard(data, split)
-    windows = FixedWindows(shard, model.config.block_size, max_windows)
-    rows = [model_loss(model, windows, batch_size)]
-    if baselines:
-        train = TokenShard(data, "train").tokens
-        rows += [
-            unigram_loss(train, windows, model.config.vocab_size),
-            bigram_loss(train, windows, model.config.vocab_size),
-        ]
-    return [
-        f"{split} split of {data}: {len(windows)} windows of {model.config.block_size} tokens",
-        TABLE_HEADER,
-    ] + [r.row() for r in rows]
-
-
 def run_continuations(args) -> int:
     from pathlib import Path
 
     from tqdm.auto import tqdm
 
+    from musicgpt.checkpoints import load_checkpoint
     from musicgpt.commands.generate import sampling_config
-    from musicgpt.errors import MusicGPTError
     from musicgpt.evaluate.continuations import (
         ContinuationSettings,
         evaluate_continuations,
@@ -155,7 +128,7 @@ def run_continuations(args) -> int:
         select_pieces,
     )
     from musicgpt.io import atomic_write_json
-    from musicgpt.training.checkpoint import load_checkpoint
+    from musicgpt.tokenizers import require_music
 
     settings = ContinuationSettings(
         prompt_seconds=args.prompt_seconds,
@@ -166,9 +139,7 @@ def run_continuations(args) -> int:
         sampling=sampling_config(args),
     )
     model, tokenizer = load_checkpoint(args.checkpoint, args.device)
-    if tokenizer is None or tokenizer.name != "performance":
-        kind = "has no tokenizer" if tokenizer is None else f"is a text model ({tokenizer.name})"
-        raise MusicGPTError(f"{args.checkpoint} {kind}: --continuations needs a music (performance) model")
+    tokenizer = require_music(tokenizer, "--continuations", str(args.checkpoint))
     pieces, skipped = select_pieces(load_pieces(args.data, args.split, tokenizer), settings)
     for s in skipped:
         print(f"skipped {s['name']}: {s['reason']}", file=sys.stderr)

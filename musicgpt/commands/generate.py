@@ -70,11 +70,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from musicgpt.checkpoints import load_checkpoint
     from musicgpt.errors import MusicGPTError
-    from musicgpt.training.checkpoint import load_checkpoint
+    from musicgpt.tokenizers import is_music
 
     if args.wav:
-        from musicgpt.generation.piano import wav_tools
+        from musicgpt.audio import wav_tools
 
         wav_tools()  # before any sampling: a missing fluidsynth must not throw the music away
     model, tokenizer = load_checkpoint(args.checkpoint, args.device)
@@ -82,7 +83,8 @@ def run(args) -> int:
         raise MusicGPTError(
             f"{args.checkpoint}: no tokenizer.json (or vocab.json + merges.txt) beside the model"
         )
-    if tokenizer.name == "performance":
+    # music and text generation differ in what they read, stop on and write: one decision, here
+    if is_music(tokenizer):
         if args.text is not None:
             raise MusicGPTError(f"{args.checkpoint} is a music model: use --prompt IN.mid, not --text")
         if not args.out:
@@ -118,18 +120,18 @@ def generate_music(model, tokenizer, args) -> int:
 
     Ctrl-C while sampling writes the music sampled so far and exits with 130.
     """
-    import numpy as np
     from tqdm.auto import tqdm
 
+    from musicgpt.audio import render_wav
     from musicgpt.errors import MusicGPTError
-    from musicgpt.generation.piano import continue_piano, cut_at_seconds, render_wav, write_midi
+    from musicgpt.generation.piano import continue_piano, cut_at_seconds
     from musicgpt.tokenizers import vocab as V
+    from musicgpt.tokenizers.midi_io import write_midi
 
     prompt = []
     if args.prompt:
         prompt = cut_at_seconds(tokenizer.encode(args.prompt), args.prompt_seconds)
-        ids = np.asarray(prompt)
-        if not ((ids >= V.NOTE_ON_OFFSET) & (ids < V.NOTE_OFF_OFFSET)).any():
+        if not V.strikes_a_note(prompt):
             raise MusicGPTError(
                 f"{args.prompt}: no notes in its first {args.prompt_seconds:g} s to continue "
                 "(a longer --prompt-seconds, or no --prompt to start from nothing)"
@@ -170,11 +172,10 @@ def generate_music(model, tokenizer, args) -> int:
 
 
 def draw_continuations(tokenizer, result, args) -> Path:
-    from musicgpt.generation.piano import token_steps
     from musicgpt.tokenizers import vocab as V
     from musicgpt.viz.pianoroll import render_continuations_png
 
-    cut = float(token_steps(result.prompt).sum()) / V.STEPS_PER_SECOND
+    cut = V.seconds_of(result.prompt)
     samples = f"{args.num_samples} continuations" if args.num_samples > 1 else "a continuation"
     opening = f"the first {cut:.2f} s of {Path(args.prompt).name}" if args.prompt else "no prompt"
     render_continuations_png(

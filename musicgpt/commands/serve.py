@@ -64,8 +64,8 @@ def run(args) -> int:
 
     import uvicorn
 
+    from musicgpt.checkpoints import load_checkpoint
     from musicgpt.serve.app import create_app
-    from musicgpt.training.checkpoint import load_checkpoint
 
     model, tokenizer = load_checkpoint(args.checkpoint, args.device)
     n_params = sum(p.numel() for p in model.parameters()) / 1e6

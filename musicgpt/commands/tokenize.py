@@ -83,7 +83,7 @@ def run_detokenize(args: argparse.Namespace) -> int:
     import numpy as np
 
     from musicgpt.errors import MusicGPTError
-    from musicgpt.io import atomic_open
+    from musicgpt.tokenizers.midi_io import write_midi
     from musicgpt.tokenizers.performance import PerformanceTokenizer
 
     try:
@@ -97,8 +97,7 @@ def run_detokenize(args: argparse.Namespace) -> int:
         pm = tok.decode(ids)
     except MusicGPTError as e:
         raise MusicGPTError(f"{args.ids}: {e}") from None
-    with atomic_open(args.out, "wb") as f:
-        pm.write(f)
+    write_midi(pm, args.out)
     n_notes = sum(len(inst.notes) for inst in pm.instruments)
     print(f"{args.ids}: {n_notes} notes, {pm.get_end_time():.2f} s -> {args.out}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from musicgpt.tokenizers import vocab as V
+from musicgpt.tokenizers.vocab import EventType
 
 # Music Transformer (Huang et al. 2018, section 5.1): transpositions of up to 3 semitones and
 # stretches of +-2.5% and +-5%.
@@ -19,15 +20,14 @@ STRETCH_FACTORS = (0.95, 0.975, 1.0, 1.025, 1.05)
 
 
 def _note_mask(tokens: np.ndarray) -> np.ndarray:
-    return tokens < V.NOTE_OFF_OFFSET + 128  # NOTE_ON and NOTE_OFF are ids 0..255
+    return V.TYPE_OF_ID[tokens] <= EventType.NOTE_OFF  # NOTE_ON and NOTE_OFF
 
 
 def pitch_range(tokens: np.ndarray) -> tuple[int, int] | None:
     """Lowest and highest pitch of the NOTE_ON/NOTE_OFF tokens, None when there are none."""
-    notes = tokens[_note_mask(tokens)]
-    if notes.size == 0:
+    pitches = V.VALUE_OF_ID[tokens[_note_mask(tokens)]]
+    if pitches.size == 0:
         return None
-    pitches = notes % 128
     return int(pitches.min()), int(pitches.max())
 
 
@@ -48,7 +48,7 @@ def transpose(tokens: np.ndarray, semitones: int) -> np.ndarray:
         raise ValueError(f"transposing by {semitones} would move a pitch outside 0..127")
     out = tokens.copy()
     mask = _note_mask(tokens)
-    out[mask] = tokens[mask] + semitones  # stays inside its own range: checked above
+    out[mask] = tokens[mask] + semitones  # a pitch is its id's offset in its range: checked above
     return out
 
 
@@ -58,39 +58,23 @@ def stretch_time(tokens: np.ndarray, factor: float) -> np.ndarray:
         raise ValueError(f"stretch factor must be positive, got {factor}")
     if factor == 1.0 or tokens.size == 0:
         return tokens.copy()
-    is_shift = (tokens >= V.TIME_SHIFT_OFFSET) & (tokens < V.TIME_SHIFT_OFFSET + V.MAX_SHIFT_STEPS)
-    steps = np.where(is_shift, tokens.astype(np.int64) - V.TIME_SHIFT_OFFSET + 1, 0)
+    steps = V.shift_steps(tokens)
     # Each non-shift token closes the run of shifts before it; a run's new length comes from the
     # rounded cumulative time, so the stretched piece never drifts by more than half a step.
-    cumulative = np.cumsum(steps)
-    events = np.flatnonzero(~is_shift)
-    stretched = np.floor(cumulative * factor + 0.5).astype(np.int64)
-    out: list[int] = []
-    previous_time = 0
-    previous_event = -1
-    for e in events:
-        gap = stretched[e] - previous_time
-        out.extend(_shift_tokens(gap))
-        out.append(int(tokens[e]))
-        previous_time, previous_event = stretched[e], e
-    if previous_event < tokens.size - 1:  # a trailing run of shifts
-        out.extend(_shift_tokens(stretched[-1] - previous_time))
-    return np.asarray(out, dtype=tokens.dtype)
-
-
-def token_steps_total(tokens: np.ndarray) -> int:
-    """Total TIME_SHIFT steps (10 ms each) in `tokens`."""
-    tokens = np.asarray(tokens)
-    is_shift = (tokens >= V.TIME_SHIFT_OFFSET) & (tokens < V.TIME_SHIFT_OFFSET + V.MAX_SHIFT_STEPS)
-    return int((tokens[is_shift] - V.TIME_SHIFT_OFFSET + 1).sum())
-
-
-def _shift_tokens(steps: int) -> list[int]:
-    full, rest = divmod(int(steps), V.MAX_SHIFT_STEPS)
-    ids = [V.TIME_SHIFT_OFFSET + V.MAX_SHIFT_STEPS - 1] * full
-    if rest:
-        ids.append(V.TIME_SHIFT_OFFSET + rest - 1)
-    return ids
+    stretched = np.floor(np.cumsum(steps) * factor + 0.5).astype(np.int64)
+    events = np.flatnonzero(steps == 0)
+    times = stretched[events]
+    gaps = np.diff(times, prepend=0)
+    trailing = stretched[-1] - (times[-1] if events.size else 0)  # a run of shifts after the last event
+    shift_ids, counts = V.split_gaps(np.append(gaps, trailing))
+    # the output: each event after the shifts of its gap, then the trailing shifts
+    event_at = np.cumsum(counts[:-1] + 1) - 1
+    out = np.empty(shift_ids.size + events.size, dtype=tokens.dtype)
+    is_shift = np.ones(out.size, bool)
+    is_shift[event_at] = False
+    out[event_at] = tokens[events]
+    out[is_shift] = shift_ids
+    return out
 
 
 def random_augment(

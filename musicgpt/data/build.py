@@ -38,10 +38,8 @@ import numpy as np
 from musicgpt.data.splits import SPLITS, assign_splits
 from musicgpt.errors import MusicGPTError
 from musicgpt.io import atomic_save_npy, atomic_write_json
-from musicgpt.tokenizers import Tokenizer, load_tokenizer
+from musicgpt.tokenizers import Tokenizer, is_music, load_tokenizer
 
-MIDI_SUFFIXES = (".mid", ".midi")
-TEXT_SUFFIXES = (".txt", ".md")
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 2  # 1: fixed shard names, no file names or vocab_size in the manifest
 # shard files this module writes: split.bin / split.idx.npy (format 1), split-HASH.* (format 2)
@@ -172,7 +170,7 @@ def build_dataset(
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
     settings = tok.to_dict()
     settings_key = json.dumps(settings, sort_keys=True)
-    suffixes = MIDI_SUFFIXES if settings["name"] == "performance" else TEXT_SUFFIXES
+    suffixes = tok.suffixes
     files = find_files(src, suffixes)
     if not files:
         raise MusicGPTError(f"{src}: no {'/'.join(suffixes)} files found")
@@ -198,7 +196,7 @@ def build_dataset(
         raise MusicGPTError(f"{src}: none of the {len(files)} file(s) could be tokenized ({reasons}{more})")
     # A text corpus of one or two documents (a novel) cannot be split by file: each document's
     # opening is training text and its last fractions are validation and test text.
-    by_position = settings["name"] != "performance" and len(good) < 3
+    by_position = not is_music(tok) and len(good) < 3
     # Splits are drawn among the files that tokenized: a broken file must not take the place of
     # the only validation piece.
     splits = assign_splits(root, [rel[p] for p in good], val_fraction, test_fraction)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from musicgpt.data.build import read_manifest
 from musicgpt.data.dataset import AugmentConfig, FixedWindows, RandomWindows, TokenShard
 from musicgpt.errors import ConfigError
+from musicgpt.tokenizers import is_music, tokenizer_class
 
 
 class TokenDataModule(L.LightningDataModule):
@@ -57,7 +58,7 @@ class TokenDataModule(L.LightningDataModule):
                 f"{self.data_dir} was built with the {self.tokenizer_settings['name']!r} tokenizer, but the "
                 f"config asks for {tokenizer!r}: build it again with `musicgpt data build --tokenizer {tokenizer}`"
             )
-        music = self.tokenizer_settings["name"] == "performance"
+        music = is_music(tokenizer_class(self.tokenizer_settings["name"]))
         if augment and not music:
             augment = False  # transposition and stretch mean nothing for text
         self.augment = (augment_config or AugmentConfig()) if augment else None

@@ -37,10 +37,11 @@ import numpy as np
 
 from musicgpt.errors import MusicGPTError
 from musicgpt.evaluate import music
-from musicgpt.generation.piano import continue_piano, cut_at_seconds, default_context, token_steps
+from musicgpt.generation.piano import continue_piano, cut_at_seconds, default_context
 from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
-from musicgpt.tokenizers.performance import DecodedNotes, PerformanceTokenizer
+from musicgpt.tokenizers.base import MusicTokenizer
+from musicgpt.tokenizers.notes import Notes
 
 
 @dataclass(frozen=True)
@@ -80,22 +81,22 @@ class Piece:
 class Segment:
     """S seconds of music: the notes struck in it, and every note sounding in it (for polyphony)."""
 
-    struck: DecodedNotes
-    sounding: DecodedNotes
+    struck: Notes
+    sounding: Notes
     seconds: float
 
 
 # --- pieces --------------------------------------------------------------------------------------
 
 
-def load_pieces(source: str | Path, split: str, tokenizer: PerformanceTokenizer) -> list[Piece]:
+def load_pieces(source: str | Path, split: str, tokenizer: MusicTokenizer) -> list[Piece]:
     """The pieces of one split of a built data directory, or of a folder of MIDI files (or one file).
 
     A data directory gives the tokens it holds (its manifest names the files); MIDI files are
     tokenized here, and a folder's unreadable files are left out (a single unreadable file is an
     error). `split` applies to data directories only.
     """
-    from musicgpt.data.build import MANIFEST, MIDI_SUFFIXES, find_files, read_manifest
+    from musicgpt.data.build import MANIFEST, find_files, read_manifest
     from musicgpt.errors import MidiReadError
 
     source = Path(source)
@@ -106,7 +107,7 @@ def load_pieces(source: str | Path, split: str, tokenizer: PerformanceTokenizer)
     if source.is_file():
         return [Piece(source.name, np.asarray(tokenizer.encode(source), np.int64))]
     pieces = []
-    for path in find_files(source, MIDI_SUFFIXES):
+    for path in find_files(source, tokenizer.suffixes):
         try:
             ids = np.asarray(tokenizer.encode(path), np.int64)
         except MidiReadError:
@@ -121,9 +122,11 @@ def load_pieces(source: str | Path, split: str, tokenizer: PerformanceTokenizer)
 
 def _pieces_of_split(data_dir: Path, split: str, manifest: dict, eos_id: int) -> list[Piece]:
     from musicgpt.data.dataset import TokenShard
+    from musicgpt.tokenizers import is_music, tokenizer_class
 
-    if manifest["tokenizer"].get("name") != PerformanceTokenizer.name:
-        raise MusicGPTError(f"{data_dir} holds {manifest['tokenizer'].get('name')} tokens, not music")
+    name = manifest["tokenizer"].get("name")
+    if not is_music(tokenizer_class(name)):
+        raise MusicGPTError(f"{data_dir} holds {name} tokens, not music")
     shard = TokenShard(data_dir, split)
     if shard.n_pieces == 0:
         raise MusicGPTError(f"{data_dir}: the {split} split has no pieces")
@@ -140,7 +143,7 @@ def _pieces_of_split(data_dir: Path, split: str, manifest: dict, eos_id: int) ->
 
 def piece_seconds(ids: np.ndarray) -> float:
     """How long a piece lasts: the clock after its last TIME_SHIFT."""
-    return float(token_steps(ids).sum()) / V.STEPS_PER_SECOND
+    return V.seconds_of(ids)
 
 
 def too_short(piece: Piece, settings: ContinuationSettings) -> str | None:
@@ -180,11 +183,7 @@ def select_pieces(
 # --- segments and their numbers ------------------------------------------------------------------
 
 
-def _take(notes: DecodedNotes, keep: np.ndarray) -> DecodedNotes:
-    return DecodedNotes(**{f.name: getattr(notes, f.name)[keep] for f in dataclasses.fields(notes)})
-
-
-def segment(notes: DecodedNotes, first_token: int, last_token: int, t0: float, seconds: float) -> Segment:
+def segment(notes: Notes, first_token: int, last_token: int, t0: float, seconds: float) -> Segment:
     """The segment of tokens [first_token, last_token) that starts at t0 and lasts `seconds`.
 
     struck: the notes whose NOTE_ON is among those tokens. sounding: those and the notes struck
@@ -194,8 +193,8 @@ def segment(notes: DecodedNotes, first_token: int, last_token: int, t0: float, s
     struck = (notes.on_token >= first_token) & (notes.on_token < last_token)
     carried = (notes.on_token < first_token) & (notes.end > t0)
 
-    def cut(keep: np.ndarray) -> DecodedNotes:
-        part = _take(notes, keep)
+    def cut(keep: np.ndarray) -> Notes:
+        part = notes.take(keep)
         start = np.clip(part.start, t0, t1) - t0
         end = np.clip(part.end, t0, t1) - t0
         return dataclasses.replace(part, start=start, end=end)
@@ -355,7 +354,7 @@ def _finite(obj: Any) -> Any:
 
 def evaluate_continuations(
     model,
-    tokenizer: PerformanceTokenizer,
+    tokenizer: MusicTokenizer,
     pieces: list[Piece],
     settings: ContinuationSettings,
     bigram=None,
@@ -412,7 +411,7 @@ def evaluate_continuations(
 
 def _sample_rows(
     model,
-    tokenizer: PerformanceTokenizer,
+    tokenizer: MusicTokenizer,
     prompt: np.ndarray,
     real: Segment,
     cuts: _Cuts,

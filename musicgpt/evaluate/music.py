@@ -2,7 +2,7 @@
 
 Every function reads a note set: anything with `pitch`, `velocity`, `start` and `end` arrays
 (seconds), index i being one note, as `PerformanceTokenizer().decode_notes(ids)` returns
-(`DecodedNotes`). Nothing here knows about tokens, models or files.
+(`musicgpt.tokenizers.notes.Notes`). Nothing here knows about tokens, models or files.
 
 Definitions follow Yang & Lerch 2020 ("On the evaluation of generative models in music", the
 mgeval toolbox) and MusPy (Dong et al. 2020) where they define the same thing; each docstring
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from musicgpt.tokenizers import vocab as V
-from musicgpt.tokenizers.performance import DecodedNotes
+from musicgpt.tokenizers.notes import Notes
 
 # Log-time bins for durations and inter-onset intervals: half-octave steps from 10 ms (one
 # TIME_SHIFT step) to 40.96 s, bin k centred on 10 ms * 2**(k / 2). Edges fall between the
@@ -40,11 +40,11 @@ DIATONIC_SETS = np.stack([np.roll(_C_MAJOR, root) for root in range(12)])  # (12
 # --- single note sets ----------------------------------------------------------------------------
 
 
-def note_count(notes: DecodedNotes) -> int:
+def note_count(notes: Notes) -> int:
     return int(np.asarray(notes.pitch).size)
 
 
-def polyphony(notes: DecodedNotes) -> float:
+def polyphony(notes: Notes) -> float:
     """Mean number of notes sounding, over the time when at least one sounds (MusPy's `polyphony`).
 
     In continuous time: the summed note durations divided by the length of the union of the
@@ -70,25 +70,25 @@ def sounding_seconds(start: np.ndarray, end: np.ndarray) -> float:
     return float((block_end - start[first]).sum())
 
 
-def note_density(notes: DecodedNotes, seconds: float) -> float:
+def note_density(notes: Notes, seconds: float) -> float:
     """Notes struck per second over a stretch of `seconds` (onsets / seconds)."""
     if not seconds > 0:
         raise ValueError(f"note_density needs a positive length in seconds, got {seconds}")
     return note_count(notes) / seconds
 
 
-def pitch_range(notes: DecodedNotes) -> int:
+def pitch_range(notes: Notes) -> int:
     """Highest minus lowest MIDI pitch, in semitones (mgeval's and MusPy's `pitch_range`); 0 for no notes."""
     pitch = np.asarray(notes.pitch)
     return int(pitch.max() - pitch.min()) if pitch.size else 0
 
 
-def pitch_histogram(notes: DecodedNotes) -> np.ndarray:
+def pitch_histogram(notes: Notes) -> np.ndarray:
     """(128,) notes per MIDI pitch (counts, not normalized)."""
     return np.bincount(np.asarray(notes.pitch, np.int64), minlength=128)[:128].astype(np.float64)
 
 
-def pitch_class_histogram(notes: DecodedNotes) -> np.ndarray:
+def pitch_class_histogram(notes: Notes) -> np.ndarray:
     """(12,) notes per pitch class, C = 0 (mgeval's `total_pitch_class_histogram`, before normalizing).
 
     Notes are counted, not weighted by duration (as mgeval and MusPy do), so that a pile of held
@@ -97,7 +97,7 @@ def pitch_class_histogram(notes: DecodedNotes) -> np.ndarray:
     return np.bincount(np.asarray(notes.pitch, np.int64) % 12, minlength=12).astype(np.float64)
 
 
-def pitch_class_entropy(notes: DecodedNotes) -> float:
+def pitch_class_entropy(notes: Notes) -> float:
     """Shannon entropy in bits of the normalized pitch-class histogram (MusPy's `pitch_class_entropy`).
 
     0 for one pitch class (or none), log2(12) = 3.585 when all twelve are equally common; tonal
@@ -114,7 +114,7 @@ def _entropy_bits(counts: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def scale_consistency(notes: DecodedNotes) -> float:
+def scale_consistency(notes: Notes) -> float:
     """The largest fraction of notes that fit one major or minor scale (MusPy's `scale_consistency`).
 
     Over the 12 major scales (the natural minor scales have the same pitch-class sets), the
@@ -127,19 +127,19 @@ def scale_consistency(notes: DecodedNotes) -> float:
     return float((DIATONIC_SETS @ counts).max() / counts.sum())
 
 
-def velocity_mean(notes: DecodedNotes) -> float:
+def velocity_mean(notes: Notes) -> float:
     """Mean MIDI velocity (1-127); NaN for no notes."""
     velocity = np.asarray(notes.velocity, np.float64)
     return float(velocity.mean()) if velocity.size else float("nan")
 
 
-def velocity_std(notes: DecodedNotes) -> float:
+def velocity_std(notes: Notes) -> float:
     """Standard deviation of MIDI velocity (population, ddof 0): how much the dynamics vary; NaN for no notes."""
     velocity = np.asarray(notes.velocity, np.float64)
     return float(velocity.std()) if velocity.size else float("nan")
 
 
-def velocity_histogram(notes: DecodedNotes) -> np.ndarray:
+def velocity_histogram(notes: Notes) -> np.ndarray:
     """(32,) notes per velocity bin of the tokenizer (bin 1 = velocities 1-4, ..., bin 32 = 125-127).
 
     The tokenizer's own bins: decoded velocities are the lowest of their bin, so finer bins would
@@ -161,12 +161,12 @@ def log_time_histogram(seconds: np.ndarray) -> np.ndarray:
     return np.bincount(log_time_bin(seconds), minlength=LOG_TIME_NUM_BINS).astype(np.float64)
 
 
-def note_durations(notes: DecodedNotes) -> np.ndarray:
+def note_durations(notes: Notes) -> np.ndarray:
     """end - start of every note, in seconds."""
     return np.asarray(notes.end, np.float64) - np.asarray(notes.start, np.float64)
 
 
-def duration_histogram(notes: DecodedNotes) -> np.ndarray:
+def duration_histogram(notes: Notes) -> np.ndarray:
     """Note durations in half-octave log-time bins.
 
     mgeval's `note_length_hist` classes notes by their length in beats (whole, half, dotted ...);
@@ -176,7 +176,7 @@ def duration_histogram(notes: DecodedNotes) -> np.ndarray:
     return log_time_histogram(note_durations(notes))
 
 
-def inter_onset_intervals(notes: DecodedNotes) -> np.ndarray:
+def inter_onset_intervals(notes: Notes) -> np.ndarray:
     """Seconds between consecutive distinct onset times (the gaps mgeval's `avg_IOI` averages).
 
     Notes struck together (a chord on the 10 ms grid) are one onset, so every interval is
@@ -186,7 +186,7 @@ def inter_onset_intervals(notes: DecodedNotes) -> np.ndarray:
     return np.diff(onsets)
 
 
-def inter_onset_histogram(notes: DecodedNotes) -> np.ndarray:
+def inter_onset_histogram(notes: Notes) -> np.ndarray:
     """Inter-onset intervals in half-octave log-time bins."""
     return log_time_histogram(inter_onset_intervals(notes))
 
@@ -211,7 +211,7 @@ def overlapping_area(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.minimum(a / total_a, b / total_b).sum())
 
 
-def pitch_class_similarity(a: DecodedNotes, b: DecodedNotes) -> float:
+def pitch_class_similarity(a: Notes, b: Notes) -> float:
     """Cosine similarity of the two pitch-class histograms (the "chroma similarity" of FIGARO and others).
 
     1 for the same proportions of pitch classes, 0 when they share none. Cosine rather than

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from musicgpt.data.dataset import FixedWindows
+from musicgpt.data.dataset import FixedWindows, TokenShard
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,30 @@ def bigram_loss(
     return HeldOutLoss("bigram", float(-log_p[previous, targets].mean()), targets.size)
 
 
+def loss_table(
+    model,
+    data_dir: str | Path,
+    split: str = "validation",
+    max_windows: int | None = None,
+    batch_size: int = 8,
+    baselines: bool = True,
+) -> list[str]:
+    """The held-out loss table as lines of text: what was scored, the header, the model, then the
+    unigram and bigram baselines counted on the train split (`musicgpt evaluate`, `musicgpt demo`)."""
+    windows = FixedWindows(TokenShard(data_dir, split), model.config.block_size, max_windows)
+    rows = [model_loss(model, windows, batch_size)]
+    if baselines:
+        train = TokenShard(data_dir, "train").tokens
+        rows += [
+            unigram_loss(train, windows, model.config.vocab_size),
+            bigram_loss(train, windows, model.config.vocab_size),
+        ]
+    return [
+        f"{split} split of {data_dir}: {len(windows)} windows of {model.config.block_size} tokens",
+        TABLE_HEADER,
+    ] + [r.row() for r in rows]
+
+
 @torch.inference_mode()
 def context_loss(
     model,
@@ -110,7 +135,9 @@ def context_loss(
         window = torch.as_tensor(np.stack(rows), device=device)
         logits = model(window[:, :-1]).float()[:, -scored:]
         targets = window[:, -scored:]
-        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum").item()
+        total += F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
+        ).item()
         count += targets.numel()
     model.train(was_training)
     return HeldOutLoss(name or f"context {context}", total / max(count, 1), count)

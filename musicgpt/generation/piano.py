@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from musicgpt.errors import MusicGPTError
 from musicgpt.generation.decode import generate_stream
 from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
-from musicgpt.tokenizers.performance import PerformanceTokenizer
+from musicgpt.tokenizers.base import MusicTokenizer
 
 # A guard on runaway sampling: dense piano music runs at ~50-100 tokens per second of music.
 MAX_TOKENS_PER_SECOND = 400
@@ -27,16 +26,9 @@ MAX_TOKENS_PER_SECOND = 400
 RELATIVE_CONTEXT_FACTOR = 2
 
 
-def token_steps(ids: np.ndarray) -> np.ndarray:
-    """10 ms steps that each token advances the clock (0 for everything but TIME_SHIFT)."""
-    ids = np.asarray(ids)
-    is_shift = (ids >= V.TIME_SHIFT_OFFSET) & (ids < V.TIME_SHIFT_OFFSET + V.MAX_SHIFT_STEPS)
-    return np.where(is_shift, ids - V.TIME_SHIFT_OFFSET + 1, 0)
-
-
 def cut_at_seconds(ids: np.ndarray, seconds: float) -> np.ndarray:
     """The tokens of the first `seconds` of music: events before that time, shifts that end by it."""
-    steps = token_steps(ids)
+    steps = V.shift_steps(ids)
     clock_after = np.cumsum(steps)
     limit = round(seconds * V.STEPS_PER_SECOND)
     past = np.where(steps > 0, clock_after > limit, clock_after >= limit)
@@ -88,7 +80,7 @@ class Continuation:
 
 def continue_piano(
     model,
-    tokenizer: PerformanceTokenizer,
+    tokenizer: MusicTokenizer,
     prompt_ids: np.ndarray,
     seconds: float,
     num_samples: int = 1,
@@ -145,7 +137,7 @@ def continue_piano(
             # A sample that ended (time reached, or EOS) pads with EOS; dropped when decoding.
             tokens = np.where(done, tokenizer.eos_id, tokens)
             new_tokens.append(tokens)
-            clock += token_steps(tokens)
+            clock += V.shift_steps(tokens)
             done |= (clock >= limit) | (tokens == tokenizer.eos_id)
             if on_progress is not None:
                 on_progress(min(float(clock.min()), limit) / V.STEPS_PER_SECOND)
@@ -168,68 +160,12 @@ def _trim(row: np.ndarray, limit_steps: int, eos_id: int) -> np.ndarray:
     """
     ends = np.flatnonzero(row == eos_id)
     row = row[: ends[0]] if ends.size else row
-    clock = np.cumsum(token_steps(row))
+    steps = V.shift_steps(row)
+    clock = np.cumsum(steps)
     over = np.flatnonzero(clock >= limit_steps)
     if over.size == 0:
         return row
-    row = row[: over[0] + 1].copy()
-    row[-1] -= clock[over[0]] - limit_steps  # a shift of s steps is id OFFSET + s - 1
+    last = over[0]
+    row = row[: last + 1].copy()
+    row[last] = V.shift_id(steps[last] - (clock[last] - limit_steps))
     return row
-
-
-def write_midi(pm, path: str | Path) -> Path:
-    """Write a PrettyMIDI atomically."""
-    from musicgpt.io import atomic_open
-
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
-        pm.write(f)
-    return path
-
-
-def wav_tools() -> tuple[str, Path]:
-    """(the fluidsynth program, a General MIDI soundfont); what is missing is a one-line error.
-
-    Callers check before sampling, so that a missing program never throws the music away.
-    """
-    import shutil
-
-    fluidsynth = shutil.which("fluidsynth")
-    if fluidsynth is None:
-        raise MusicGPTError("--wav needs the fluidsynth program (Debian: apt-get install fluidsynth)")
-    soundfont = find_soundfont()
-    if soundfont is None:
-        raise MusicGPTError(
-            "--wav needs a General MIDI soundfont (Debian: apt-get install timgm6mb-soundfont)"
-        )
-    return fluidsynth, soundfont
-
-
-def render_wav(midi_path: Path, wav_path: Path) -> Path:
-    """Render with fluidsynth and a General MIDI soundfont (Debian's timgm6mb, or pretty_midi's copy)."""
-    import subprocess
-
-    fluidsynth, soundfont = wav_tools()
-    tmp = wav_path.with_name(f".{wav_path.name}.tmp.wav")
-    cmd = [fluidsynth, "-ni", "-g", "0.8", "-r", "44100", "-F", str(tmp), str(soundfont), str(midi_path)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0 or not tmp.exists():
-        tmp.unlink(missing_ok=True)
-        raise MusicGPTError(f"fluidsynth failed on {midi_path}: {result.stderr.strip()[-300:]}")
-    tmp.replace(wav_path)
-    return wav_path
-
-
-def find_soundfont() -> Path | None:
-    candidates = [
-        Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),
-        Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
-        Path("/usr/share/sounds/sf2/default-GM.sf2"),
-    ]
-    try:
-        import pretty_midi
-
-        candidates.append(Path(pretty_midi.__file__).parent / "TimGM6mb.sf2")
-    except ImportError:
-        pass
-    return next((c for c in candidates if c.exists()), None)

@@ -37,8 +37,8 @@ def main() -> None:
     ap.add_argument("--continuations", help="a report from `musicgpt evaluate --continuations --report`")
     args = ap.parse_args()
 
+    from musicgpt.checkpoints import load_checkpoint
     from musicgpt.io import atomic_write_text
-    from musicgpt.training.checkpoint import load_checkpoint
 
     model, tokenizer = load_checkpoint(args.model)
     data = Path(args.data)

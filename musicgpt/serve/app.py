@@ -38,6 +38,7 @@ from starlette.routing import Route
 from musicgpt.errors import MidiReadError, MusicGPTError
 from musicgpt.serve.form import MAX_UPLOAD_BYTES, BadRequest, limits, parse_request
 from musicgpt.serve.jobs import Job, Worker, prompt_seconds_of
+from musicgpt.tokenizers import require_music
 from musicgpt.tokenizers import vocab as V
 
 # the multipart envelope and the number fields around an upload
@@ -65,10 +66,6 @@ def load_pieces(directory: Path | None, tokenizer) -> dict[str, np.ndarray]:
         if ids.size:
             pieces[path.name] = ids
     return pieces
-
-
-def has_notes(ids: np.ndarray) -> bool:
-    return bool(((ids >= V.NOTE_ON_OFFSET) & (ids < V.NOTE_ON_OFFSET + 128)).any())
 
 
 class LimitBody:
@@ -106,9 +103,7 @@ def _error_response(e: Exception) -> Response:
 
 def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str = "") -> Starlette:
     """The app around a loaded music model. `pieces_dir`: MIDI files offered as prompts."""
-    if tokenizer is None or tokenizer.name != "performance":
-        name = getattr(tokenizer, "name", None)
-        raise MusicGPTError(f"serve needs a piano model (performance tokenizer); this one reads {name!r}")
+    tokenizer = require_music(tokenizer, "serve")
     worker = Worker(model, tokenizer)
     pieces = load_pieces(pieces_dir, tokenizer)
     upload_dir = Path(tempfile.mkdtemp(prefix="musicgpt-serve-"))
@@ -163,14 +158,14 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
                 ids = pieces[label]
             else:
                 raise BadRequest("choose a piece, or upload a MIDI file")
-        if ids.size == 0 or not has_notes(ids):
+        if ids.size == 0 or not V.strikes_a_note(ids):
             raise BadRequest(f"{label} has no notes to continue")
         prompt = ids[:0]
         if r.prompt_seconds > 0:
             from musicgpt.generation.piano import cut_at_seconds
 
             prompt = cut_at_seconds(ids, r.prompt_seconds)
-            if not has_notes(prompt):
+            if not V.strikes_a_note(prompt):
                 raise BadRequest(
                     f"the first {r.prompt_seconds:g} s of {label} hold no notes: choose a longer prompt "
                     "(or 0 s to start from nothing)"

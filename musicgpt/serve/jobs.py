@@ -51,9 +51,7 @@ class Job:
 
 def prompt_seconds_of(ids: np.ndarray) -> float:
     """Where the prompt's clock stands at its end: the time the continuation starts."""
-    from musicgpt.generation.piano import token_steps
-
-    return float(token_steps(ids).sum()) / V.STEPS_PER_SECOND
+    return V.seconds_of(ids)
 
 
 def summarize(tokenizer, ids: np.ndarray, prompt_tokens: int) -> dict:
@@ -170,7 +168,7 @@ class Worker:
 
     def _attention(self, job: Job, k: int) -> str:
         from musicgpt.viz.attention import AttentionData
-        from musicgpt.viz.html import music_page
+        from musicgpt.viz.html import attention_page
 
         sample = job.samples[k]
         if sample.attention_html is None:
@@ -188,7 +186,7 @@ class Worker:
                 f"{prompt_end:.2f} s · {self.model.config.n_layer} layers x {self.model.config.n_head} heads"
             )
             title = f"{job.label}: sample {k + 1}, attention"
-            sample.attention_html = music_page(data, title=title, subtitle=subtitle)
+            sample.attention_html = attention_page(data, title=title, subtitle=subtitle)
         return sample.attention_html
 
     def close(self) -> None:

@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from musicgpt.errors import ConfigError
-from musicgpt.tokenizers.base import LogitsMask, Tokenizer
+from musicgpt.tokenizers.base import (
+    LogitsMask,
+    Modality,
+    MusicTokenizer,
+    TextTokenizer,
+    Tokenizer,
+    is_music,
+    require_music,
+)
 
 # registry name -> "module:class"; each class has from_dict(d)
 TOKENIZERS = {
@@ -18,8 +26,6 @@ TOKENIZERS = {
 
 def load_tokenizer(spec: str | Path | dict[str, Any]) -> Tokenizer:
     """Build a tokenizer from its settings dict, a saved JSON file, or a bare registry name."""
-    import importlib
-
     if isinstance(spec, (str, Path)):
         if str(spec) in TOKENIZERS:
             spec = {"name": str(spec)}
@@ -32,12 +38,28 @@ def load_tokenizer(spec: str | Path | dict[str, Any]) -> Tokenizer:
             spec = read_json_mapping(path, "tokenizer file")
     if not isinstance(spec, dict):
         raise ConfigError(f"tokenizer settings must be a mapping with a 'name', got {spec!r}")
-    name = spec.get("name")
-    if name not in TOKENIZERS:
+    return tokenizer_class(spec.get("name")).from_dict(spec)
+
+
+def tokenizer_class(name: str) -> type:
+    """The class registered as `name`; its `modality` says music or text without building one."""
+    import importlib
+
+    if not isinstance(name, str) or name not in TOKENIZERS:
         raise ConfigError(f"unknown tokenizer {name!r}; known: {sorted(TOKENIZERS)}")
     module_name, class_name = TOKENIZERS[name].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.from_dict(spec)
+    return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["LogitsMask", "Tokenizer", "TOKENIZERS", "load_tokenizer"]
+__all__ = [
+    "LogitsMask",
+    "Modality",
+    "MusicTokenizer",
+    "TOKENIZERS",
+    "TextTokenizer",
+    "Tokenizer",
+    "is_music",
+    "load_tokenizer",
+    "require_music",
+    "tokenizer_class",
+]

@@ -1,4 +1,4 @@
-"""Reading MIDI into note arrays and applying the sustain pedal, note-seq's way.
+"""Reading MIDI into note arrays and applying the sustain pedal, note-seq's way; writing MIDI files.
 
 Files are parsed with symusic (a C++ parser, ~200x faster than pretty_midi) in ticks, and the
 ticks become exact integer times: microseconds x ticks-per-quarter, the sum over the tempo map
@@ -295,3 +295,13 @@ def pedal_notes(parts: list[Part], sustain_pedal: bool = True) -> tuple:
         end.append(new_end[keep])
     joined = [np.concatenate(x) for x in (pitch, velocity, start, end)]
     return (*joined, parts[0].units_per_second)
+
+
+def write_midi(pm, path: str | Path) -> Path:
+    """Write a `pretty_midi.PrettyMIDI` to `path` atomically (a reader never sees half a file)."""
+    from musicgpt.io import atomic_open
+
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        pm.write(f)
+    return path

@@ -25,32 +25,22 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from musicgpt.errors import ConfigError
 from musicgpt.tokenizers import midi_io
 from musicgpt.tokenizers import vocab as V
+from musicgpt.tokenizers.grammar import PerformanceGrammar
+from musicgpt.tokenizers.notes import Notes
+from musicgpt.tokenizers.vocab import EventType
 
-EVENT_NOTE_ON, EVENT_NOTE_OFF, EVENT_TIME_SHIFT, EVENT_VELOCITY, EVENT_EOS, EVENT_PAD = range(6)
+if TYPE_CHECKING:
+    import pretty_midi
+
 # a sequence that has not set a velocity yet plays at bin 16 (velocity 61), near MIDI's default 64
 DEFAULT_VELOCITY_BIN = int(V.velocity_to_bin(64))
-
-
-@dataclass(frozen=True)
-class DecodedNotes:
-    """Notes decoded from ids; index i of every array is one note, in the order of their NOTE_ONs."""
-
-    pitch: np.ndarray  # (N,) int64
-    velocity: np.ndarray  # (N,) int64, the lowest velocity of the bin
-    start: np.ndarray  # (N,) float64 seconds
-    end: np.ndarray  # (N,) float64 seconds
-    on_token: np.ndarray  # (N,) int64: index in ids of the NOTE_ON that started the note
-    off_token: np.ndarray  # (N,) int64: index of the NOTE_OFF that ended it; -1 if closed at the end
-
-    def __len__(self) -> int:
-        return int(self.pitch.size)
 
 
 @dataclass(frozen=True)
@@ -76,6 +66,8 @@ class PerformanceTokenizer:
     max_polyphony: int = 64
 
     name: ClassVar[str] = "performance"
+    modality: ClassVar[Literal["music"]] = "music"
+    suffixes: ClassVar[tuple[str, ...]] = (".mid", ".midi")  # what `musicgpt data build` reads
     vocab_size: ClassVar[int] = V.VOCAB_SIZE
     eos_id: ClassVar[int] = V.EOS_ID
     pad_id: ClassVar[int] = V.PAD_ID
@@ -125,7 +117,7 @@ class PerformanceTokenizer:
 
     # --- decoding --------------------------------------------------------------------------------
 
-    def decode_notes(self, ids) -> DecodedNotes:
+    def decode_notes(self, ids) -> Notes:
         """Ids -> notes. Accepts any sequence of valid ids:
 
         * each pitch keeps its open notes first in first out; a NOTE_OFF with none open is ignored;
@@ -137,13 +129,16 @@ class PerformanceTokenizer:
         Raises TokenIdError for an id outside 0..389.
         """
         ids = V.check_ids(ids)
-        kind, value = V._TYPE_OF_ID[ids], V._VALUE_OF_ID[ids].astype(np.int64)
-        clock = _clock_at(kind, value)
-        final = int(clock[-1] + (value[-1] if kind[-1] == EVENT_TIME_SHIFT else 0)) if ids.size else 0
+        kind, value = V.TYPE_OF_ID[ids], V.VALUE_OF_ID[ids].astype(np.int64)
+        steps = V.STEPS_OF_ID[ids]
+        clock = np.cumsum(steps) - steps  # steps elapsed before each token
+        final = int(steps.sum())
 
         positions = np.arange(ids.size)
         last_velocity = (
-            np.maximum.accumulate(np.where(kind == EVENT_VELOCITY, positions, -1)) if ids.size else positions
+            np.maximum.accumulate(np.where(kind == EventType.VELOCITY, positions, -1))
+            if ids.size
+            else positions
         )
         vbin = np.where(last_velocity >= 0, value[np.maximum(last_velocity, 0)], DEFAULT_VELOCITY_BIN)
 
@@ -154,7 +149,7 @@ class PerformanceTokenizer:
             closed, clock[np.maximum(off_token, 0)], np.clip(final, start + 1, start + self.max_note_steps)
         )
         end = np.maximum(end, start + 1)
-        return DecodedNotes(
+        return Notes(
             pitch=value[on_token],
             velocity=V.bin_to_velocity(vbin[on_token]).astype(np.int64),
             start=start / V.STEPS_PER_SECOND,
@@ -163,7 +158,7 @@ class PerformanceTokenizer:
             off_token=off_token,
         )
 
-    def decode(self, ids):
+    def decode(self, ids) -> pretty_midi.PrettyMIDI:
         """Ids -> a `pretty_midi.PrettyMIDI` with one piano (program 0), per `decode_notes`.
 
         The file uses 500 ticks per quarter at 120 bpm (1 tick = 1 ms), so a written file holds
@@ -183,8 +178,8 @@ class PerformanceTokenizer:
 
     def token_times(self, ids) -> np.ndarray:
         """(T,) float seconds: the performance clock when each token is read (before its own shift)."""
-        ids = V.check_ids(ids)
-        return _clock_at(V._TYPE_OF_ID[ids], V._VALUE_OF_ID[ids].astype(np.int64)) / V.STEPS_PER_SECOND
+        steps = V.STEPS_OF_ID[V.check_ids(ids)]
+        return (np.cumsum(steps) - steps) / V.STEPS_PER_SECOND
 
     # --- names, settings, grammar ----------------------------------------------------------------
 
@@ -286,32 +281,24 @@ def _emit(step_on, step_off, pitch, vbin) -> np.ndarray:
     order = np.lexsort((pitches, is_on, step))  # by step; offs before ons; then by pitch
     step, is_on, pitches, bins = step[order], is_on[order], pitches[order], bins[order]
 
-    delta = np.diff(step, prepend=0)
-    n_shift = (delta + V.MAX_SHIFT_STEPS - 1) // V.MAX_SHIFT_STEPS
+    shift_ids, n_shift = V.split_gaps(np.diff(step, prepend=0))
     on_bins = bins[is_on]
     has_velocity = np.zeros(2 * n, bool)
     has_velocity[is_on] = on_bins != np.concatenate([[0], on_bins[:-1]])
 
     count = n_shift + has_velocity + 1
     end = np.cumsum(count)
-    begin = end - count
-    # every slot not written below is a full 1 s shift
-    ids = np.full(int(end[-1]), V.TIME_SHIFT_OFFSET + V.MAX_SHIFT_STEPS - 1, np.int32)
-    shifted = n_shift > 0
-    rest = delta - V.MAX_SHIFT_STEPS * (n_shift - 1)
-    ids[(begin + n_shift - 1)[shifted]] = V.TIME_SHIFT_OFFSET + rest[shifted] - 1
-    ids[(begin + n_shift)[has_velocity]] = V.VELOCITY_OFFSET + bins[has_velocity] - 1
+    ids = np.empty(int(end[-1]), np.int32)
+    is_shift = np.ones(ids.size, bool)
+    velocity_at = (end - 2)[has_velocity]
+    ids[velocity_at] = V.VELOCITY_OFFSET + bins[has_velocity] - 1
     ids[end - 1] = np.where(is_on, V.NOTE_ON_OFFSET, V.NOTE_OFF_OFFSET) + pitches
+    is_shift[velocity_at] = is_shift[end - 1] = False
+    ids[is_shift] = shift_ids  # the remaining slots, in order, are every event's shifts
     return ids
 
 
 # --- decoding helpers ----------------------------------------------------------------------------
-
-
-def _clock_at(kind: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Steps elapsed before each token."""
-    shift = np.where(kind == EVENT_TIME_SHIFT, value, 0)
-    return np.cumsum(shift) - shift
 
 
 def _pair_fifo(kind: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -321,8 +308,8 @@ def _pair_fifo(kind: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndar
     Vectorized: per pitch, W = running (#ons - #offs); an off finds nothing open exactly when W
     drops below its previous minimum (floored at 0). The m-th effective off closes the m-th on.
     """
-    on_pos = np.flatnonzero(kind == EVENT_NOTE_ON)
-    off_pos = np.flatnonzero(kind == EVENT_NOTE_OFF)
+    on_pos = np.flatnonzero(kind == EventType.NOTE_ON)
+    off_pos = np.flatnonzero(kind == EventType.NOTE_OFF)
     if on_pos.size == 0:
         return on_pos, on_pos.copy()
     pos = np.concatenate([on_pos, off_pos])
@@ -358,143 +345,3 @@ def _pair_fifo(kind: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndar
         off_token = np.where(off_key[k] == on_key, off_at[k], -1)
     by_onset = np.argsort(on_at, kind="stable")
     return on_at[by_onset], off_token[by_onset]
-
-
-# --- the generation grammar ----------------------------------------------------------------------
-
-# per-id lookups, so that a grammar step is a few gathers instead of comparisons
-_SHIFT_STEPS_OF_ID = np.where(V._TYPE_OF_ID == EVENT_TIME_SHIFT, V._VALUE_OF_ID, 0).astype(np.int64)
-_IS_SHORT_SHIFT = (_SHIFT_STEPS_OF_ID > 0) & (_SHIFT_STEPS_OF_ID < V.MAX_SHIFT_STEPS)
-
-
-class PerformanceGrammar:
-    """A LogitsMask keeping generated performances well formed, batch-wise in numpy.
-
-    After `advance`, for each row the next token may be:
-    * NOTE_ON of a pitch not sounding (one voice per pitch, as the encoder), while fewer than
-      `max_polyphony` notes sound;
-    * NOTE_OFF of a sounding pitch, but not at the step where a NOTE_ON already came (the
-      encoder puts offs first; this also rules out zero-length notes);
-    * TIME_SHIFT, not right after a shift shorter than 1 s (the encoder writes 100, ..., rest),
-      and no longer than lets every sounding note stay within `max_note_steps`;
-    * VELOCITY of a bin other than the current one, and then only a NOTE_ON may follow;
-    * EOS when no note sounds (and not right after VELOCITY); it resets the row's state;
-    * never PAD.
-    When a note has sounded for `max_note_steps`, or (with `max_note_tokens`) its NOTE_ON lies that
-    many tokens back, only NOTE_OFFs of such overdue notes are allowed. The second rule is for
-    notes the model cannot see: it reads a window of the last tokens, and a note struck before
-    the window began sounds on with nothing in view to end it; the grammar ends it instead. Some token is always allowed. In the prompt, tokens the grammar would forbid are
-    taken as they come (a NOTE_OFF with nothing open changes nothing). About 10-20 us a step
-    for batch 8: per-row state lives in (batch, 128) arrays, nothing loops over the vocabulary.
-    """
-
-    # token -> its event type: the sampler keeps each type's probability mass under this mask
-    # (`musicgpt.generation.sampling.mask_per_group`), so forbidding the NOTE_OFFs of silent
-    # pitches does not hand their mass to NOTE_ON and TIME_SHIFT
-    group_of_id = V._TYPE_OF_ID.astype(np.int64)
-    _SHIFT_STEPS = np.arange(1, V.MAX_SHIFT_STEPS + 1)
-    _BINS = np.arange(1, V.NUM_VELOCITY_BINS + 1)
-    _NEVER = np.iinfo(np.int64).max // 2  # the deadline of a pitch that is not sounding
-
-    def __init__(
-        self, batch_size: int, max_note_steps: int, max_polyphony: int, max_note_tokens: int | None = None
-    ):
-        if max_note_tokens is not None and max_note_tokens < 1:
-            raise ValueError(f"max_note_tokens must be >= 1 or None, got {max_note_tokens!r}")
-        self.batch_size = batch_size
-        self.max_note_steps = max_note_steps
-        self.max_polyphony = max_polyphony
-        self.max_note_tokens = max_note_tokens
-        self._rows = np.arange(batch_size)
-        b = batch_size
-        self.sounding = np.zeros((b, 128), bool)
-        self.deadline = np.full((b, 128), self._NEVER, np.int64)  # step by which a sounding note must end
-        self.n_sounding = np.zeros(b, np.int64)
-        self.clock = np.zeros(b, np.int64)  # steps since the start (or the last EOS)
-        self.n_tokens = 0  # tokens seen (prompt and generated), the same for every row
-        self.on_token = np.zeros((b, 128), np.int64)  # n_tokens at each sounding note's NOTE_ON
-        self.velocity_bin = np.zeros(b, np.int64)  # 0: none yet
-        self.after_velocity = np.zeros(b, bool)
-        self.on_this_step = np.zeros(b, bool)
-        self.after_short_shift = np.zeros(b, bool)
-
-    def _reset(self, rows: np.ndarray) -> None:
-        self.sounding[rows] = False
-        self.deadline[rows] = self._NEVER
-        for state in (
-            self.n_sounding,
-            self.clock,
-            self.velocity_bin,
-            self.after_velocity,
-            self.on_this_step,
-            self.after_short_shift,
-        ):
-            state[rows] = 0
-
-    def start(self, prompt: np.ndarray) -> None:
-        prompt = np.asarray(prompt)
-        if prompt.ndim != 2 or prompt.shape[0] != self.batch_size:
-            raise ValueError(f"prompt must be (batch={self.batch_size}, T), got shape {prompt.shape}")
-        V.check_ids(prompt.reshape(-1))
-        self._reset(self._rows)
-        self.n_tokens = 0
-        for t in range(prompt.shape[1]):
-            self.advance(prompt[:, t])
-
-    def allowed(self) -> np.ndarray:
-        mask = np.empty((self.batch_size, V.VOCAB_SIZE), bool)
-        sounding, after_velocity = self.sounding, self.after_velocity
-        next_deadline = self.deadline.min(1)
-        overdue = self.clock >= next_deadline
-        out_of_view = None
-        if self.max_note_tokens is not None:
-            out_of_view = sounding & (self.on_token <= self.n_tokens - self.max_note_tokens)
-            overdue = overdue | out_of_view.any(1)
-        crowded = self.n_sounding >= self.max_polyphony
-
-        can_on = ~(overdue | (crowded & ~after_velocity))
-        np.greater(can_on[:, None], sounding, out=mask[:, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128])
-        can_off = ~(self.on_this_step | after_velocity)
-        offs = mask[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
-        np.logical_and(sounding, can_off[:, None], out=offs)
-        if overdue.any():
-            due = sounding[overdue] & (self.deadline[overdue] <= self.clock[overdue, None])
-            if out_of_view is not None:
-                due |= out_of_view[overdue]
-            offs[overdue] = due
-        longest = np.where(overdue | after_velocity | self.after_short_shift, 0, next_deadline - self.clock)
-        np.less_equal(
-            self._SHIFT_STEPS, longest[:, None], out=mask[:, V.TIME_SHIFT_OFFSET : V.VELOCITY_OFFSET]
-        )
-        velocities = mask[:, V.VELOCITY_OFFSET : V.EOS_ID]
-        np.not_equal(self._BINS, self.velocity_bin[:, None], out=velocities)
-        velocities &= ~(overdue | after_velocity | crowded)[:, None]
-        mask[:, V.EOS_ID] = (self.n_sounding == 0) & ~after_velocity
-        mask[:, V.PAD_ID] = False
-        return mask
-
-    def advance(self, tokens: np.ndarray) -> None:
-        tokens = np.asarray(tokens).reshape(-1)
-        kind = V._TYPE_OF_ID[tokens]
-        value = V._VALUE_OF_ID[tokens]
-        notes = kind <= EVENT_NOTE_OFF
-        if notes.any():
-            on = kind == EVENT_NOTE_ON
-            r, p = self._rows[notes], value[notes]
-            was = self.sounding[r, p]
-            now = on[notes]
-            self.n_sounding[r] += now.astype(np.int64) - was
-            self.sounding[r, p] = now
-            # a NOTE_ON of a sounding pitch (prompts only) restarts its clock; a stray NOTE_OFF changes nothing
-            self.deadline[r, p] = np.where(now, self.clock[r] + self.max_note_steps, self._NEVER)
-            self.on_token[r, p] = self.n_tokens
-            self.on_this_step |= on
-        shift = _SHIFT_STEPS_OF_ID[tokens]
-        self.clock += shift
-        self.on_this_step &= shift == 0
-        self.after_velocity = velocity = kind == EVENT_VELOCITY
-        self.velocity_bin = np.where(velocity, value, self.velocity_bin)
-        self.after_short_shift = _IS_SHORT_SHIFT[tokens]
-        self.n_tokens += 1
-        if (tokens == V.EOS_ID).any():
-            self._reset(tokens == V.EOS_ID)

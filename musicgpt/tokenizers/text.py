@@ -18,7 +18,7 @@ import json
 from abc import ABC, abstractmethod
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -88,6 +88,8 @@ class _TextTokenizer(ABC):
     """What the two text tokenizers share: settings as a dict, save/load, readable ids."""
 
     name: str
+    modality: ClassVar[Literal["text"]] = "text"
+    suffixes: ClassVar[tuple[str, ...]] = (".txt", ".md")  # what `musicgpt data build` reads
     vocab_size: int
     eos_id: int
     _settings: frozenset[str] = frozenset()  # keys that to_dict adds beside "name"

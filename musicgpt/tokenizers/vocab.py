@@ -15,10 +15,15 @@ Velocity bins are note-seq's (`performance_lib.velocity_to_bin`): MIDI velocitie
 32 bins of ceil(127 / 32) = 4 values, bin = (velocity - 1) // 4 + 1, so bin 1 holds 1-4 and
 bin 32 holds 125-127. A bin decodes to its lowest velocity, 1 + 4 * (bin - 1) (bin 32 -> 125),
 again as note-seq does; binning the decoded velocity gives back the same bin.
+
+The clock lives here too: `STEPS_OF_ID` says how far each id moves it (only TIME_SHIFTs do), and
+`split_gap` writes a gap as shifts, whole seconds first, then the rest. The encoder, the decoder,
+the grammar, augmentation and generation all use these, so none of them does id arithmetic.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +33,17 @@ from musicgpt.errors import MusicGPTError
 
 class TokenIdError(MusicGPTError, ValueError):
     """An id (or token name) that is not in the performance vocabulary."""
+
+
+class EventType(IntEnum):
+    """The event kinds, in the table's order: `TYPE_OF_ID[i]` is one of these."""
+
+    NOTE_ON = 0
+    NOTE_OFF = 1
+    TIME_SHIFT = 2
+    VELOCITY = 3
+    EOS = 4
+    PAD = 5
 
 
 class Event(NamedTuple):
@@ -88,12 +104,15 @@ VOCAB_SIZE = sum(r.size for r in EVENT_RANGES)
 assert (NOTE_ON_OFFSET, NOTE_OFF_OFFSET, TIME_SHIFT_OFFSET, VELOCITY_OFFSET) == (0, 128, 256, 356)
 assert (NUM_EVENT_IDS, EOS_ID, PAD_ID, VOCAB_SIZE) == (388, 388, 389, 390)
 
-# id -> (type index into EVENT_RANGES, value), as arrays for vectorized decoding
-_TYPE_OF_ID = np.concatenate([np.full(r.size, k, np.int8) for k, r in enumerate(EVENT_RANGES)])
-_VALUE_OF_ID = np.concatenate([np.arange(r.min_value, r.max_value + 1) for r in EVENT_RANGES]).astype(
-    np.int32
-)
-_TYPE_NAMES = tuple(r.type for r in EVENT_RANGES)
+assert [t.name for t in EventType] == [r.type for r in EVENT_RANGES]
+
+# id -> (EventType, value), as read-only arrays for vectorized code: TYPE_OF_ID[ids], VALUE_OF_ID[ids]
+TYPE_OF_ID = np.concatenate([np.full(r.size, k, np.int8) for k, r in enumerate(EVENT_RANGES)])
+VALUE_OF_ID = np.concatenate([np.arange(r.min_value, r.max_value + 1) for r in EVENT_RANGES]).astype(np.int32)
+# id -> the 10 ms steps it moves the clock: its value for a TIME_SHIFT, 0 for everything else
+STEPS_OF_ID = np.where(TYPE_OF_ID == EventType.TIME_SHIFT, VALUE_OF_ID, 0).astype(np.int64)
+for _table in (TYPE_OF_ID, VALUE_OF_ID, STEPS_OF_ID):
+    _table.flags.writeable = False
 
 
 def _check_id(i: int) -> int:
@@ -135,7 +154,7 @@ def event_to_id(type: str, value: int = 0) -> int:
 def id_to_event(i: int) -> Event:
     """The event an id stands for, e.g. `id_to_event(300) == Event("TIME_SHIFT", 45)`."""
     i = _check_id(i)
-    return Event(_TYPE_NAMES[_TYPE_OF_ID[i]], int(_VALUE_OF_ID[i]))
+    return Event(EventType(TYPE_OF_ID[i]).name, int(VALUE_OF_ID[i]))
 
 
 def id_to_name(i: int) -> str:
@@ -166,3 +185,58 @@ def velocity_to_bin(velocity):
 def bin_to_velocity(velocity_bin):
     """Bin 1-32 -> the lowest MIDI velocity of the bin (1, 5, ..., 125). Works on arrays."""
     return MIN_MIDI_VELOCITY + (velocity_bin - 1) * VELOCITY_BIN_SIZE
+
+
+# --- the clock -----------------------------------------------------------------------------------
+
+
+def shift_steps(ids) -> np.ndarray:
+    """The 10 ms steps each id moves the clock (`STEPS_OF_ID`), same shape as `ids`, int64.
+
+    Any array of valid ids; raises TokenIdError for one outside 0..VOCAB_SIZE-1.
+    """
+    arr = np.asarray(ids)
+    if arr.size and (arr.min() < 0 or arr.max() >= VOCAB_SIZE):
+        check_ids(arr.reshape(-1))  # names the first bad id
+    return STEPS_OF_ID[arr.astype(np.intp, copy=False)]
+
+
+def strikes_a_note(ids) -> bool:
+    """Whether `ids` hold a NOTE_ON (a prompt without one gives a model nothing to continue)."""
+    arr = np.asarray(ids, dtype=np.intp)
+    return bool(arr.size) and bool((TYPE_OF_ID[check_ids(arr.reshape(-1))] == EventType.NOTE_ON).any())
+
+
+def seconds_of(ids) -> float:
+    """How far `ids` move the clock, in seconds: the time at the end of the sequence."""
+    return float(shift_steps(ids).sum()) / STEPS_PER_SECOND
+
+
+def shift_id(steps):
+    """The id of a TIME_SHIFT of `steps` (1..MAX_SHIFT_STEPS) steps. Works on arrays."""
+    s = np.asarray(steps)
+    if s.size and (s.min() < 1 or s.max() > MAX_SHIFT_STEPS):
+        raise TokenIdError(f"a TIME_SHIFT is 1..{MAX_SHIFT_STEPS} steps, got {s.min()}..{s.max()}")
+    return OFFSETS["TIME_SHIFT"] + s - RANGES["TIME_SHIFT"].min_value
+
+
+def split_gaps(steps) -> tuple[np.ndarray, np.ndarray]:
+    """Gaps of `steps` 10 ms steps each (>= 0) as TIME_SHIFTs: whole seconds first, then the rest.
+
+    Returns (ids, counts): the shift ids of all gaps one after another (int64), and how many
+    belong to each gap; a gap of 257 steps is [shift 100, shift 100, shift 57], one of 0 is none.
+    """
+    steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+    if steps.size and steps.min() < 0:
+        raise ValueError(f"a gap cannot be negative, got {steps.min()} steps")
+    counts = -(-steps // MAX_SHIFT_STEPS)  # ceil
+    ids = np.full(int(counts.sum()), shift_id(MAX_SHIFT_STEPS), np.int64)
+    some = counts > 0
+    rest = steps[some] - MAX_SHIFT_STEPS * (counts[some] - 1)  # 1..MAX_SHIFT_STEPS
+    ids[np.cumsum(counts)[some] - 1] = shift_id(rest)  # the last shift of each gap
+    return ids, counts
+
+
+def split_gap(steps: int) -> np.ndarray:
+    """One gap as TIME_SHIFT ids (see `split_gaps`): 257 steps -> [shift 100, shift 100, shift 57]."""
+    return split_gaps([steps])[0]

@@ -24,54 +24,12 @@ from typing import Any
 import numpy as np
 
 from musicgpt.errors import MusicGPTError
+from musicgpt.tokenizers.base import MusicTokenizer, Tokenizer
+from musicgpt.tokenizers.notes import Notes
 
 
 class ExcerptError(MusicGPTError, ValueError):
     """An excerpt (--start/--seconds) that holds no tokens, or a sequence the model cannot read."""
-
-
-@dataclass(frozen=True)
-class Notes:
-    """The notes of a token sequence; token indices count from the sequence's first token."""
-
-    pitch: np.ndarray  # (N,) int
-    velocity: np.ndarray  # (N,) int, MIDI 1-127
-    start: np.ndarray  # (N,) seconds
-    end: np.ndarray  # (N,) seconds
-    on_token: np.ndarray  # (N,) int: the NOTE_ON token that started the note
-    off_token: np.ndarray  # (N,) int: the NOTE_OFF token that ended it, -1 if closed at the end
-
-    def __len__(self) -> int:
-        return len(self.pitch)
-
-    @classmethod
-    def from_decoded(cls, notes: Any) -> Notes:
-        """Copy the arrays of a `DecodedNotes` (or anything with the same attributes)."""
-        return cls(
-            pitch=np.asarray(notes.pitch, dtype=np.int32),
-            velocity=np.asarray(notes.velocity, dtype=np.int32),
-            start=np.asarray(notes.start, dtype=np.float64),
-            end=np.asarray(notes.end, dtype=np.float64),
-            on_token=np.asarray(notes.on_token, dtype=np.int64),
-            off_token=np.asarray(notes.off_token, dtype=np.int64),
-        )
-
-    def in_tokens(self, tokens: slice) -> Notes:
-        """The notes started by tokens[tokens.start:tokens.stop], token indices made relative to it.
-
-        A note ended after the slice keeps its times but gets off_token -1.
-        """
-        i0, i1 = tokens.start, tokens.stop
-        keep = (self.on_token >= i0) & (self.on_token < i1)
-        off = self.off_token[keep]
-        return Notes(
-            pitch=self.pitch[keep],
-            velocity=self.velocity[keep],
-            start=self.start[keep],
-            end=self.end[keep],
-            on_token=self.on_token[keep] - i0,
-            off_token=np.where((off >= i0) & (off < i1), off - i0, -1),
-        )
 
 
 @dataclass(frozen=True)
@@ -84,10 +42,10 @@ class TokenNoteMap:
     off_token: np.ndarray  # (N,) int64, -1 where the note is closed at the end
 
 
-def token_note_map(notes: Any, n_tokens: int) -> TokenNoteMap:
+def token_note_map(notes: Notes, n_tokens: int) -> TokenNoteMap:
     """Invert the decoder's note -> token links into token -> note arrays of length `n_tokens`.
 
-    `notes` is a `DecodedNotes` or `Notes`. VELOCITY and TIME_SHIFT tokens belong to no note (-1).
+    VELOCITY and TIME_SHIFT tokens belong to no note (-1).
     """
     on = np.asarray(notes.on_token, dtype=np.int64)
     off = np.asarray(notes.off_token, dtype=np.int64)
@@ -146,7 +104,11 @@ def attention_probs(model: Any, ids: np.ndarray) -> np.ndarray:
 
 @dataclass
 class AttentionData:
-    """Everything a view needs: the weights, what the tokens are, and (music) their notes."""
+    """Everything a view needs: the weights, what the tokens are, and (music) their notes.
+
+    Built by `from_music` (a piano roll: notes and times) or `from_model` (any tokens, text); the
+    views read `music` to tell which.
+    """
 
     attention: np.ndarray  # (layers, heads, T, T) float32, causal, rows sum to 1
     token_ids: np.ndarray  # (T,) int64
@@ -155,6 +117,11 @@ class AttentionData:
     token_map: TokenNoteMap | None = None
     token_times: np.ndarray | None = None  # music: (T,) seconds from the start of the piece
     first_token: int = 0  # index of token 0 in the whole encoded piece
+
+    @property
+    def music(self) -> bool:
+        """Whether the tokens are music with notes (from `from_music`), so the views draw a piano roll."""
+        return self.notes is not None
 
     @property
     def n_layer(self) -> int:
@@ -179,7 +146,7 @@ class AttentionData:
         return self.note_attention().sum(axis=-1)
 
     @classmethod
-    def from_model(cls, model: Any, ids: np.ndarray, tokenizer: Any) -> AttentionData:
+    def from_model(cls, model: Any, ids: np.ndarray, tokenizer: Tokenizer) -> AttentionData:
         """Run `model` over `ids` (text or any token sequence; no notes)."""
         ids = np.asarray(ids, dtype=np.int64)
         return cls(attention_probs(model, ids), ids, [tokenizer.id_to_token(int(i)) for i in ids])
@@ -189,7 +156,7 @@ class AttentionData:
         cls,
         model: Any,
         ids: np.ndarray,
-        tokenizer: Any,
+        tokenizer: MusicTokenizer,
         start: float | None = None,
         seconds: float | None = None,
     ) -> AttentionData:
@@ -201,7 +168,7 @@ class AttentionData:
         times = np.asarray(tokenizer.token_times(ids), dtype=np.float64)
         span = excerpt_slice(times, start, seconds)
         span = slice(span.start, min(span.stop, span.start + model.config.block_size))
-        notes = Notes.from_decoded(tokenizer.decode_notes(ids)).in_tokens(span)
+        notes = tokenizer.decode_notes(ids).in_tokens(span)
         part = ids[span]
         return cls(
             attention=attention_probs(model, part),

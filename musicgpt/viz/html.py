@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from musicgpt.io import atomic_write_text
-from musicgpt.viz.attention import AttentionData, CompactAttention, Notes, compact
+from musicgpt.tokenizers.notes import Notes
+from musicgpt.viz.attention import AttentionData, CompactAttention, compact
 
 # Tableau 10: distinct on a dark background; heads past ten get golden-angle hues
 _TABLEAU = [
@@ -262,98 +264,95 @@ def _common_payload(data: AttentionData, mode: str, top_k: int, precision: str) 
     }
 
 
-def music_page(
-    data: AttentionData,
-    *,
-    title: str,
-    subtitle: str = "",
-    layer: int | None = None,
-    head: int | None = None,
-    note: int | None = None,
-    top_k: int | None = None,
-    precision: str = "uint8",
-    per_head: int = DEFAULT_ARCS,
-) -> str:
-    """The piano-roll page as a string; see `render_music_html`."""
-    notes = data.notes
-    if notes is None or data.token_times is None:
-        raise ValueError("a music page needs AttentionData with notes (AttentionData.from_music)")
+@dataclass(frozen=True)
+class _View:
+    """What tells the piano-roll page from the token-row page, as data."""
+
+    mode: str  # "music" or "text": the page's script reads it
+    item: str  # what a query is: "note" or "token"
+    n_items: int
+    default_item: int | None  # the query chosen on opening when none is asked for
+    explain: str
+    svg: str  # the static drawing: the piano roll, or the row of tokens
+    payload: dict[str, Any]  # what only this view embeds
+
+
+def _note_view(data: AttentionData, top_k: int | None, precision: str) -> _View:
+    """The piano roll: a query is a note (its NOTE_ON token)."""
+    notes, times = data.notes, data.token_times
+    if notes is None or times is None:
+        raise ValueError("a piano-roll page needs AttentionData with notes (AttentionData.from_music)")
     n = len(notes)
-    note = default_query_note(n) if note is None and n else note
     note_attn = data.note_attention()
-    n_matrices = data.n_layer * data.n_head
-    token_k = top_k or auto_top_k(n_matrices, data.n_tokens, TOKEN_BUDGET)
-    payload = _common_payload(data, "music", token_k, precision)
-    payload["init"] = _init(data, layer, head, note, n, per_head)
-    note_k = top_k or auto_top_k(n_matrices, n, NOTE_BUDGET)
-    payload["items"] = _compact_json(compact(note_attn, note_k, precision)) if n else None
+    note_k = top_k or auto_top_k(data.n_layer * data.n_head, n, NOTE_BUDGET)
     share = np.clip(np.rint(note_attn.sum(-1) * 255), 0, 255).astype(np.uint8)  # (L, H, N)
-    payload["noteShare"] = _b64(share, "u1")
-    payload["notes"] = {
-        "pitch": notes.pitch.tolist(),
-        "velocity": notes.velocity.tolist(),
-        "start": np.round(notes.start, 3).tolist(),
-        "end": np.round(notes.end, 3).tolist(),
-        "onToken": notes.on_token.tolist(),
+    payload = {
+        "items": _compact_json(compact(note_attn, note_k, precision)) if n else None,
+        "noteShare": _b64(share, "u1"),
+        "notes": {
+            "pitch": notes.pitch.tolist(),
+            "velocity": notes.velocity.tolist(),
+            "start": np.round(notes.start, 3).tolist(),
+            "end": np.round(notes.end, 3).tolist(),
+            "onToken": notes.on_token.tolist(),
+        },
     }
-    t0 = float(data.token_times[0])
-    t1 = float(max(data.token_times[-1], notes.start.max() if n else 0.0)) + 0.5  # pedalled tails cut here
+    t0 = float(times[0])
+    t1 = float(max(times[-1], notes.start.max() if n else 0.0)) + 0.5  # pedalled tails cut here
     explain = (
         "A note is its NOTE_ON token: an arc shows the weight the chosen note's NOTE_ON gives an earlier "
         "note's NOTE_ON. Weight on NOTE_OFF, VELOCITY and TIME_SHIFT tokens is not drawn (see the heatmap). "
         "Width by weight, the widest being the strongest arc shown."
     )
-    return _page(
-        mode="music", title=title, subtitle=subtitle, item="note", explain=explain,
-        top_k=token_k, view=piano_roll_svg(notes, t0, t1), payload=payload,
-    )  # fmt: skip
+    default = default_query_note(n) if n else None
+    return _View("music", "note", n, default, explain, piano_roll_svg(notes, t0, t1), payload)
 
 
-def render_music_html(data: AttentionData, path: str | Path, **options: Any) -> int:
-    """Write the piano-roll attention page for `data` (from `AttentionData.from_music`); returns its bytes.
-
-    Options: title, subtitle, layer (default the last), head (default all shown), note (the query
-    note chosen on opening, default three quarters in), top_k (keys kept per query row; default
-    `auto_top_k` within TOKEN_BUDGET / NOTE_BUDGET), precision ("uint8" or "float16"), per_head
-    (arcs per head on opening).
-    """
-    options.setdefault("title", "attention")
-    page = music_page(data, **options)
-    atomic_write_text(path, page)
-    return len(page.encode("utf-8"))
+def _token_view(data: AttentionData) -> _View:
+    """The tokens in a row: a query is a token."""
+    explain = "Each arc: the weight the chosen token's query gives an earlier token. Width by weight."
+    n = data.n_tokens
+    return _View("text", "token", n, n - 1, explain, token_row_svg(data.token_names), {})
 
 
-def text_page(
+def attention_page(
     data: AttentionData,
     *,
     title: str,
     subtitle: str = "",
     layer: int | None = None,
     head: int | None = None,
-    token: int | None = None,
+    query: int | None = None,
     top_k: int | None = None,
     precision: str = "uint8",
     per_head: int = DEFAULT_ARCS,
 ) -> str:
-    """The token-row page as a string; see `render_text_html`."""
-    token = data.n_tokens - 1 if token is None else token
-    top_k = top_k or auto_top_k(data.n_layer * data.n_head, data.n_tokens, TOKEN_BUDGET)
-    payload = _common_payload(data, "text", top_k, precision)
-    payload["init"] = _init(data, layer, head, token, data.n_tokens, per_head)
-    explain = "Each arc: the weight the chosen token's query gives an earlier token. Width by weight."
+    """The attention page as a string; see `render_html`."""
+    view = _note_view(data, top_k, precision) if data.music else _token_view(data)
+    token_k = top_k or auto_top_k(data.n_layer * data.n_head, data.n_tokens, TOKEN_BUDGET)
+    payload = _common_payload(data, view.mode, token_k, precision)
+    payload["init"] = _init(
+        data, layer, head, view.default_item if query is None else query, view.n_items, per_head
+    )
+    payload.update(view.payload)
     return _page(
-        mode="text", title=title, subtitle=subtitle, item="token", explain=explain,
-        top_k=top_k, view=token_row_svg(data.token_names), payload=payload,
+        mode=view.mode, title=title, subtitle=subtitle, item=view.item, explain=view.explain,
+        top_k=token_k, view=view.svg, payload=payload,
     )  # fmt: skip
 
 
-def render_text_html(data: AttentionData, path: str | Path, **options: Any) -> int:
-    """Write the text attention page (tokens in a row, arcs between them); returns its bytes.
+def render_html(data: AttentionData, path: str | Path, **options: Any) -> int:
+    """Write the attention page for `data`; returns its bytes.
 
-    `data` from `AttentionData.from_model(model, ids, tokenizer)`. Options: title, subtitle,
-    layer, head, token (the query chosen on opening, default the last), top_k, precision, per_head.
+    Music (`AttentionData.from_music`): the piano roll, arcs from the chosen note to the notes it
+    attends to. Text (`AttentionData.from_model`): the tokens in a row, arcs between them.
+
+    Options: title, subtitle, layer (default the last), head (default all shown), query (the note,
+    or the token, chosen on opening; default three quarters into the notes, or the last token),
+    top_k (keys kept per query row; default `auto_top_k` within TOKEN_BUDGET / NOTE_BUDGET),
+    precision ("uint8" or "float16"), per_head (arcs per head on opening).
     """
     options.setdefault("title", "attention")
-    page = text_page(data, **options)
+    page = attention_page(data, **options)
     atomic_write_text(path, page)
     return len(page.encode("utf-8"))

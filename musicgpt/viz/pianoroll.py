@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musicgpt.tokenizers.performance import DecodedNotes
+from musicgpt.tokenizers.notes import Notes
 from musicgpt.viz.html import pitch_name
 from musicgpt.viz.png import BG, MUTED, TEXT, _figure, _save, _style
 
@@ -30,7 +30,7 @@ def _shade(color: str, velocity: np.ndarray) -> np.ndarray:
     return rgba
 
 
-def _draw_notes(ax, notes: DecodedNotes, prompt_tokens: int) -> None:
+def _draw_notes(ax, notes: Notes, prompt_tokens: int) -> None:
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
 
@@ -50,7 +50,7 @@ def _draw_notes(ax, notes: DecodedNotes, prompt_tokens: int) -> None:
 
 
 def render_continuations_png(
-    samples: Sequence[DecodedNotes],
+    samples: Sequence[Notes],
     path: str | Path,
     *,
     prompt_tokens: int,

@@ -101,29 +101,42 @@ def render_arcs_png(
     data: AttentionData,
     path: str | Path,
     *,
-    note: int | None = None,
+    query: int | None = None,
     layer: int | None = None,
     heads: list[int] | None = None,
     per_head: int = DEFAULT_ARCS,
     threshold: float = 0.0,
     title: str | None = None,
+    window: int = 48,
     dpi: int = 120,
 ) -> int:
-    """The piano roll of `data` (music) with the arcs of one query note; returns the PNG's bytes.
+    """The arcs of one query over the excerpt of `data`; returns the PNG's bytes.
 
-    note defaults to three quarters into the excerpt, layer to the last, heads to all.
+    Music (`AttentionData.from_music`): the piano roll, arcs from the query note (default three
+    quarters into the excerpt) to the notes it attends to. Text: the last `window` tokens up to
+    the query token (default the last) in a row. layer defaults to the last, heads to all; keys
+    below `threshold` are not drawn.
     """
+    layer = data.n_layer - 1 if layer is None else layer
+    heads = list(range(data.n_head)) if heads is None else heads
+    colors = head_colors(data.n_head)
+    draw = _note_arcs if data.music else _token_arcs
+    fig, default_title, x = draw(data, query, layer, heads, per_head, threshold, colors, window)
+    fig.suptitle(title or default_title, color=TEXT, fontsize=11, x=x, ha="left")
+    _save(fig, path, dpi)
+    return Path(path).stat().st_size
+
+
+def _note_arcs(data, note, layer, heads, per_head, threshold, colors, window):
+    """The piano roll with the arcs of one query note: (figure, its default title, title x)."""
     from matplotlib.collections import PatchCollection
     from matplotlib.colors import to_rgba
     from matplotlib.patches import Rectangle
 
     notes = data.notes
-    if notes is None or len(notes) == 0:
-        raise ValueError("render_arcs_png needs AttentionData with notes (AttentionData.from_music)")
-    layer = data.n_layer - 1 if layer is None else layer
+    if len(notes) == 0:
+        raise ValueError("render_arcs_png needs AttentionData with notes; this excerpt has none")
     note = default_query_note(len(notes)) if note is None else note
-    heads = list(range(data.n_head)) if heads is None else heads
-    colors = head_colors(data.n_head)
     row = data.note_attention()[layer, :, note, :]  # (H, N)
     arcs = strongest_keys(row, note, heads, per_head, threshold)
 
@@ -152,9 +165,33 @@ def render_arcs_png(
     ax.grid(axis="y", color="#262b36", lw=0.6, zorder=1)
     _legend(ax, heads, colors)
     q = f"{pitch_name(int(notes.pitch[note]))} at {notes.start[note]:.2f} s (note {note})"
-    fig.suptitle(title or f"layer {layer}: what {q} attends to", color=TEXT, fontsize=11, x=0.06, ha="left")
-    _save(fig, path, dpi)
-    return Path(path).stat().st_size
+    return fig, f"layer {layer}: what {q} attends to", 0.06
+
+
+def _token_arcs(data, token, layer, heads, per_head, threshold, colors, window):
+    """The last `window` tokens up to the query in a row, with its arcs: (figure, title, title x)."""
+    token = data.n_tokens - 1 if token is None else token
+    first = max(0, token - window + 1)
+    row = data.attention[layer, :, token, first : token + 1]  # (H, window): only keys in view
+    arcs = strongest_keys(row, token - first, heads, per_head, threshold)
+    n = token - first + 1
+    fig = _figure(max(6.0, 0.32 * n + 1), 3.6)
+    ax = fig.add_axes((0.02, 0.25, 0.96, 0.62))
+    _style(ax)
+    points = np.stack([np.arange(n, dtype=np.float64), np.zeros(n)], axis=1)
+    peak = _arcs(ax, points, n - 1, arcs, colors, rise=0.45)
+    shown = [data.token_names[first + i].replace(" ", "·").replace("\n", "↵") for i in range(n)]
+    upright = max(len(s) for s in shown) <= 2  # short tokens (bytes) read best upright
+    for i, s in enumerate(shown):
+        ax.text(i, -0.4, s, rotation=0 if upright else 90, ha="center", va="top", fontsize=8, family="monospace",
+                color=SELECTED if i == n - 1 else TEXT)  # fmt: skip
+    _strongest(ax, arcs, colors, lambda j: f"{data.token_names[first + j]!r} (token {first + j})")
+    ax.set_xlim(-1, n)
+    ax.set_ylim(-0.2, max(peak, 1.0) * 1.25 + 1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _legend(ax, heads, colors)
+    return fig, f"layer {layer}: what token {token} attends to", 0.02
 
 
 def _max_pool(a: np.ndarray, size: int) -> np.ndarray:
@@ -201,46 +238,5 @@ def render_heads_png(
     bar.set_label("log10 weight (query row → key column)", color=MUTED, fontsize=8)
     bar.ax.tick_params(colors=MUTED, labelsize=7)
     fig.suptitle(f"attention per head, {t} tokens", color=TEXT, fontsize=10)
-    _save(fig, path, dpi)
-    return Path(path).stat().st_size
-
-
-def render_text_arcs_png(
-    data: AttentionData,
-    path: str | Path,
-    *,
-    token: int | None = None,
-    layer: int | None = None,
-    heads: list[int] | None = None,
-    per_head: int = DEFAULT_ARCS,
-    window: int = 48,
-    dpi: int = 120,
-) -> int:
-    """Text mode: the last `window` tokens up to the query in a row, arcs to those it attends to."""
-    layer = data.n_layer - 1 if layer is None else layer
-    token = data.n_tokens - 1 if token is None else token
-    heads = list(range(data.n_head)) if heads is None else heads
-    colors = head_colors(data.n_head)
-    first = max(0, token - window + 1)
-    row = data.attention[layer, :, token, first : token + 1]  # (H, window): only keys in view
-    arcs = strongest_keys(row, token - first, heads, per_head)
-    n = token - first + 1
-    fig = _figure(max(6.0, 0.32 * n + 1), 3.6)
-    ax = fig.add_axes((0.02, 0.25, 0.96, 0.62))
-    _style(ax)
-    points = np.stack([np.arange(n, dtype=np.float64), np.zeros(n)], axis=1)
-    peak = _arcs(ax, points, n - 1, arcs, colors, rise=0.45)
-    shown = [data.token_names[first + i].replace(" ", "·").replace("\n", "↵") for i in range(n)]
-    upright = max(len(s) for s in shown) <= 2  # short tokens (bytes) read best upright
-    for i, s in enumerate(shown):
-        ax.text(i, -0.4, s, rotation=0 if upright else 90, ha="center", va="top", fontsize=8, family="monospace",
-                color=SELECTED if i == n - 1 else TEXT)  # fmt: skip
-    _strongest(ax, arcs, colors, lambda j: f"{data.token_names[first + j]!r} (token {first + j})")
-    ax.set_xlim(-1, n)
-    ax.set_ylim(-0.2, max(peak, 1.0) * 1.25 + 1)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    _legend(ax, heads, colors)
-    fig.suptitle(f"layer {layer}: what token {token} attends to", color=TEXT, fontsize=10, x=0.02, ha="left")
     _save(fig, path, dpi)
     return Path(path).stat().st_size

@@ -132,7 +132,7 @@ def test_bigram_counts_and_samples_under_the_grammar():
 
 
 def test_protocol_end_to_end(model_dir, data_dir):
-    from musicgpt.training.checkpoint import load_checkpoint
+    from musicgpt.checkpoints import load_checkpoint
 
     model, tokenizer = load_checkpoint(model_dir)
     settings = ContinuationSettings(prompt_seconds=2, seconds=2, num_samples=2, seed=5)
@@ -280,8 +280,7 @@ def test_cli_errors_are_one_line(model_dir, data_dir, tmp_path, capsys):
         capsys, ["evaluate", "--checkpoint", str(text_model), "--data", str(data_dir), "--continuations"]
     )
     assert err == (
-        f"musicgpt: error: {text_model} is a text model (bytes): "
-        "--continuations needs a music (performance) model"
+        f"musicgpt: error: {text_model} is a text model (bytes): --continuations needs a music model"
     )
     # a report that cannot be written: said before anything is generated
     blocker = tmp_path / "a-file"

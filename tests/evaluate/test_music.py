@@ -15,7 +15,7 @@ TOK = PerformanceTokenizer()
 
 
 def notes(*rows):
-    """(pitch, start, end[, velocity]) rows -> DecodedNotes, through the tokenizer (times on its 10 ms grid).
+    """(pitch, start, end[, velocity]) rows -> Notes, through the tokenizer (times on its 10 ms grid).
 
     Velocities are the lowest of their tokenizer bin (1, 5, ..., 61, ..., 125) so they come back unchanged.
     """

@@ -16,9 +16,9 @@ import uvicorn
 from browser import BROWSER_MARKS, Browser
 from conftest import PIANO_DIR
 
+from musicgpt.checkpoints import load_checkpoint
 from musicgpt.serve.app import create_app
 from musicgpt.tokenizers.performance import PerformanceTokenizer
-from musicgpt.training.checkpoint import load_checkpoint
 
 pytestmark = BROWSER_MARKS
 UPLOAD = PIANO_DIR / "Maestro_4.mid"

@@ -109,7 +109,7 @@ def reference_notes(pm, include_drums=False, sustain_pedal=True) -> list[tuple[i
 
 
 def decoded_as_tuples(decoded) -> list[tuple[int, int, int, int]]:
-    """DecodedNotes -> the same sorted (pitch, start_step, end_step, velocity_bin) form."""
+    """Notes -> the same sorted (pitch, start_step, end_step, velocity_bin) form."""
     return sorted(
         (int(p), round(s * 100), round(e * 100), (int(v) - 1) // 4 + 1)
         for p, s, e, v in zip(decoded.pitch, decoded.start, decoded.end, decoded.velocity, strict=True)

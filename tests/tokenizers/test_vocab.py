@@ -97,3 +97,51 @@ def test_velocity_bins_are_note_seqs():
     bins = np.arange(1, 33)
     assert np.array_equal(V.velocity_to_bin(V.bin_to_velocity(bins)), bins)
     assert np.array_equal(np.unique(V.velocity_to_bin(np.arange(1, 128))), bins)
+
+
+def test_event_types_and_the_per_id_tables():
+    assert [t.name for t in V.EventType] == [r.type for r in V.EVENT_RANGES]
+    for i in range(V.VOCAB_SIZE):
+        event = V.id_to_event(i)
+        assert V.EventType(V.TYPE_OF_ID[i]).name == event.type
+        assert V.VALUE_OF_ID[i] == event.value
+        assert V.STEPS_OF_ID[i] == (event.value if event.type == "TIME_SHIFT" else 0)
+    with pytest.raises(ValueError):
+        V.STEPS_OF_ID[0] = 1  # the tables are read-only
+
+
+def test_shift_steps_and_seconds():
+    ids = np.array(
+        [V.name_to_id(n) for n in ("NOTE_ON_60", "TIME_SHIFT_50", "VELOCITY_3", "TIME_SHIFT_100", "EOS")]
+    )
+    assert V.shift_steps(ids).tolist() == [0, 50, 0, 100, 0]
+    assert V.shift_steps(ids.reshape(1, -1)).shape == (1, 5)  # any shape, e.g. a batch
+    assert V.seconds_of(ids) == 1.5 and V.seconds_of([]) == 0.0
+    with pytest.raises(V.TokenIdError, match="token id 390"):
+        V.shift_steps([1, 390])
+
+
+@pytest.mark.parametrize(
+    "steps, shifts", [(0, []), (1, [1]), (57, [57]), (100, [100]), (101, [100, 1]), (257, [100, 100, 57])]
+)
+def test_a_gap_is_whole_seconds_then_the_rest(steps, shifts):
+    assert V.split_gap(steps).tolist() == [V.shift_id(s) for s in shifts]
+    assert V.shift_steps(V.split_gap(steps)).sum() == steps
+
+
+def test_split_gaps_is_split_gap_for_each_gap():
+    gaps = [0, 3, 100, 0, 250, 1]
+    ids, counts = V.split_gaps(gaps)
+    assert counts.tolist() == [0, 1, 1, 0, 3, 1]
+    assert ids.tolist() == [i for g in gaps for i in V.split_gap(g).tolist()]
+    assert V.shift_id(np.array([1, 100])).tolist() == [256, 355]
+    with pytest.raises(V.TokenIdError):
+        V.shift_id(101)
+    with pytest.raises(ValueError, match="negative"):
+        V.split_gaps([3, -1])
+
+
+def test_strikes_a_note():
+    assert V.strikes_a_note([V.name_to_id("VELOCITY_3"), V.name_to_id("NOTE_ON_0")])
+    assert not V.strikes_a_note([V.name_to_id("NOTE_OFF_60"), V.name_to_id("TIME_SHIFT_5"), V.EOS_ID])
+    assert not V.strikes_a_note([])

@@ -9,9 +9,10 @@ import torch
 from conftest import PIANO_DIR
 
 from musicgpt.cli import main
-from musicgpt.generation.piano import cut_at_seconds, token_steps
+from musicgpt.generation.piano import cut_at_seconds
 from musicgpt.model.gpt import GPT, GPTConfig
 from musicgpt.models import bundled_models
+from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 
 PROMPT = PIANO_DIR / "fur-elise.mid"
@@ -35,9 +36,9 @@ def notes_of(path) -> list[tuple[int, float, float, int]]:
 def test_cut_at_seconds_keeps_exactly_the_opening():
     ids = PerformanceTokenizer().encode(PROMPT)
     cut = cut_at_seconds(ids, 4.0)
-    assert token_steps(cut).sum() <= 400
+    assert V.shift_steps(cut).sum() <= 400
     assert (cut == ids[: len(cut)]).all()
-    rest_time = token_steps(ids[: len(cut) + 1]).sum()
+    rest_time = V.shift_steps(ids[: len(cut) + 1]).sum()
     assert rest_time > 400 or ids[len(cut)] < 256  # the next token is past 4 s (or an event at 4 s)
 
 
@@ -65,7 +66,7 @@ def test_generate_writes_the_prompt_then_the_requested_seconds(model_dir, tmp_pa
     assert main(args) == 0
     tok = PerformanceTokenizer()
     prompt = cut_at_seconds(tok.encode(PROMPT), 4.0)
-    prompt_seconds = token_steps(prompt).sum() / 100
+    prompt_seconds = V.shift_steps(prompt).sum() / 100
     for path in (tmp_path / "cont-1.mid", tmp_path / "cont-2.mid"):
         notes = notes_of(path)
         # the prompt's notes come back note for note (those that ended before the cut)

@@ -8,12 +8,12 @@ import torch
 from conftest import PIANO_DIR
 
 from musicgpt.model.gpt import GPT, GPTConfig
+from musicgpt.tokenizers.notes import Notes
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 from musicgpt.tokenizers.vocab import name_to_id
 from musicgpt.viz.attention import (
     AttentionData,
     ExcerptError,
-    Notes,
     attention_probs,
     compact,
     excerpt_slice,

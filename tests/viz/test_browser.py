@@ -16,7 +16,7 @@ from musicgpt.model.gpt import GPT, GPTConfig
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 from musicgpt.tokenizers.text import ByteTokenizer
 from musicgpt.viz.attention import AttentionData
-from musicgpt.viz.html import head_colors, render_music_html, render_text_html
+from musicgpt.viz.html import head_colors, render_html
 
 pytestmark = BROWSER_MARKS
 
@@ -41,7 +41,7 @@ def music_page(model, tmp_path_factory) -> tuple[Path, AttentionData]:
         model, tok.encode(PIANO_DIR / "Maestro_3.mid").astype(np.int64), tok, 30.0, 8.0
     )
     path = tmp_path_factory.mktemp("page") / "page.html"
-    render_music_html(data, path, title="Maestro_3.mid")
+    render_html(data, path, title="Maestro_3.mid")
     return path, data
 
 
@@ -105,7 +105,7 @@ def test_text_page_in_the_browser(browser, model, tmp_path):
     data = AttentionData.from_model(
         model, tok.encode("It was a dark and stormy night; </script> the rain fell"), tok
     )
-    render_text_html(data, tmp_path / "text.html", title="text")
+    render_html(data, tmp_path / "text.html", title="text")
     browser.open((tmp_path / "text.html").as_uri())
     drawn = browser.js("return [+document.body.dataset.arcs, document.querySelectorAll('.tok').length]")
     assert drawn == [12, data.n_tokens]

@@ -18,12 +18,10 @@ from musicgpt.viz.attention import AttentionData, compact
 from musicgpt.viz.html import (
     NOTE_BUDGET,
     TOKEN_BUDGET,
+    attention_page,
     auto_top_k,
     head_colors,
-    music_page,
-    render_music_html,
-    render_text_html,
-    text_page,
+    render_html,
 )
 
 TOK = PerformanceTokenizer()
@@ -56,7 +54,7 @@ def decode(c: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def test_page_holds_every_note_of_the_excerpt(data, tmp_path):
     out = tmp_path / "page.html"
-    size = render_music_html(data, out, title="Maestro_7 <excerpt>")
+    size = render_html(data, out, title="Maestro_7 <excerpt>")
     page = out.read_text(encoding="utf-8")
     assert size == len(page.encode("utf-8"))
     notes = data.notes
@@ -74,13 +72,13 @@ def test_page_holds_every_note_of_the_excerpt(data, tmp_path):
 
 
 def test_page_has_no_external_url(data):
-    page = music_page(data, title="x")
+    page = attention_page(data, title="x")
     assert EXTERNAL.findall(page) == []
     assert "<style>" in page and "<script>" in page  # styles and scripts inline
 
 
 def test_page_data_decodes_to_the_compacted_attention(data):
-    page = music_page(data, title="x", top_k=8, layer=0, head=1, note=3)
+    page = attention_page(data, title="x", top_k=8, layer=0, head=1, query=3)
     d = embedded(page)
     assert d["init"] == {"layer": 0, "heads": [1], "hmHead": 1, "item": 3, "perHead": 6}
     assert d["headColors"] == head_colors(2)
@@ -97,16 +95,16 @@ def test_page_data_decodes_to_the_compacted_attention(data):
 
 
 def test_page_float16_weights(data):
-    d = embedded(music_page(data, title="x", precision="float16"))
+    d = embedded(attention_page(data, title="x", precision="float16"))
     _, weight = decode(d["tok"])
     np.testing.assert_array_equal(weight, compact(data.attention, 16, "float16").weight.ravel())
 
 
 def test_page_rejects_a_layer_or_note_that_does_not_exist(data):
     with pytest.raises(ValueError, match="layer 2"):
-        music_page(data, title="x", layer=2)
+        attention_page(data, title="x", layer=2)
     with pytest.raises(ValueError, match="item"):
-        music_page(data, title="x", note=len(data.notes))
+        attention_page(data, title="x", query=len(data.notes))
 
 
 def test_text_page_cannot_be_broken_out_of(model, tmp_path):
@@ -114,7 +112,7 @@ def test_text_page_cannot_be_broken_out_of(model, tmp_path):
     ids = tok.encode("a </script><script>alert(1)</script> & <!-- b")
     data = AttentionData.from_model(model, ids, tok)
     data.token_names[0] = "</script><b>"  # a token name (as BPE could make) that would close the data
-    render_text_html(data, tmp_path / "t.html", title="t")
+    render_html(data, tmp_path / "t.html", title="t")
     page = (tmp_path / "t.html").read_text(encoding="utf-8")
     assert page.count("</script>") == 2 and page.count("<script") == 2  # only the page's own two
     assert "<!--" not in page
@@ -126,7 +124,7 @@ def test_text_page_cannot_be_broken_out_of(model, tmp_path):
 def test_text_page_defaults_to_the_last_token(model):
     tok = ByteTokenizer()
     data = AttentionData.from_model(model, tok.encode("hello"), tok)
-    d = embedded(text_page(data, title="t"))
+    d = embedded(attention_page(data, title="t"))
     assert d["mode"] == "text" and d["init"]["item"] == 4 and "items" not in d
 
 
@@ -136,7 +134,7 @@ def test_a_2048_token_excerpt_page_stays_small(tmp_path):
     ids = TOK.encode(PIANO_DIR / "Maestro_5.mid").astype(np.int64)
     data = AttentionData.from_music(big, ids, TOK, start=0.0)
     assert data.n_tokens == 2048
-    size = render_music_html(data, tmp_path / "long.html", title="long")
+    size = render_html(data, tmp_path / "long.html", title="long")
     assert size < 1_200_000  # 2 layers x 2 heads, 16 keys per row: 0.86 MB
     d = embedded((tmp_path / "long.html").read_text(encoding="utf-8"))
     assert d["topK"] == d["tok"]["k"] == d["items"]["k"] == 16

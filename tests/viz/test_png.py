@@ -14,7 +14,7 @@ from musicgpt.tokenizers.performance import PerformanceTokenizer
 from musicgpt.tokenizers.text import ByteTokenizer
 from musicgpt.viz.attention import AttentionData
 from musicgpt.viz.html import head_colors
-from musicgpt.viz.png import PANEL, SELECTED, render_arcs_png, render_heads_png, render_text_arcs_png
+from musicgpt.viz.png import PANEL, SELECTED, render_arcs_png, render_heads_png
 
 TOK = PerformanceTokenizer()
 
@@ -39,7 +39,7 @@ def pixels_near(img: np.ndarray, color, alpha: float = 1.0, tol: float = 0.05) -
 
 def test_arcs_png_draws_every_shown_head(data, tmp_path):
     out = tmp_path / "arcs.png"
-    size = render_arcs_png(data, out, layer=1, note=len(data.notes) - 1)
+    size = render_arcs_png(data, out, layer=1, query=len(data.notes) - 1)
     img = imread(out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and size == out.stat().st_size > 30_000
     assert img.shape[:2] == (720, 1680)
@@ -69,7 +69,7 @@ def test_text_arcs_png(model, tmp_path):
     tok = ByteTokenizer()
     data = AttentionData.from_model(model, tok.encode("Elementary, my dear Watson."), tok)
     out = tmp_path / "text.png"
-    render_text_arcs_png(data, out, heads=[0, 3])
+    render_arcs_png(data, out, heads=[0, 3])
     img = imread(out)
     colors = head_colors(4)
     assert pixels_near(img, colors[0], alpha=0.8) > 50 and pixels_near(img, colors[3], alpha=0.8) > 50

@@ -1,0 +1,148 @@
+"""The generation grammar of the performance vocabulary: a LogitsMask that keeps samples well formed.
+
+`PerformanceTokenizer.grammar(batch_size)` builds one with the tokenizer's limits; the sampler
+(`musicgpt.generation`) calls it through the `LogitsMask` interface and knows nothing of music.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from musicgpt.tokenizers import vocab as V
+from musicgpt.tokenizers.vocab import EventType
+
+# a shift shorter than 1 s ends a gap (the encoder writes 100, ..., then the rest): no shift follows it
+_IS_SHORT_SHIFT = (V.STEPS_OF_ID > 0) & (V.STEPS_OF_ID < V.MAX_SHIFT_STEPS)
+
+
+class PerformanceGrammar:
+    """A LogitsMask keeping generated performances well formed, batch-wise in numpy.
+
+    After `advance`, for each row the next token may be:
+    * NOTE_ON of a pitch not sounding (one voice per pitch, as the encoder), while fewer than
+      `max_polyphony` notes sound;
+    * NOTE_OFF of a sounding pitch, but not at the step where a NOTE_ON already came (the
+      encoder puts offs first; this also rules out zero-length notes);
+    * TIME_SHIFT, not right after a shift shorter than 1 s (the encoder writes 100, ..., rest),
+      and no longer than lets every sounding note stay within `max_note_steps`;
+    * VELOCITY of a bin other than the current one, and then only a NOTE_ON may follow;
+    * EOS when no note sounds (and not right after VELOCITY); it resets the row's state;
+    * never PAD.
+    When a note has sounded for `max_note_steps`, or (with `max_note_tokens`) its NOTE_ON lies that
+    many tokens back, only NOTE_OFFs of such overdue notes are allowed. The second rule is for
+    notes the model cannot see: it reads a window of the last tokens, and a note struck before
+    the window began sounds on with nothing in view to end it; the grammar ends it instead. Some token is always allowed. In the prompt, tokens the grammar would forbid are
+    taken as they come (a NOTE_OFF with nothing open changes nothing). About 10-20 us a step
+    for batch 8: per-row state lives in (batch, 128) arrays, nothing loops over the vocabulary.
+    """
+
+    # token -> its event type: the sampler keeps each type's probability mass under this mask
+    # (`musicgpt.generation.sampling.mask_per_group`), so forbidding the NOTE_OFFs of silent
+    # pitches does not hand their mass to NOTE_ON and TIME_SHIFT
+    group_of_id = V.TYPE_OF_ID.astype(np.int64)
+    _SHIFT_STEPS = np.arange(1, V.MAX_SHIFT_STEPS + 1)
+    _BINS = np.arange(1, V.NUM_VELOCITY_BINS + 1)
+    _NEVER = np.iinfo(np.int64).max // 2  # the deadline of a pitch that is not sounding
+
+    def __init__(
+        self, batch_size: int, max_note_steps: int, max_polyphony: int, max_note_tokens: int | None = None
+    ):
+        if max_note_tokens is not None and max_note_tokens < 1:
+            raise ValueError(f"max_note_tokens must be >= 1 or None, got {max_note_tokens!r}")
+        self.batch_size = batch_size
+        self.max_note_steps = max_note_steps
+        self.max_polyphony = max_polyphony
+        self.max_note_tokens = max_note_tokens
+        self._rows = np.arange(batch_size)
+        b = batch_size
+        self.sounding = np.zeros((b, 128), bool)
+        self.deadline = np.full((b, 128), self._NEVER, np.int64)  # step by which a sounding note must end
+        self.n_sounding = np.zeros(b, np.int64)
+        self.clock = np.zeros(b, np.int64)  # steps since the start (or the last EOS)
+        self.n_tokens = 0  # tokens seen (prompt and generated), the same for every row
+        self.on_token = np.zeros((b, 128), np.int64)  # n_tokens at each sounding note's NOTE_ON
+        self.velocity_bin = np.zeros(b, np.int64)  # 0: none yet
+        self.after_velocity = np.zeros(b, bool)
+        self.on_this_step = np.zeros(b, bool)
+        self.after_short_shift = np.zeros(b, bool)
+
+    def _reset(self, rows: np.ndarray) -> None:
+        self.sounding[rows] = False
+        self.deadline[rows] = self._NEVER
+        for state in (
+            self.n_sounding,
+            self.clock,
+            self.velocity_bin,
+            self.after_velocity,
+            self.on_this_step,
+            self.after_short_shift,
+        ):
+            state[rows] = 0
+
+    def start(self, prompt: np.ndarray) -> None:
+        prompt = np.asarray(prompt)
+        if prompt.ndim != 2 or prompt.shape[0] != self.batch_size:
+            raise ValueError(f"prompt must be (batch={self.batch_size}, T), got shape {prompt.shape}")
+        V.check_ids(prompt.reshape(-1))
+        self._reset(self._rows)
+        self.n_tokens = 0
+        for t in range(prompt.shape[1]):
+            self.advance(prompt[:, t])
+
+    def allowed(self) -> np.ndarray:
+        mask = np.empty((self.batch_size, V.VOCAB_SIZE), bool)
+        sounding, after_velocity = self.sounding, self.after_velocity
+        next_deadline = self.deadline.min(1)
+        overdue = self.clock >= next_deadline
+        out_of_view = None
+        if self.max_note_tokens is not None:
+            out_of_view = sounding & (self.on_token <= self.n_tokens - self.max_note_tokens)
+            overdue = overdue | out_of_view.any(1)
+        crowded = self.n_sounding >= self.max_polyphony
+
+        can_on = ~(overdue | (crowded & ~after_velocity))
+        np.greater(can_on[:, None], sounding, out=mask[:, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128])
+        can_off = ~(self.on_this_step | after_velocity)
+        offs = mask[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
+        np.logical_and(sounding, can_off[:, None], out=offs)
+        if overdue.any():
+            due = sounding[overdue] & (self.deadline[overdue] <= self.clock[overdue, None])
+            if out_of_view is not None:
+                due |= out_of_view[overdue]
+            offs[overdue] = due
+        longest = np.where(overdue | after_velocity | self.after_short_shift, 0, next_deadline - self.clock)
+        np.less_equal(
+            self._SHIFT_STEPS, longest[:, None], out=mask[:, V.TIME_SHIFT_OFFSET : V.VELOCITY_OFFSET]
+        )
+        velocities = mask[:, V.VELOCITY_OFFSET : V.EOS_ID]
+        np.not_equal(self._BINS, self.velocity_bin[:, None], out=velocities)
+        velocities &= ~(overdue | after_velocity | crowded)[:, None]
+        mask[:, V.EOS_ID] = (self.n_sounding == 0) & ~after_velocity
+        mask[:, V.PAD_ID] = False
+        return mask
+
+    def advance(self, tokens: np.ndarray) -> None:
+        tokens = np.asarray(tokens).reshape(-1)
+        kind = V.TYPE_OF_ID[tokens]
+        value = V.VALUE_OF_ID[tokens]
+        notes = kind <= EventType.NOTE_OFF
+        if notes.any():
+            on = kind == EventType.NOTE_ON
+            r, p = self._rows[notes], value[notes]
+            was = self.sounding[r, p]
+            now = on[notes]
+            self.n_sounding[r] += now.astype(np.int64) - was
+            self.sounding[r, p] = now
+            # a NOTE_ON of a sounding pitch (prompts only) restarts its clock; a stray NOTE_OFF changes nothing
+            self.deadline[r, p] = np.where(now, self.clock[r] + self.max_note_steps, self._NEVER)
+            self.on_token[r, p] = self.n_tokens
+            self.on_this_step |= on
+        shift = V.STEPS_OF_ID[tokens]
+        self.clock += shift
+        self.on_this_step &= shift == 0
+        self.after_velocity = velocity = kind == EventType.VELOCITY
+        self.velocity_bin = np.where(velocity, value, self.velocity_bin)
+        self.after_short_shift = _IS_SHORT_SHIFT[tokens]
+        self.n_tokens += 1
+        if (tokens == V.EOS_ID).any():
+            self._reset(tokens == V.EOS_ID)
