@@ -6,7 +6,7 @@ from musicgpt import argtypes
 from musicgpt.models import DEFAULT_MODEL
 
 # The model used without --checkpoint: the piano model shipped in the package.
-DEFAULT_CHECKPOINT: str | None = DEFAULT_MODEL
+DEFAULT_CHECKPOINT: str = DEFAULT_MODEL
 
 
 def add_parser(subparsers) -> None:
@@ -51,11 +51,6 @@ def run(args) -> int:
 
     from musicgpt.errors import MusicGPTError
 
-    if args.checkpoint is None:
-        raise MusicGPTError(
-            "serve needs a model: --checkpoint DIR (a trained piano model; `musicgpt demo` writes one "
-            "to runs/piano/model)"
-        )
     from musicgpt.resources import piano_corpus
 
     pieces = Path(args.pieces) if args.pieces else piano_corpus()

@@ -91,12 +91,11 @@ def test_serve_picks_a_free_port_by_default(serve):
     assert wait_until_up(url, proc)[0] == 200
 
 
-def test_no_checkpoint_is_a_clear_error(capsys):
-    assert main(["serve"]) == 2
-    assert capsys.readouterr().err == (
-        "musicgpt: error: serve needs a model: --checkpoint DIR (a trained piano model; `musicgpt demo` "
-        "writes one to runs/piano/model)\n"
-    )
+def test_without_a_checkpoint_it_serves_the_shipped_model():
+    from musicgpt.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert args.checkpoint == "piano-small"
 
 
 def test_a_port_in_use_is_a_clear_error(tiny_checkpoint, capsys):
