@@ -80,14 +80,20 @@ def main() -> None:
             per_step = [train_seconds(model, optimizers[encoding], x, device) for _ in range(args.steps)]
             best_train[encoding] = min(best_train[encoding], sum(per_step) / len(per_step))
             model.eval()
-            best_decode[encoding] = min(best_decode[encoding], decode_seconds(model, prompt, args.new_tokens, device))
+            best_decode[encoding] = min(
+                best_decode[encoding], decode_seconds(model, prompt, args.new_tokens, device)
+            )
 
     params = {e: m.num_params() for e, m in models.items()}
     train_tps = {e: args.batch * args.seq / s for e, s in best_train.items()}
     decode_tps = {e: args.new_tokens / s for e, s in best_decode.items()}
-    print(f"{args.config} at a {args.seq}-token window, {device}, {args.threads} threads, torch {torch.__version__}")
+    print(
+        f"{args.config} at a {args.seq}-token window, {device}, {args.threads} threads, torch {torch.__version__}"
+    )
     print(f"{'':<34} {'learned':>10} {'relative':>10} {'ratio':>7}")
-    print(f"{'parameters':<34} {params['learned']:>10,} {params['relative']:>10,} {params['relative'] / params['learned']:>7.2f}")
+    print(
+        f"{'parameters':<34} {params['learned']:>10,} {params['relative']:>10,} {params['relative'] / params['learned']:>7.2f}"
+    )
     print(
         f"{f'training tokens/s ({args.batch} x {args.seq}, bf16)':<34} {train_tps['learned']:>10,.0f} "
         f"{train_tps['relative']:>10,.0f} {train_tps['relative'] / train_tps['learned']:>7.2f}"

@@ -73,7 +73,9 @@ def main() -> None:
             contexts = {}
             for m in multiples if encoding == "relative" else (1,):
                 ctx = args.block_size * m
-                contexts[m] = context_loss(model, test, ctx, scored=args.block_size // 2, first_target=longest).nats
+                contexts[m] = context_loss(
+                    model, test, ctx, scored=args.block_size // 2, first_target=longest
+                ).nats
             rows.append((encoding, seed, model.num_params(), val, contexts))
             print(rows[-1], flush=True)
 

@@ -50,7 +50,6 @@ def run(args) -> int:
     from pathlib import Path
 
     from musicgpt.errors import MusicGPTError
-
     from musicgpt.resources import piano_corpus
 
     pieces = Path(args.pieces) if args.pieces else piano_corpus()

@@ -21,6 +21,7 @@ manifest. Running the same command again reuses the cached files and tokenizes o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -263,13 +264,16 @@ def _run_pool(
     by_name = {str(p): p for p in todo}
     bar = tqdm(total=len(todo), unit="file", desc="tokenize", disable=not progress)
     jobs = [(str(p), str(cache_files[p])) for p in todo]
+    pool = None
     if workers == 1:  # in-process: simpler to debug, no pickling
         _init_worker(settings)
         results = (_tokenize_one(*job) for job in jobs)
-        pool = None
     else:
-        pool = multiprocessing.Pool(workers, initializer=_init_worker, initargs=(settings, True))
-        results = pool.imap_unordered(_tokenize_job, jobs)
+        # A Ctrl-C while the pool starts would escape before the handler below can stop the
+        # workers: hold SIGINT until the pool exists; a pending one then arrives inside the try.
+        with _sigint_held():
+            pool = multiprocessing.Pool(workers, initializer=_init_worker, initargs=(settings, True))
+            results = pool.imap_unordered(_tokenize_job, jobs)
     try:
         for path, _, error in results:
             if error is not None:
@@ -288,6 +292,19 @@ def _run_pool(
         pool.close()
         pool.join()
     return failures
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """Block SIGINT in this block (main thread, POSIX); a signal that came meanwhile arrives after it."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _tokenize_job(job: tuple[str, str]) -> tuple[str, int | None, str | None]:

@@ -120,7 +120,9 @@ def mask_per_group(logits: torch.Tensor, allowed: torch.Tensor, group_of_id: tor
     logp = logits.float().log_softmax(dim=-1)
     log_mass = _group_logsumexp(logp, groups, n_groups)  # (B, G)
     log_allowed_mass = _group_logsumexp(logp.masked_fill(~allowed, float("-inf")), groups, n_groups)
-    shifted = logp + (log_mass - log_allowed_mass)[:, groups]  # -inf - -inf = nan where a group is all forbidden
+    shifted = (
+        logp + (log_mass - log_allowed_mass)[:, groups]
+    )  # -inf - -inf = nan where a group is all forbidden
     return apply_mask(shifted.nan_to_num(nan=float("-inf")), allowed)
 
 
@@ -132,7 +134,9 @@ def _group_logsumexp(x: torch.Tensor, groups: torch.Tensor, n_groups: int) -> to
         1, index, x, reduce="amax"
     )
     safe_peak = peak.nan_to_num(neginf=0.0)  # an all -inf group: exp(-inf - 0) = 0 below
-    total = torch.zeros(B, n_groups, device=x.device).index_add_(1, groups, torch.exp(x - safe_peak[:, groups]))
+    total = torch.zeros(B, n_groups, device=x.device).index_add_(
+        1, groups, torch.exp(x - safe_peak[:, groups])
+    )
     return total.log() + safe_peak
 
 
@@ -178,7 +182,6 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 def greedy(logits: torch.Tensor) -> torch.Tensor:
     """(batch, vocab) -> (batch,) the most likely token of each row (the first one on ties)."""
     return logits.argmax(dim=-1)
-
 
 
 def sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -193,7 +193,9 @@ def _biased_attention_backward(grad_out, q, k, v, bias, out, lse, scale):
         stop = min(start + _QUERY_BLOCK, T)
         q_i, dout_i = q[:, :, start:stop], grad_out[:, :, start:stop]
         k_i, v_i = k[:, :, :stop], v[:, :, :stop]
-        scores = torch.matmul(q_i, k_i.transpose(-1, -2)).float() * scale + bias[:, :, start:stop, :stop].float()
+        scores = (
+            torch.matmul(q_i, k_i.transpose(-1, -2)).float() * scale + bias[:, :, start:stop, :stop].float()
+        )
         visible = torch.ones(stop - start, stop, dtype=torch.bool, device=q.device).tril(start)
         probs = torch.where(visible, torch.exp(scores - lse[:, :, start:stop, None]), 0.0)
         dv[:, :, :stop] += torch.matmul(probs.to(q.dtype).transpose(-1, -2), dout_i)

@@ -101,7 +101,9 @@ class GPTConfig:
         distance = self.max_relative_distance
         if distance is not None:
             if isinstance(distance, bool) or not isinstance(distance, int) or distance < 1:
-                raise ConfigError(f"GPTConfig.max_relative_distance must be a positive integer, got {distance!r}")
+                raise ConfigError(
+                    f"GPTConfig.max_relative_distance must be a positive integer, got {distance!r}"
+                )
             if not self.relative:
                 raise ConfigError("GPTConfig.max_relative_distance is for position_encoding='relative' only")
 
@@ -477,7 +479,9 @@ class GPT(nn.Module):
             slots, kv_len, mask, distance = self._cache_step(input_pos, need_mask=T > 1 or need_probs)
         x = self.transformer.wte(idx)  # (B, T, C)
         if self.transformer.wpe is not None:
-            x = x + self.transformer.wpe(torch.arange(T, device=idx.device) if input_pos is None else input_pos)
+            x = x + self.transformer.wpe(
+                torch.arange(T, device=idx.device) if input_pos is None else input_pos
+            )
         x = self.transformer.drop(x)
         all_probs = []
         for block in self.transformer.h:

@@ -25,7 +25,12 @@ def validation_losses(model, data_dir: Path, max_windows: int | None = None) -> 
 
     windows = FixedWindows(TokenShard(data_dir, "validation"), model.config.block_size, max_windows)
     loss = model_loss(model, windows, batch_size=4)
-    return {"split": "validation", "windows": len(windows), "tokens": loss.tokens, "nats_per_token": loss.nats}
+    return {
+        "split": "validation",
+        "windows": len(windows),
+        "tokens": loss.tokens,
+        "nats_per_token": loss.nats,
+    }
 
 
 def main() -> None:
@@ -33,7 +38,9 @@ def main() -> None:
     ap.add_argument("model", help="a trained model: runs/NAME/model, or a checkpoint .ckpt")
     ap.add_argument("name", help="the shipped model's name, e.g. piano-small")
     ap.add_argument("--data", required=True, help="the data dir the model trained on (its validation split)")
-    ap.add_argument("--max-bf16-loss", type=float, default=0.002, help="largest loss increase bf16 weights may cost")
+    ap.add_argument(
+        "--max-bf16-loss", type=float, default=0.002, help="largest loss increase bf16 weights may cost"
+    )
     ap.add_argument("--continuations", help="a report from `musicgpt evaluate --continuations --report`")
     args = ap.parse_args()
 
@@ -53,7 +60,10 @@ def main() -> None:
     metrics = {
         "parameters": model.num_params(),
         "weights": "bf16" if use_bf16 else "fp32",
-        "validation": {**validation_losses(shipped.float(), data), "fp32_weights_nats_per_token": fp32["nats_per_token"]},
+        "validation": {
+            **validation_losses(shipped.float(), data),
+            "fp32_weights_nats_per_token": fp32["nats_per_token"],
+        },
         "quick_check": validation_losses(shipped.float(), data, QUICK_CHECK_WINDOWS),
     }
     if args.continuations:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from conftest import PIANO_DIR
 
 from musicgpt.generation.sampling import SamplingConfig, next_token

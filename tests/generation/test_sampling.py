@@ -10,12 +10,12 @@ import torch
 from musicgpt.errors import MusicGPTError
 from musicgpt.generation.sampling import (
     SamplingConfig,
-    mask_per_group,
     SamplingError,
     apply_mask,
     apply_temperature,
     check_sampling_args,
     greedy,
+    mask_per_group,
     next_token,
     sample,
     top_k_filter,

@@ -10,7 +10,9 @@ from musicgpt import generate
 from musicgpt.errors import ConfigError
 from musicgpt.model.gpt import GPT, GPTConfig, relative_logits_at, relative_logits_causal, skew
 
-RELATIVE = GPTConfig(vocab_size=390, block_size=64, n_layer=2, n_head=4, n_embd=64, position_encoding="relative")
+RELATIVE = GPTConfig(
+    vocab_size=390, block_size=64, n_layer=2, n_head=4, n_embd=64, position_encoding="relative"
+)
 
 
 def naive_relative_logits(q: torch.Tensor, rel_emb: torch.Tensor, q_pos, k_pos) -> torch.Tensor:
