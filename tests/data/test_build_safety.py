@@ -194,6 +194,7 @@ SLOW_BUILD = """
     import musicgpt.data.build as build
 
     def slow_tokenize_one(path, cache_file):  # a minute a file
+        open(sys.argv[2] + ".started-" + path.rsplit("/", 1)[-1], "w").close()  # the test waits for these
         time.sleep(60)
         return path, None, "slow"
 
@@ -207,7 +208,10 @@ SLOW_BUILD = """
 def _slow_build_with_workers(corpus: Path, out: Path) -> tuple[subprocess.Popen, set[int]]:
     build = _python(SLOW_BUILD, str(corpus), str(out), start_new_session=True)
     assert _wait_for(lambda: len(_children(build.pid)) >= 2), "the pool's workers never started"
-    time.sleep(1.0)  # the workers take their first files
+    # Both workers are inside a file (not waiting for one: CPython's Pool.terminate can hang on a
+    # worker blocked in its task queue's read lock, a window this test does not exercise).
+    started = lambda: len(list(out.parent.glob(out.name + ".started-*"))) >= 2  # noqa: E731
+    assert _wait_for(started, seconds=30), "the workers never took their files"
     return build, _children(build.pid)
 
 
