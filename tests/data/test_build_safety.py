@@ -190,8 +190,12 @@ def test_a_data_dir_of_the_first_format_still_reads(corpus, tmp_path):
 # ------------------------------------------------------------------------------------- row 7
 
 SLOW_BUILD = """
-    import multiprocessing, sys, time
+    import multiprocessing, signal, sys, time
     import musicgpt.data.build as build
+
+    # Ctrl-C as in a terminal, even where the tests run as a background job (which ignores SIGINT
+    # and passes that on to every process it starts)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def slow_tokenize_one(path, cache_file):  # a minute a file
         open(sys.argv[2] + ".started-" + path.rsplit("/", 1)[-1], "w").close()  # the test waits for these
@@ -208,8 +212,7 @@ SLOW_BUILD = """
 def _slow_build_with_workers(corpus: Path, out: Path) -> tuple[subprocess.Popen, set[int]]:
     build = _python(SLOW_BUILD, str(corpus), str(out), start_new_session=True)
     assert _wait_for(lambda: len(_children(build.pid)) >= 2), "the pool's workers never started"
-    # Both workers are inside a file (not waiting for one: CPython's Pool.terminate can hang on a
-    # worker blocked in its task queue's read lock, a window this test does not exercise).
+    # both workers are a minute into a file, and the other files wait in the queue
     started = lambda: len(list(out.parent.glob(out.name + ".started-*"))) >= 2  # noqa: E731
     assert _wait_for(started, seconds=30), "the workers never took their files"
     return build, _children(build.pid)
