@@ -503,10 +503,12 @@ class GPT(nn.Module):
         # Compiled: read the whole cache so every decode step has the same shapes. Eager: only the
         # slots written so far (positions increase, so the last one is the furthest).
         kv_len = cache_len if compiling else min(int(input_pos[-1]) + 1, cache_len)
+        if not (compiling or need_mask or self.config.relative):
+            # learned positions, one eager query at the newest position: it sees every slot
+            # written so far, so no mask (and no per-step work) is needed
+            return slots, kv_len, None, None
         distance = input_pos[:, None] - self.cache_pos[None, :kv_len]  # (T, kv_len)
-        mask = None  # one query at the newest position sees every slot written so far
-        if compiling or need_mask or self.config.relative:
-            mask = (distance >= 0) & (self.cache_pos[None, :kv_len] >= 0)
+        mask = (distance >= 0) & (self.cache_pos[None, :kv_len] >= 0)
         return slots, kv_len, mask, distance if self.config.relative else None
 
     def check_input(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> None:
