@@ -251,7 +251,7 @@ class CausalSelfAttention(nn.Module):
             k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         dropout_p = self.dropout if self.training else 0.0
         plain_causal = causal and mask is None  # (not a sliding-window band)
-        if plain_causal and (self.rel_emb is not None or need_probs):
+        if plain_causal and need_probs:  # the kernels below mask causally by themselves
             mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         rel = None  # relative attention's term, scaled like q·k
         if self.rel_emb is not None:

@@ -38,13 +38,9 @@ PIECES = ("fur-elise.mid", "maple-leaf-rag.mid", "solace.mid", "peacherine-rag.m
 QUICK = ["--prompt-seconds", "2", "--seconds", "2", "--num-samples", "2"]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("model")
-    GPT(GPTConfig.preset("music-tiny")).save_pretrained(directory)
-    TOK.save(directory / "tokenizer.json")
-    return directory
+@pytest.fixture
+def model_dir(tiny_checkpoint):
+    return tiny_checkpoint  # conftest's random music-tiny checkpoint (seed 0)
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from conftest import PIANO_DIR
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
 from musicgpt.cli import main
-from musicgpt.model.gpt import GPT, GPTConfig
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 from musicgpt.viz.pianoroll import CUT_COLOR, GENERATED_COLOR, PROMPT_COLOR, render_continuations_png
 from musicgpt.viz.png import PANEL
@@ -19,13 +17,9 @@ TOK = PerformanceTokenizer()
 PROMPT = PIANO_DIR / "fur-elise.mid"
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("model")
-    GPT(GPTConfig.preset("music-tiny")).save_pretrained(directory)
-    TOK.save(directory / "tokenizer.json")
-    return directory
+@pytest.fixture
+def model_dir(tiny_checkpoint):
+    return tiny_checkpoint  # conftest's random music-tiny checkpoint (seed 0)
 
 
 VELOCITY_ALPHAS = np.linspace(0.35, 1.0, 27)  # the opacities notes are drawn with, velocity 0 to 127
