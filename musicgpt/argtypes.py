@@ -114,6 +114,14 @@ def probability(text: str) -> float:
     return value
 
 
+def prompt_cache_strength(text: str) -> float:
+    """How strongly the sampler copies (SamplingConfig.prompt_cache): 0 (off) to 2."""
+    value = _parse_float(text)
+    if not 0 <= value <= 2:
+        raise _Error(f"must be from 0 (off) to 2, got {text}")
+    return value
+
+
 def fraction(text: str) -> float:
     """A share of a whole, in [0, 1)."""
     value = _parse_float(text)

@@ -86,6 +86,13 @@ def add_parser(subparsers) -> None:
         default="per_group",
         help="how the grammar hands on forbidden probability (see `musicgpt generate --help`)",
     )
+    c.add_argument(
+        "--prompt-cache",
+        type=argtypes.prompt_cache_strength,
+        default=1.0,
+        help="how strongly to copy what followed the same events earlier in the prompt and sample: "
+        "0 off, 1 the fitted weight (default), up to 2",
+    )
     p.set_defaults(run=run)
 
 

@@ -58,6 +58,13 @@ def add_parser(subparsers) -> None:
         help="music: how the grammar hands on forbidden probability: per_group keeps each event "
         "type's mass (default), renormalize spreads it over all allowed tokens (for comparison)",
     )
+    s.add_argument(
+        "--prompt-cache",
+        type=argtypes.prompt_cache_strength,
+        default=1.0,
+        help="how strongly to copy what followed the same events earlier in the prompt and sample: "
+        "0 off, 1 the fitted weight (default), up to 2",
+    )
     s.add_argument("--seed", type=argtypes.seed, default=None, help="the same seed gives the same output")
     s.add_argument(
         "--num-samples",
@@ -100,11 +107,15 @@ def run(args) -> int:
 
 
 def sampling_config(args):
-    """The --temperature, --top-k, --top-p and --mask-mode flags as one SamplingConfig."""
+    """The --temperature, --top-k, --top-p, --mask-mode and --prompt-cache flags as one SamplingConfig."""
     from musicgpt.generation.sampling import SamplingConfig
 
     return SamplingConfig(
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, mask_mode=args.mask_mode
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        mask_mode=args.mask_mode,
+        prompt_cache=args.prompt_cache,
     )
 
 

@@ -29,6 +29,10 @@ class TokenDataModule(L.LightningDataModule):
         max_val_windows: bound on validation windows, for a quick validation on large splits.
         num_workers: DataLoader worker processes.
         seed: seeds the choice of training windows (with the epoch and index).
+        mix_data_dir: a second built dataset (same tokenizer), e.g. a pretraining corpus
+            (data/pretrain): `mix_weight` of the training windows come from its train split.
+            Validation stays on `data_dir`, the music the run is for.
+        mix_weight: the share of training windows drawn from `mix_data_dir` (0 to 1).
     """
 
     def __init__(
@@ -43,6 +47,8 @@ class TokenDataModule(L.LightningDataModule):
         max_val_windows: PositiveInt | None = 64,
         num_workers: NonNegativeInt = 0,
         seed: NonNegativeInt = 0,
+        mix_data_dir: str | Path | None = None,
+        mix_weight: float = 0.0,
     ):
         super().__init__()
         if data_dir is None:
@@ -51,6 +57,12 @@ class TokenDataModule(L.LightningDataModule):
         self.batch_size, self.block_size = batch_size, block_size
         self.samples_per_epoch, self.max_val_windows = samples_per_epoch, max_val_windows
         self.num_workers, self.seed = num_workers, seed
+        if not 0.0 <= mix_weight <= 1.0:
+            raise ConfigError(f"data.mix_weight must be between 0 and 1, got {mix_weight}")
+        if mix_weight > 0 and mix_data_dir is None:
+            raise ConfigError("data.mix_weight is set but data.mix_data_dir is not")
+        self.mix_data_dir = Path(mix_data_dir) if mix_data_dir is not None else None
+        self.mix_weight = mix_weight
         manifest = read_manifest(self.data_dir)
         self.tokenizer_settings = manifest["tokenizer"]
         if tokenizer is not None and tokenizer != self.tokenizer_settings["name"]:
@@ -81,7 +93,16 @@ class TokenDataModule(L.LightningDataModule):
         if stage in ("fit", None):
             train = TokenShard(self.data_dir, "train")
             samples = self.samples_per_epoch or max(1, len(train) // block_size)
-            self.train_set = RandomWindows(train, block_size, samples, seed=self.seed, augment=self.augment)
+            mix = None
+            if self.mix_data_dir is not None and self.mix_weight > 0:
+                mix = TokenShard(self.mix_data_dir, "train")
+                if mix.tokenizer_settings != self.tokenizer_settings:
+                    raise ConfigError(
+                        f"{self.mix_data_dir} was built with other tokenizer settings than {self.data_dir}"
+                    )
+            self.train_set = RandomWindows(
+                train, block_size, samples, seed=self.seed, augment=self.augment, mix=mix, mix_weight=self.mix_weight
+            )
         if stage in ("fit", "validate", None):
             self.val_set = FixedWindows(
                 TokenShard(self.data_dir, "validation"), block_size, self.max_val_windows

@@ -87,14 +87,21 @@ class RandomWindows(Dataset):
         samples: int,
         seed: int = 0,
         augment: AugmentConfig | None = None,
+        mix: TokenShard | None = None,
+        mix_weight: float = 0.0,
     ):
+        """`mix`, `mix_weight`: draw that share of the windows from a second shard instead (a
+        pretraining corpus beside the music the run is for); item i's source is fixed like its place."""
         # Stretching can remove time-shift tokens, so augmented windows read a margin more.
         self.read_len = block_size + 1 if augment is None else int((block_size + 1) * 1.25) + 8
         if len(shard) < self.read_len + 1:
             raise MusicGPTError(
                 f"{shard.path}: {len(shard)} tokens, too few for windows of {block_size + 1} tokens"
             )
+        if mix is not None and len(mix) < self.read_len + 1:
+            raise MusicGPTError(f"{mix.path}: {len(mix)} tokens, too few for windows of {block_size + 1} tokens")
         self.shard, self.block_size, self.samples = shard, block_size, samples
+        self.mix, self.mix_weight = (mix, mix_weight) if mix is not None and mix_weight > 0 else (None, 0.0)
         self.seed, self.epoch, self.augment = seed, 0, augment
         self.resume_batches = 0  # batches of this epoch a resumed run skips (see ResumableLoader)
 
@@ -106,14 +113,15 @@ class RandomWindows(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng((self.seed, self.epoch, i))
-        start = int(rng.integers(0, len(self.shard) - self.read_len + 1))
-        window = np.asarray(self.shard.tokens[start : start + self.read_len]).astype(np.int64)
+        shard = self.mix if self.mix is not None and rng.random() < self.mix_weight else self.shard
+        start = int(rng.integers(0, len(shard) - self.read_len + 1))
+        window = np.asarray(shard.tokens[start : start + self.read_len]).astype(np.int64)
         if self.augment is not None:
             window = random_augment(
                 window, self.block_size + 1, rng, self.augment.max_transpose, self.augment.stretch_factors
             )
             if window.size < self.block_size + 1:  # a stretch that removed more than the margin
-                window = np.asarray(self.shard.tokens[start : start + self.block_size + 1]).astype(np.int64)
+                window = np.asarray(shard.tokens[start : start + self.block_size + 1]).astype(np.int64)
         window = torch.from_numpy(window[: self.block_size + 1])
         return window[:-1], window[1:]
 

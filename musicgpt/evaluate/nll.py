@@ -141,3 +141,35 @@ def context_loss(
         count += targets.numel()
     model.train(was_training)
     return HeldOutLoss(name or f"context {context}", total / max(count, 1), count)
+
+
+@torch.inference_mode()
+def token_log_probs(model, tokens: np.ndarray, context: int, batch_size: int = 4) -> np.ndarray:
+    """(N,) the model's log p of every token of one piece given the ones before it, read through
+    windows of `context` tokens as a continuation reads them: token i sees the last
+    context // 2 to context tokens (all of them near the start). Index 0 has no context: NaN."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    tokens = np.asarray(tokens, dtype=np.int64)
+    N = len(tokens)
+    out = np.full(N, np.nan)
+    stride = max(1, context // 2)
+    # window w reads tokens[s : s + context + 1] and scores the targets after its first half
+    jobs = []
+    for s in range(0, max(1, N - 1), stride):
+        end = min(N, s + context + 1)
+        first = 1 if s == 0 else s + context - stride + 1  # the targets the previous window left
+        jobs.append((s, end, first))
+        if end == N:
+            break
+    for b in range(0, len(jobs), batch_size):
+        chunk = jobs[b : b + batch_size]
+        for s, end, first in chunk:  # windows differ in length at the end: one at a time
+            x = torch.as_tensor(tokens[s : end - 1], device=device)[None]
+            logp = model(x).float().log_softmax(-1)[0]  # (T, V): position t predicts tokens[s + t + 1]
+            targets = torch.as_tensor(tokens[s + 1 : end], device=device)
+            lp = logp.gather(-1, targets[:, None])[:, 0].cpu().numpy()
+            out[first:end] = lp[first - s - 1 :]
+    model.train(was_training)
+    return out

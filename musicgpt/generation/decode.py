@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from musicgpt.generation.prompt_cache import PromptCache
 from musicgpt.generation.sampling import SamplingConfig, SamplingError, next_token
 from musicgpt.model.gpt import GPT, ModelInputError
 from musicgpt.tokenizers.base import LogitsMask
@@ -123,6 +124,7 @@ class _Decoding:
     max_context: int
     window_shift: int
     compile: bool
+    history: torch.Tensor | None
 
 
 def generate_stream(
@@ -138,6 +140,7 @@ def generate_stream(
     max_context: int | None = None,
     window_shift: int | None = None,
     compile: bool = False,
+    history: torch.Tensor | None = None,
     **sampling_fields: Any,
 ) -> Iterator[torch.Tensor]:
     """Yield the new tokens one step at a time, each a (B,) int64 tensor.
@@ -160,6 +163,9 @@ def generate_stream(
     (default max_context // 4).
     compile: run the decode steps through `compiled_decode_step` (with use_cache only). Worth it for
     long continuations: compiling costs seconds; bf16 weights (`model.to(torch.bfloat16)`) gain most.
+    history: (B, H) tokens that came before idx (the part of a long prompt the model's window no
+    longer holds): the prompt cache (`SamplingConfig.prompt_cache`) reads them with the prompt
+    and what is sampled, so the model can copy from further back than it sees.
 
     The model runs in eval mode under torch.inference_mode; its train/eval mode is restored at the
     end. Bad arguments raise at the call, before any iteration.
@@ -188,6 +194,10 @@ def generate_stream(
         raise ModelInputError(
             f"window_shift must be in 1..{max_context - 1} (max_context - 1), got {window_shift!r}"
         )
+    if history is not None and (history.ndim != 2 or history.shape[0] != idx.shape[0]):
+        raise ModelInputError(
+            f"history must be (batch={idx.shape[0]}, H) token ids, got shape {tuple(history.shape)}"
+        )
     device = model.transformer.wte.weight.device
     run = _Decoding(
         sampling=sampling,
@@ -198,6 +208,7 @@ def generate_stream(
         max_context=max_context,
         window_shift=window_shift,
         compile=compile,
+        history=history,
     )
     return _stream(model, idx.to(device=device, dtype=torch.long), max_new_tokens, run)
 
@@ -233,12 +244,24 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
             mask.start(idx.cpu().numpy())
             groups = getattr(mask, "group_of_id", None)
             group_of_id = None if groups is None else torch.as_tensor(np.asarray(groups), dtype=torch.long)
+        cache = None
+        if run.sampling.prompt_cache > 0:
+            heard = idx if run.history is None else torch.cat([run.history.to(idx.device), idx], dim=1)
+            cache = PromptCache(
+                heard.cpu().numpy(),
+                logits.shape[-1],
+                strength=run.sampling.prompt_cache,
+                # what counts as the same token when looking for a repeat: the grammar may say
+                key_of_id=getattr(mask, "match_key_of_id", None),
+            )
         finished = stop_emitted = None
         if run.stops is not None:
             finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
             stop_emitted = torch.zeros(B, dtype=torch.long, device=idx.device)
 
         for i in range(max_new_tokens):
+            if cache is not None:
+                logits = cache.mix(logits)
             allowed = _allowed(mask, logits) if mask is not None else None
             tok = next_token(logits, run.sampling, allowed, group_of_id, run.generator)
             if run.stops is not None:
@@ -246,8 +269,12 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
                 stop_emitted = tok
                 finished = finished | torch.isin(tok, run.stops)
             tokens[:, T + i] = tok
-            if mask is not None:
-                mask.advance(tok.cpu().numpy())
+            if mask is not None or cache is not None:
+                tok_np = tok.cpu().numpy()
+                if mask is not None:
+                    mask.advance(tok_np)
+                if cache is not None:
+                    cache.append(tok_np)
             yield tok
             if i == max_new_tokens - 1 or (finished is not None and bool(finished.all())):
                 return

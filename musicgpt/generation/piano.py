@@ -67,6 +67,10 @@ class _WholePromptGrammar:
     def group_of_id(self):
         return self.grammar.group_of_id
 
+    @property
+    def match_key_of_id(self):
+        return self.grammar.match_key_of_id
+
 
 @dataclass
 class Continuation:
@@ -109,6 +113,9 @@ def continue_piano(
         context = prompt_ids[-(context_len - 1) :]
     device = next(model.parameters()).device
     idx = torch.as_tensor(context, device=device).unsqueeze(0).repeat(num_samples, 1)
+    # the prompt cache hears the whole prompt, also what lies before the model's window
+    before = prompt_ids[: len(prompt_ids) - len(context)] if prompt_ids.size else prompt_ids
+    history = torch.as_tensor(before, dtype=torch.long).unsqueeze(0).repeat(num_samples, 1)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -129,6 +136,7 @@ def continue_piano(
         generator=generator,
         logits_mask=grammar,
         max_context=context_len,
+        history=history,
     )
     interrupted = False
     try:

@@ -43,15 +43,23 @@ class SamplingConfig:
     mask_mode: how a grammar's forbidden mass is handed on (see the module docstring):
         "per_group" keeps each token group's mass (the default; a mask without groups falls back
         to "renormalize"), "renormalize" spreads it over every allowed token.
+    prompt_cache: how strongly the model's distribution is mixed with what followed the same
+        recent tokens earlier in the prompt and the sample (`musicgpt.generation.prompt_cache`):
+        0 never, 1 the fitted weight (the default), up to 2 twice that. Applied first, before the
+        mask: the copy is one more opinion about the next token, filtered like the model's.
     """
 
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
     mask_mode: str = "per_group"
+    prompt_cache: float = 1.0
 
     def __post_init__(self) -> None:
         check_sampling_args(self.temperature, self.top_k, self.top_p)
+        strength = self.prompt_cache
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 2:
+            raise SamplingError(f"prompt_cache must be a number from 0 (off) to 2, got {strength!r}")
         if self.mask_mode not in MASK_MODES:
             raise SamplingError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
 

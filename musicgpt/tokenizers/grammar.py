@@ -40,6 +40,9 @@ class PerformanceGrammar:
     # (`musicgpt.generation.sampling.mask_per_group`), so forbidding the NOTE_OFFs of silent
     # pitches does not hand their mass to NOTE_ON and TIME_SHIFT
     group_of_id = V.TYPE_OF_ID.astype(np.int64)
+    # token -> what the sampler's prompt cache compares to find a repeat (velocity and small
+    # timing differences ignored; see `vocab.MATCH_KEY_OF_ID`)
+    match_key_of_id = V.MATCH_KEY_OF_ID
     _SHIFT_STEPS = np.arange(1, V.MAX_SHIFT_STEPS + 1)
     _BINS = np.arange(1, V.NUM_VELOCITY_BINS + 1)
     _NEVER = np.iinfo(np.int64).max // 2  # the deadline of a pitch that is not sounding

@@ -111,7 +111,19 @@ TYPE_OF_ID = np.concatenate([np.full(r.size, k, np.int8) for k, r in enumerate(E
 VALUE_OF_ID = np.concatenate([np.arange(r.min_value, r.max_value + 1) for r in EVENT_RANGES]).astype(np.int32)
 # id -> the 10 ms steps it moves the clock: its value for a TIME_SHIFT, 0 for everything else
 STEPS_OF_ID = np.where(TYPE_OF_ID == EventType.TIME_SHIFT, VALUE_OF_ID, 0).astype(np.int64)
-for _table in (TYPE_OF_ID, VALUE_OF_ID, STEPS_OF_ID):
+# id -> what the prompt cache (musicgpt/generation/prompt_cache.py) compares to find a passage
+# heard before: every VELOCITY alike and TIME_SHIFTs in buckets of a ratio of 1.2 (+-10%), so a
+# repeat played a little louder or slower is still a repeat. Notes and specials are themselves.
+MATCH_KEY_OF_ID = np.where(
+    TYPE_OF_ID == EventType.VELOCITY,
+    VELOCITY_OFFSET,
+    np.where(
+        TYPE_OF_ID == EventType.TIME_SHIFT,
+        TIME_SHIFT_OFFSET + np.floor(np.log(np.maximum(STEPS_OF_ID, 1)) / np.log(1.2)).astype(np.int64),
+        np.arange(VOCAB_SIZE),
+    ),
+).astype(np.int64)
+for _table in (TYPE_OF_ID, VALUE_OF_ID, STEPS_OF_ID, MATCH_KEY_OF_ID):
     _table.flags.writeable = False
 
 

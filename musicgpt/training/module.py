@@ -54,9 +54,13 @@ class MusicGPTModule(L.LightningModule):
         optimizer: OptimizerConfig | None = None,
         compile: bool = False,
         tokenizer: dict[str, Any] | None = None,
+        init_from: str | None = None,
     ):
         """`tokenizer`: the data's tokenizer settings (`musicgpt train` links them from the data,
-        with `config.vocab_size`); they travel in every checkpoint and exported model."""
+        with `config.vocab_size`); they travel in every checkpoint and exported model.
+        `init_from`: start from a trained model's weights (a shipped model's name, a model or run
+        directory, a .ckpt) instead of random ones; its config must equal `config`. A resumed run
+        loads its checkpoint over them, so `--resume` works the same."""
         super().__init__()
         self.config = config
         self.optim = optimizer or OptimizerConfig()
@@ -65,6 +69,8 @@ class MusicGPTModule(L.LightningModule):
         # Plain dicts, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters({"config": config.to_dict(), "optimizer": asdict(self.optim)})
         self.model = GPT(config)
+        if init_from is not None:
+            self.model.load_state_dict(_initial_weights(init_from, config))
 
     def configure_model(self) -> None:
         if self.compile:
@@ -142,6 +148,20 @@ class MusicGPTModule(L.LightningModule):
                 torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+def _initial_weights(source: str, config: GPTConfig) -> dict[str, torch.Tensor]:
+    """The weights of the model `source` names, checked to fit `config` (one line if not)."""
+    from musicgpt.checkpoints import load_checkpoint
+    from musicgpt.errors import ConfigError
+
+    model, _ = load_checkpoint(source)
+    if model.config.to_dict() != config.to_dict():
+        theirs, ours = model.config.to_dict(), config.to_dict()
+        diff = ", ".join(f"{k}: {theirs.get(k)} vs {ours.get(k)}" for k in ours if theirs.get(k) != ours.get(k))
+        raise ConfigError(f"model.init_from {source}: its config differs from model.config ({diff})")
+    # fp32 master weights whatever the source was stored in (the shipped models are bf16)
+    return {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
 
 
 def _loss_scaler(trainer) -> object | None:
