@@ -117,6 +117,17 @@ class PerformanceTokenizer:
         self._check_silence(*quantized[:2], name)
         return _emit(*quantized)
 
+    def why_empty(self, source: Any) -> str:
+        """Why `source` encodes to no tokens, for a message: its drums, its programs, or no notes."""
+        parts = [p for p in midi_io.read_parts(source) if p.pitch.size]
+        if not parts:
+            return "no notes"
+        if not midi_io.select_parts(parts, self.include_drums, self.programs):
+            if all(p.is_drum for p in parts):
+                return "only drum tracks hold notes, and drums are left out (--include-drums keeps them)"
+            return f"no notes in the chosen programs {list(self.programs or [])}"
+        return "no notes"
+
     def _check_length(self, seconds: float, source) -> None:
         if seconds > self.max_piece_seconds:
             raise MidiReadError(
