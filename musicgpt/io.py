@@ -53,10 +53,22 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno in _NO_ROOM:
+        no_room = _no_room(e)
+        if no_room is not None:
             kept = "the previous file is unchanged" if path.exists() else "nothing was written"
-            raise WriteError(f"{path}: cannot write: {os.strerror(e.errno).lower()} ({kept})") from None
+            raise WriteError(f"{path}: cannot write: {os.strerror(no_room).lower()} ({kept})") from None
         raise
+
+
+def _no_room(e: BaseException | None) -> int | None:
+    """The errno of a full disk (or quota, or size limit) in `e` or what it was raised from:
+    torch.save reports one as a RuntimeError of its zip writer, raised while handling the OSError."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OSError) and e.errno in _NO_ROOM:
+            return e.errno
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
