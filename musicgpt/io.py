@@ -124,7 +124,16 @@ def atomic_save_npy(path: str | Path, array) -> None:
     import numpy as np
 
     with atomic_open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
+        # Through write(), not ndarray.tofile: tofile reports a full disk as an OSError without
+        # an errno ("N requested and M written"), which could not be told from other failures.
+        np.save(_Writer(f), array, allow_pickle=False)
+
+
+class _Writer:
+    """A file seen only through write(): numpy then writes in chunks with it."""
+
+    def __init__(self, f: IO):
+        self.write = f.write
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
