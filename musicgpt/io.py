@@ -96,7 +96,9 @@ def refuse_overlaps(inputs: dict[str, Any], outputs: Iterable[tuple[str, Any]]) 
                 raise MusicGPTError(f"{what} {out} is the {source} file: writing it would destroy the input")
         for other, earlier in seen:
             if same_file(out, earlier):
-                raise MusicGPTError(f"{what} {out} and {other} {earlier} are the same file: one would overwrite the other")
+                raise MusicGPTError(
+                    f"{what} {out} and {other} {earlier} are the same file: one would overwrite the other"
+                )
         seen.append((what, Path(out)))
 
 

@@ -70,11 +70,10 @@ def _wrap(names: list[str], width: int) -> str:
 
 
 def run_tokenize(args: argparse.Namespace) -> int:
-    from musicgpt.tokenizers.performance import PerformanceTokenizer
-    from musicgpt.tokenizers.vocab import ID_NAMES
-
     from musicgpt.errors import MusicGPTError
     from musicgpt.io import refuse_overlaps
+    from musicgpt.tokenizers.performance import PerformanceTokenizer
+    from musicgpt.tokenizers.vocab import ID_NAMES
 
     refuse_overlaps({"input MIDI": args.midi}, [("--out", args.out)])
     tok = PerformanceTokenizer(

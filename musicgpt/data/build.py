@@ -247,7 +247,9 @@ def build_dataset(
     files, passed_over = scan_files(src, suffixes)
     if not files:
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in passed_over[:3])
-        raise MusicGPTError(f"{src}: no {'/'.join(suffixes)} files found" + (f" ({reasons})" if reasons else ""))
+        raise MusicGPTError(
+            f"{src}: no {'/'.join(suffixes)} files found" + (f" ({reasons})" if reasons else "")
+        )
     root = src if src.is_dir() else src.parent
     rel = {p: p.relative_to(root).as_posix() for p in files}
 

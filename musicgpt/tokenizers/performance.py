@@ -93,8 +93,14 @@ class PerformanceTokenizer:
             raise ConfigError(f"max_polyphony must be 1-127, got {self.max_polyphony}")
         for name in ("max_piece_seconds", "max_silence_seconds"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10 * 24 * 3600:
-                raise ConfigError(f"{name} must be a number of seconds from 1 to 864000 (10 days), got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 1 <= value <= 10 * 24 * 3600
+            ):
+                raise ConfigError(
+                    f"{name} must be a number of seconds from 1 to 864000 (10 days), got {value!r}"
+                )
 
     @property
     def max_note_steps(self) -> int:

@@ -44,8 +44,7 @@ def test_special_files_links_and_undecodable_names_are_listed_never_opened(tmp_p
     assert manifest["skipped"] == passed_over
     assert sorted(f["path"] for f in manifest["files"]) == list(GOOD)
     assert summary.endswith(
-        "  passed over 3 path(s):\n"
-        + "".join(f"    {s['path']}: {s['reason']}\n" for s in passed_over)
+        "  passed over 3 path(s):\n" + "".join(f"    {s['path']}: {s['reason']}\n" for s in passed_over)
     )
 
 
@@ -62,7 +61,9 @@ def test_unreadable_files_and_folders_are_skipped(tmp_path, capsys):
         (src / "closed").chmod(0o755)
     manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
     assert {"path": "locked.mid", "reason": "cannot read (Permission denied)"} in manifest["skipped"]
-    assert {"path": "closed", "reason": "a folder that cannot be listed (Permission denied)"} in manifest["skipped"]
+    assert {"path": "closed", "reason": "a folder that cannot be listed (Permission denied)"} in manifest[
+        "skipped"
+    ]
 
 
 def test_hostile_files_are_skipped_with_their_reason(tmp_path, capsys):

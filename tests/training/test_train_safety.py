@@ -34,7 +34,9 @@ def data_dir(tmp_path_factory):
 
 def config(run, data_dir, **trainer):
     run.mkdir(exist_ok=True)
-    return shipped_config("piano_cpu", run, data_dir, TINY, **{"max_steps": 2, "val_check_interval": 2, **trainer})
+    return shipped_config(
+        "piano_cpu", run, data_dir, TINY, **{"max_steps": 2, "val_check_interval": 2, **trainer}
+    )
 
 
 def test_a_second_train_into_a_run_dir_in_use_is_refused(data_dir, tmp_path, capsys):
