@@ -153,9 +153,7 @@ def test_mask_per_group_keeps_each_groups_mass():
 def test_mask_per_group_drops_a_group_with_nothing_allowed_and_survives_underflow():
     # group 0 all forbidden: its mass goes to the others in proportion (as plain masking would)
     probs = torch.tensor([[0.5, 0.2, 0.3]])
-    out = mask_per_group(probs.log(), torch.tensor([[False, True, True]]), torch.tensor([0, 1, 2])).softmax(
-        -1
-    )
+    out = mask_per_group(probs.log(), torch.tensor([[False, True, True]]), torch.tensor([0, 1, 2])).softmax(-1)
     assert torch.allclose(out, torch.tensor([[0.0, 0.4, 0.6]]), atol=1e-6)
     # the only allowed token of a group is far below float32's smallest probability: it still
     # gets the group's whole mass
