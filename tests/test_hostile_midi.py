@@ -167,15 +167,14 @@ def test_the_server_stays_up_and_answers_while_each_hostile_file_is_uploaded(
         with httpx.Client(base_url=url, timeout=60) as client:
             for name, data in hostile_files().items():
                 answers: list[httpx.Response] = []
-                upload = threading.Thread(
-                    target=lambda: answers.append(
-                        client.post(
-                            "/api/jobs",
-                            files={"midi": (name, data, "audio/midi")},
-                            data={"prompt_seconds": "5", "seconds": "1", "num_samples": "1"},
-                        )
+
+                def send(name=name, data=data, answers=answers) -> None:
+                    form = {"prompt_seconds": "5", "seconds": "1", "num_samples": "1"}
+                    answers.append(
+                        client.post("/api/jobs", files={"midi": (name, data, "audio/midi")}, data=form)
                     )
-                )
+
+                upload = threading.Thread(target=send)
                 upload.start()
                 slowest = 0.0
                 while upload.is_alive():  # another client, served while the upload is read
