@@ -272,8 +272,8 @@ class Progress:
     def update(self, seconds: float) -> None:
         if self.bar is not None:
             self.bar.update(seconds - self.bar.n)
-        elif self._clock() - self._last >= self.every:
-            self._last = self._clock()
+        elif (now := self._clock()) - self._last >= self.every:
+            self._last = now
             print(f"music generated: {seconds:.1f}/{self.total:g} s", file=self.file, flush=True)
         self.n = seconds
 
