@@ -184,6 +184,8 @@ def create_app(
             raise BadRequest(f"{label} is not a MIDI file we can read: {e.problem}") from None
         except MemoryError:
             raise BadRequest(f"{label} is too large to read on this server") from None
+        except OSError as e:  # the upload folder's disk is full
+            raise BadRequest(f"the server cannot store {label} now ({e.strerror or e})", 503) from None
         finally:
             uploads_waiting -= 1
             path.unlink(missing_ok=True)
@@ -232,8 +234,10 @@ def create_app(
 
     async def job_status(request: Request) -> Response:
         job = find_job(request)
+        if job.status_body is not None:  # a finished job's answer never changes: built once
+            return Response(job.status_body, media_type="application/json")
         base = f"/api/jobs/{job.id}/samples"
-        return JSONResponse({
+        response = JSONResponse({
             "id": job.id,
             "label": job.label,
             "state": job.state,
@@ -247,6 +251,9 @@ def create_app(
                 for k, s in enumerate(job.samples if job.state == "done" else [], 1)
             ],
         })  # fmt: skip
+        if job.state in ("done", "failed") and job.finished is not None:
+            job.status_body = response.body
+        return response
 
     async def midi(request: Request) -> Response:
         job, k = find_sample(request)

@@ -48,6 +48,7 @@ class Job:
     samples: list[Sample] = field(default_factory=list)
     started: float | None = None
     finished: float | None = None
+    status_body: bytes | None = None  # the status JSON once finished (a dense one is megabytes)
 
 
 def prompt_seconds_of(ids: np.ndarray) -> float:

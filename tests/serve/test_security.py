@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 
 import pytest
 from conftest import PIANO_DIR
@@ -189,3 +190,17 @@ def test_the_pieces_folder_leaves_out_bad_files_with_a_warning(model, tmp_path, 
         f"musicgpt serve: left out {folder / 'tpb-0.mid'}: its header gives 0 ticks per beat: no event can have a time"
         in warnings
     )
+
+
+def test_a_finished_jobs_status_is_built_once(client):
+    form = {"piece": "fur-elise.mid", "seconds": "1", "num_samples": "2", "prompt_seconds": "2"}
+    job_id = client.post("/api/jobs", data=form).json()["id"]
+    deadline = time.monotonic() + 60
+    while (first := client.get(f"/api/jobs/{job_id}")).json()["state"] not in ("done", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    job = client.app.state.worker.get(job_id)
+    assert first.json()["state"] == "done" and job.status_body == first.content
+    job.samples[0].summary["notes"]["pitch"][0] = -1  # were it rebuilt, the answer would show this
+    again = client.get(f"/api/jobs/{job_id}")
+    assert again.content == first.content and again.headers["content-type"] == "application/json"
