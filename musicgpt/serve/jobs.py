@@ -104,6 +104,11 @@ class Worker:
         self._pool.submit(self._run, job)
         return job
 
+    def job_ids(self) -> list[str]:
+        """The ids of the jobs kept, oldest first."""
+        with self._lock:
+            return list(self._jobs)
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
