@@ -192,6 +192,7 @@ def create_app(
         return np.asarray(ids, dtype=np.int64), label
 
     async def create_job(request: Request) -> Response:
+        worker.check_room()  # a full queue answers 503 before the body is even read
         async with request.form(max_files=1, max_fields=16, max_part_size=4096) as form:
             r = parse_request(form)
             upload = form.get("midi")

@@ -204,3 +204,46 @@ def test_a_finished_jobs_status_is_built_once(client):
     job.samples[0].summary["notes"]["pitch"][0] = -1  # were it rebuilt, the answer would show this
     again = client.get(f"/api/jobs/{job_id}")
     assert again.content == first.content and again.headers["content-type"] == "application/json"
+
+
+def test_uploads_are_encoded_one_at_a_time_and_refused_quickly_when_full(model):
+    import threading
+
+    import httpx
+
+    class Counting(PerformanceTokenizer):
+        """Records how many encodes run at once."""
+
+        def encode(self, source):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.2)
+            try:
+                return super().encode(source)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+    lock, running, most = threading.Lock(), [0], [0]
+    app = create_app(model, Counting(), pieces_dir=None)
+    data = (PIANO_DIR / "fur-elise.mid").read_bytes()
+    form = {"prompt_seconds": "2", "seconds": "30", "num_samples": "1"}
+
+    async def upload_many(n):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as client:
+            requests = [
+                client.post("/api/jobs", data=form, files={"midi": ("a.mid", data)}) for _ in range(n)
+            ]
+            return await asyncio.gather(*requests)
+
+    try:
+        answers = asyncio.run(upload_many(10))
+    finally:
+        app.state.worker.close()
+        shutil.rmtree(app.state.upload_dir)
+    codes = sorted(r.status_code for r in answers)
+    assert most[0] == 1
+    assert set(codes) == {202, 503} and codes.count(202) <= 5  # 4 waiting + 1 running at most
+    assert all(set(r.json()) == ({"id"} if r.status_code == 202 else {"error"}) for r in answers)
