@@ -204,3 +204,51 @@ def test_progress_to_a_file_is_a_line_every_few_seconds():
         bar.update(seconds)
     bar.close()
     assert out.getvalue() == "music generated: 3.0/30 s\nmusic generated: 5.0/30 s\n"
+
+
+def test_ctrl_c_in_text_mode_prints_the_text_so_far(tmp_path, capsys, monkeypatch):
+    import musicgpt.generation.decode as decode
+    from musicgpt.model.gpt import GPT, GPTConfig
+    from musicgpt.tokenizers.text import ByteTokenizer
+
+    tok = ByteTokenizer()
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32)
+    GPT(config).save_pretrained(tmp_path / "text")
+    tok.save(tmp_path / "text" / "tokenizer.json")
+    real_stream = decode.generate_stream
+    steps = []
+
+    def interrupted_stream(*args, **kwargs):
+        for n, step in enumerate(real_stream(*args, **kwargs)):
+            if n == 20:
+                raise KeyboardInterrupt
+            steps.append(step)
+            yield step
+
+    monkeypatch.setattr(decode, "generate_stream", interrupted_stream)
+    argv = ["generate", "--checkpoint", str(tmp_path / "text"), "--text", "Once", "--seed", "0"]
+    assert main([*argv, "--max-new-tokens", "500"]) == 130
+    out, err = capsys.readouterr()
+    assert err == "musicgpt: interrupted: printed the text sampled so far\n"
+    sampled = [int(s[0]) for s in steps]
+    if tok.eos_id in sampled:  # a document ends at EOS: nothing after it is printed
+        sampled = sampled[: sampled.index(tok.eos_id)]
+    expected = tok.decode(sampled)
+    assert out == "Once" + expected + "\n" and len(steps) == 20
+
+
+def test_a_full_disk_in_a_library_write_is_one_line_too(monkeypatch, capsys):
+    import errno
+
+    import musicgpt.commands.tokenize as tokenize
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/logs/metrics.csv")
+
+    monkeypatch.setattr(tokenize, "run_tokenize", full)
+    assert main(["tokenize", str(FUR_ELISE)]) == 2
+    assert (
+        capsys.readouterr().err
+        == "musicgpt: error: runs/x/logs/metrics.csv: cannot write: no space left on device\n"
+    )
