@@ -87,15 +87,17 @@ class Worker:
 
     def check_room(self) -> None:
         """A 503 BadRequest when `max_waiting` jobs already wait (before a request costs anything)."""
-        waiting = sum(j.state == "queued" for j in list(self._jobs.values()))
+        with self._lock:
+            self._check_room()
+
+    def _check_room(self) -> None:  # with self._lock held
+        waiting = sum(j.state == "queued" for j in self._jobs.values())
         if waiting >= self.max_waiting:
-            raise BadRequest(
-                f"{waiting} generations are already waiting; try again when one has finished", 503
-            )
+            raise BadRequest(f"{waiting} generations are already waiting; try again when one has finished", 503)
 
     def submit(self, prompt: np.ndarray, label: str, request: GenerationRequest) -> Job:
         with self._lock:
-            self.check_room()
+            self._check_room()
             # unguessable: a job's notes and MIDI are read by id, and ids in order would let any
             # client (or a page that reached the server) read every other user's jobs
             job = Job(id=secrets.token_urlsafe(16), label=label, request=request, prompt=prompt)
