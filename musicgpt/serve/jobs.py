@@ -93,7 +93,9 @@ class Worker:
     def _check_room(self) -> None:  # with self._lock held
         waiting = sum(j.state == "queued" for j in self._jobs.values())
         if waiting >= self.max_waiting:
-            raise BadRequest(f"{waiting} generations are already waiting; try again when one has finished", 503)
+            raise BadRequest(
+                f"{waiting} generations are already waiting; try again when one has finished", 503
+            )
 
     def submit(self, prompt: np.ndarray, label: str, request: GenerationRequest) -> Job:
         with self._lock:
