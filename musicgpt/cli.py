@@ -8,6 +8,7 @@ Each subcommand lives in its own module under `musicgpt/commands/`, which expose
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -76,6 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("musicgpt: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        # A full disk in a write that is not ours (a library's log file): one line, not a
+        # traceback. Our own writes already say so (musicgpt.io.WriteError).
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"musicgpt: error: {where}cannot write: {os.strerror(e.errno).lower()}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

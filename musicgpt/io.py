@@ -8,24 +8,40 @@ reader (or a killed run) never sees half a file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from musicgpt.errors import ConfigError
+from musicgpt.errors import ConfigError, MusicGPTError
+
+# A write that fails for want of room: the disk, a quota, or a file-size limit (ulimit -f).
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class WriteError(MusicGPTError):
+    """A file that could not be written (full disk, read-only folder); the old file is unchanged."""
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
-    """Open a temporary file beside `path`; on success it replaces `path`, on error it is removed."""
+    """Open a temporary file beside `path`; on success it replaces `path`, on error it is removed.
+
+    Beside, not in $TMPDIR: a rename within one file system is atomic, while one across file
+    systems fails (EXDEV) and a copy in its place could leave the target half written. A full
+    disk is a WriteError naming `path`; the old `path` is whole and the temporary file is gone.
+    """
     if "r" in mode or "a" in mode:
         raise ValueError(f"atomic_open writes whole files; mode {mode!r} is not supported")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise WriteError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
@@ -34,10 +50,56 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        no_room = _no_room(e)
+        if no_room is not None:
+            kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+            raise WriteError(f"{path}: cannot write: {os.strerror(no_room).lower()} ({kept})") from None
         raise
+
+
+def _no_room(e: BaseException | None) -> int | None:
+    """The errno of a full disk (or quota, or size limit) in `e` or what it was raised from:
+    torch.save reports one as a RuntimeError of its zip writer, raised while handling the OSError."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OSError) and e.errno in _NO_ROOM:
+            return e.errno
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: the same inode if both exist (links, hard links), else
+    the same absolute path once symlinks in the existing part are resolved."""
+    a, b = Path(a), Path(b)
+    with contextlib.suppress(OSError):
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def refuse_overlaps(inputs: dict[str, Any], outputs: Iterable[tuple[str, Any]]) -> None:
+    """Before any work: no output may be an input, and no two outputs may be one file.
+
+    inputs: {what: path or None}, e.g. {"--prompt": p}; outputs: (what, path or None) pairs, e.g.
+    ("--out (sample 1)", p1). A clash is a MusicGPTError naming both.
+    """
+    seen: list[tuple[str, Path]] = []
+    for what, out in outputs:
+        if out is None:
+            continue
+        for source, inp in inputs.items():
+            if inp is not None and same_file(out, inp):
+                raise MusicGPTError(f"{what} {out} is the {source} file: writing it would destroy the input")
+        for other, earlier in seen:
+            if same_file(out, earlier):
+                raise MusicGPTError(
+                    f"{what} {out} and {other} {earlier} are the same file: one would overwrite the other"
+                )
+        seen.append((what, Path(out)))
 
 
 def _umask() -> int:
@@ -64,7 +126,16 @@ def atomic_save_npy(path: str | Path, array) -> None:
     import numpy as np
 
     with atomic_open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
+        # Through write(), not ndarray.tofile: tofile reports a full disk as an OSError without
+        # an errno ("N requested and M written"), which could not be told from other failures.
+        np.save(_Writer(f), array, allow_pickle=False)
+
+
+class _Writer:
+    """A file seen only through write(): numpy then writes in chunks with it."""
+
+    def __init__(self, f: IO):
+        self.write = f.write
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:

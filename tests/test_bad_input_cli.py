@@ -343,17 +343,24 @@ def test_ctrl_c_while_sampling_writes_what_was_sampled(model_dir, tmp_path, caps
             yield step
 
     monkeypatch.setattr(piano, "generate_stream", interrupted_stream)
+    # a complete result of an earlier run: an interrupted rerun must not replace it
+    complete = FUR_ELISE.read_bytes()
+    (tmp_path / "g-1.mid").write_bytes(complete)
     argv = ["generate", "--checkpoint", model_dir, "--prompt", FUR_ELISE, "--prompt-seconds", "3"]
     code, out, err = run_cli(
-        [*argv, "--seconds", "3600", "--num-samples", "2", "--out", tmp_path / "g.mid"], capsys
+        [*argv, "--seconds", "3600", "--num-samples", "2", "--out", tmp_path / "g.mid", "--yes"], capsys
     )
     assert code == 130
     last = err.splitlines()[-1]  # after the progress bar
-    assert last.startswith("musicgpt: interrupted: wrote the ") and last.endswith(" s sampled so far")
-    assert out.splitlines() == [str(tmp_path / "g-1.mid"), str(tmp_path / "g-2.mid")]
+    assert last.startswith("musicgpt: interrupted: wrote the ") and last.endswith(
+        " s sampled so far, as .partial files"
+    )
+    partials = [tmp_path / "g-1.partial.mid", tmp_path / "g-2.partial.mid"]
+    assert out.splitlines() == [str(p) for p in partials]
+    assert (tmp_path / "g-1.mid").read_bytes() == complete and not (tmp_path / "g-2.mid").exists()
     tok = PerformanceTokenizer()
     prompt_notes = len(tok.decode_notes(piano.cut_at_seconds(tok.encode(FUR_ELISE), 3.0)))
-    for path in (tmp_path / "g-1.mid", tmp_path / "g-2.mid"):
+    for path in partials:
         written = tok.encode(path)
         assert len(tok.decode_notes(written)) >= prompt_notes  # the prompt, then what was sampled
 
@@ -476,8 +483,7 @@ def test_the_silent_surprises_now_say_what_they_do(model_dir, tmp_path, capsys):
     # a prompt with no notes is not "start from nothing"
     empty = PIANO_DIR / "empty.mid"
     assert one_line_error([*base[:4], empty, "--seconds", "1", "--out", tmp_path / "o.mid"], capsys) == (
-        f"musicgpt: error: {empty}: no notes in its first 10 s to continue "
-        "(a longer --prompt-seconds, or no --prompt to start from nothing)"
+        f"musicgpt: error: {empty}: nothing to continue: no notes (no --prompt starts from nothing)"
     )
     # --out gen/ names a folder, not the samples' file name
     err = one_line_error([*base[:-2], "--num-samples", "2", "--out", f"{tmp_path}/gen/"], capsys)

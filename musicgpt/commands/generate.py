@@ -72,8 +72,38 @@ def add_parser(subparsers) -> None:
         default=1,
         help=f"samples drawn in one batched call (up to {argtypes.MAX_SAMPLES})",
     )
+    s.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"go ahead with a request of more than {MAX_MUSIC_HOURS:g} hours of music in all "
+        "(--num-samples x --seconds), which is otherwise refused with an estimate of its cost",
+    )
     p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda, cuda:1, ...")
     p.set_defaults(run=run)
+
+
+# A request is sized before any work: num_samples x seconds of music in all. Dense piano runs at
+# up to ~100 tokens a second, and the sampler holds every token (8 bytes) about three times over
+# (the steps, the table, the sequences), so 4 hours of music is ~1.4M tokens, ~35 MB... and 256 x
+# 3600 s is 92M tokens, ~2.2 GB and hours of sampling: refused without --yes.
+MAX_MUSIC_HOURS = 4.0
+DENSE_TOKENS_PER_SECOND = 100
+BYTES_PER_TOKEN_HELD = 24
+
+
+def check_request_size(num_samples: int, seconds: float, confirmed: bool) -> None:
+    """A one-line refusal, with the estimate, of more than MAX_MUSIC_HOURS of music unless confirmed."""
+    from musicgpt.errors import MusicGPTError
+
+    total = num_samples * seconds
+    if total <= MAX_MUSIC_HOURS * 3600 or confirmed:
+        return
+    tokens = total * DENSE_TOKENS_PER_SECOND
+    raise MusicGPTError(
+        f"{num_samples} samples x {seconds:g} s is {total / 3600:.1f} hours of music: up to "
+        f"{tokens / 1e6:,.1f}M tokens and {tokens * BYTES_PER_TOKEN_HELD / 1e9:.1f} GB of memory while "
+        f"sampling; add --yes to go ahead, or ask for at most {MAX_MUSIC_HOURS:g} hours in all"
+    )
 
 
 def run(args) -> int:
@@ -81,6 +111,10 @@ def run(args) -> int:
     from musicgpt.errors import MusicGPTError
     from musicgpt.tokenizers import is_music
 
+    # before any model is loaded: no output may be an input or another output
+    check_outputs(args)
+    check_request_size(args.num_samples, args.seconds, args.yes)
+    text_prompt(args)  # invalid UTF-8 is a one-line error, not a traceback after loading
     if args.wav:
         from musicgpt.audio import wav_tools
 
@@ -102,8 +136,47 @@ def run(args) -> int:
             raise MusicGPTError(f"{args.checkpoint} is a text model: use --text PROMPT, not --prompt")
         if args.png is not None:
             raise MusicGPTError(f"{args.checkpoint} is a text model: --png draws music only")
-        generate_text(model, tokenizer, args)
-    return 0
+        return generate_text(model, tokenizer, args)
+
+
+def check_outputs(args) -> None:
+    """--out (each sample), its .wav files, its partial files and --png: none may be the prompt,
+    and no two may be one file."""
+    from musicgpt.io import refuse_overlaps
+
+    if not args.out:
+        return
+    outputs = []
+    paths = output_paths(args.out, args.num_samples)
+    for k, path in enumerate(paths, 1):
+        what = "--out" if len(paths) == 1 else f"--out (sample {k})"
+        outputs.append((what, path))
+        outputs.append((f"{what} if interrupted", partial_path(path)))
+        if args.wav:
+            outputs.append((f"{what} as WAV", path.with_suffix(".wav")))
+    if args.png:
+        outputs += [("--png", Path(args.png)), ("--png if interrupted", partial_path(Path(args.png)))]
+    refuse_overlaps({"--prompt": args.prompt}, outputs)
+
+
+def partial_path(path: Path) -> Path:
+    """Where an interrupted run writes what it has: beside the complete file, never over it."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
+def text_prompt(args) -> str | None:
+    """--text as a str that encodes to UTF-8 (argv bytes that are not UTF-8 come as surrogates)."""
+    from musicgpt.errors import MusicGPTError
+
+    if args.text is None:
+        return None
+    try:
+        args.text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise MusicGPTError(
+            f"--text is not valid UTF-8 (a byte that is no UTF-8 character at position {e.start})"
+        ) from None
+    return args.text
 
 
 def sampling_config(args):
@@ -131,8 +204,6 @@ def generate_music(model, tokenizer, args) -> int:
 
     Ctrl-C while sampling writes the music sampled so far and exits with 130.
     """
-    from tqdm.auto import tqdm
-
     from musicgpt.audio import render_wav
     from musicgpt.errors import MusicGPTError
     from musicgpt.generation.piano import continue_piano, cut_at_seconds
@@ -141,21 +212,20 @@ def generate_music(model, tokenizer, args) -> int:
 
     prompt = []
     if args.prompt:
-        prompt = cut_at_seconds(tokenizer.encode(args.prompt), args.prompt_seconds)
+        whole = tokenizer.encode(args.prompt)
+        if whole.size == 0 and hasattr(tokenizer, "why_empty"):
+            raise MusicGPTError(
+                f"{args.prompt}: nothing to continue: {tokenizer.why_empty(args.prompt)} "
+                "(no --prompt starts from nothing)"
+            )
+        prompt = cut_at_seconds(whole, args.prompt_seconds)
         if not V.strikes_a_note(prompt):
             raise MusicGPTError(
                 f"{args.prompt}: no notes in its first {args.prompt_seconds:g} s to continue "
                 "(a longer --prompt-seconds, or no --prompt to start from nothing)"
             )
-    bar = tqdm(
-        total=args.seconds,
-        unit="s",
-        desc="music generated",
-        bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s [{elapsed}<{remaining}]",
-    )
-
-    def progress(seconds: float) -> None:
-        bar.update(seconds - bar.n)
+    bar = Progress(args.seconds)
+    progress = bar.update
 
     result = continue_piano(
         model,
@@ -169,12 +239,18 @@ def generate_music(model, tokenizer, args) -> int:
     )
     bar.close()
     paths = output_paths(args.out, args.num_samples)
+    if result.interrupted:  # a partial result is written beside a complete one, never over it
+        paths = [partial_path(p) for p in paths]
     for ids, path in zip(result.sequences(), paths, strict=True):
         print(write_midi(tokenizer.decode(ids), path), flush=True)
     if args.png:
-        print(draw_continuations(tokenizer, result, args), flush=True)
+        png = partial_path(Path(args.png)) if result.interrupted else Path(args.png)
+        print(draw_continuations(tokenizer, result, args, png), flush=True)
     if result.interrupted:
-        print(f"musicgpt: interrupted: wrote the {bar.n:.1f} s sampled so far", file=sys.stderr)
+        print(
+            f"musicgpt: interrupted: wrote the {bar.n:.1f} s sampled so far, as .partial files",
+            file=sys.stderr,
+        )
         return 130
     if args.wav:  # last: an external program that may fail, after every other file is written
         for path in paths:
@@ -182,7 +258,42 @@ def generate_music(model, tokenizer, args) -> int:
     return 0
 
 
-def draw_continuations(tokenizer, result, args) -> Path:
+class Progress:
+    """Seconds of music generated: a tqdm bar on a terminal; elsewhere (a log file, a pipe) one
+    line every `every` seconds rather than one per update."""
+
+    def __init__(self, total: float, every: float = 5.0, file=None):
+        import time
+
+        self.file = file if file is not None else sys.stderr
+        self.total, self.every, self.n = total, every, 0.0
+        self._clock, self._last = time.monotonic, time.monotonic()
+        self.bar = None
+        if self.file.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                unit="s",
+                desc="music generated",
+                bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s [{elapsed}<{remaining}]",
+                file=self.file,
+            )
+
+    def update(self, seconds: float) -> None:
+        if self.bar is not None:
+            self.bar.update(seconds - self.bar.n)
+        elif (now := self._clock()) - self._last >= self.every:
+            self._last = now
+            print(f"music generated: {seconds:.1f}/{self.total:g} s", file=self.file, flush=True)
+        self.n = seconds
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def draw_continuations(tokenizer, result, args, png: Path) -> Path:
     from musicgpt.tokenizers import vocab as V
     from musicgpt.viz.pianoroll import render_continuations_png
 
@@ -191,16 +302,18 @@ def draw_continuations(tokenizer, result, args) -> Path:
     opening = f"the first {cut:.2f} s of {Path(args.prompt).name}" if args.prompt else "no prompt"
     render_continuations_png(
         [tokenizer.decode_notes(ids) for ids in result.sequences()],
-        args.png,
+        png,
         prompt_tokens=len(result.prompt),
         cut_seconds=cut,
         title=f"{opening}, then {samples} of {args.seconds:g} s",
     )
-    return Path(args.png)
+    return png
 
 
-def generate_text(model, tokenizer, args) -> None:
-    """Stream tokens to stdout as they come (one sample), or print each sample in full (several)."""
+def generate_text(model, tokenizer, args) -> int:
+    """Stream tokens to stdout as they come (one sample), or print each sample in full (several).
+
+    Ctrl-C stops the sampling and prints what came so far (as music mode writes it); exit 130."""
     import numpy as np
     import torch
 
@@ -231,16 +344,26 @@ def generate_text(model, tokenizer, args) -> None:
     if streaming:
         sys.stdout.write(args.text or "")
         text_stream = TextStream(tokenizer)
-    for step in stream:
-        for row, token in zip(rows, step.tolist(), strict=True):
-            if not row or row[-1] != tokenizer.eos_id:
-                row.append(token)
-        if streaming and rows[0][-1] != tokenizer.eos_id:
-            sys.stdout.write(text_stream.push(rows[0][-1]))
-            sys.stdout.flush()
+    interrupted = False
+    try:
+        for step in stream:
+            for row, token in zip(rows, step.tolist(), strict=True):
+                if not row or row[-1] != tokenizer.eos_id:
+                    row.append(token)
+            if streaming and rows[0][-1] != tokenizer.eos_id:
+                sys.stdout.write(text_stream.push(rows[0][-1]))
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        interrupted = True
+    stream.close()
     if streaming:
         sys.stdout.write(text_stream.finish() + "\n")
     else:
         for i, row in enumerate(rows, 1):
             text = tokenizer.decode([t for t in row if t != tokenizer.eos_id])
             print(f"--- sample {i} ---\n{args.text or ''}{text}")
+    if interrupted:
+        sys.stdout.flush()
+        print("musicgpt: interrupted: printed the text sampled so far", file=sys.stderr)
+        return 130
+    return 0

@@ -27,7 +27,18 @@ def add_parser(subparsers) -> None:
         help="a trained piano model: model dir, run dir or .ckpt (`musicgpt demo` writes runs/piano/model)",
     )
     p.add_argument(
-        "--host", default="127.0.0.1", help="the address to listen on (default: this machine only)"
+        "--host",
+        type=listen_address,
+        default="127.0.0.1",
+        help="the address to listen on (default: this machine only; 0.0.0.0 for every interface)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a further name the page may be opened by (e.g. this machine's address on the LAN); "
+        "requests for any other name are refused, against DNS rebinding",
     )
     p.add_argument(
         "--port",
@@ -43,6 +54,18 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda, ...")
     p.set_defaults(run=run)
+
+
+def listen_address(text: str) -> str:
+    """An address to listen on; the empty string (which would mean every interface) is refused."""
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty address would listen on every interface: give 0.0.0.0 to mean that, "
+            "or 127.0.0.1 (the default) for this machine only"
+        )
+    return text.strip()
 
 
 def run(args) -> int:
@@ -65,7 +88,9 @@ def run(args) -> int:
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     c = model.config
     about = f"{Path(args.checkpoint).name}: {n_params:.1f}M parameters, {c.n_layer} layers, {c.block_size} tokens of context"
-    app = create_app(model, tokenizer, pieces_dir=pieces, about=about)
+    app = create_app(
+        model, tokenizer, pieces_dir=pieces, about=about, host=args.host, allow_hosts=args.allow_host
+    )
 
     # Bind here rather than in uvicorn: port 0 becomes a real port that we can print, and a port
     # in use is a one-line error.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from musicgpt import argtypes
 
@@ -30,6 +29,18 @@ def add_parser(subparsers) -> None:
         help="keep only non-drum instruments with these GM programs",
     )
     p.add_argument("--no-sustain", action="store_true", help="do not apply the sustain pedal (CC64)")
+    p.add_argument(
+        "--max-piece-seconds",
+        type=argtypes.positive_number(10 * 24 * 3600.0, " seconds"),
+        default=7200.0,
+        help="refuse a file whose last event lies later than this (default: 2 hours)",
+    )
+    p.add_argument(
+        "--max-silence-seconds",
+        type=argtypes.positive_number(10 * 24 * 3600.0, " seconds"),
+        default=300.0,
+        help="refuse a file with a longer silence (default: 5 minutes)",
+    )
     p.add_argument(
         "--width", type=argtypes.positive_int, default=100, help="wrap printed tokens at this many characters"
     )
@@ -59,23 +70,30 @@ def _wrap(names: list[str], width: int) -> str:
 
 
 def run_tokenize(args: argparse.Namespace) -> int:
+    from musicgpt.errors import MusicGPTError
+    from musicgpt.io import refuse_overlaps
     from musicgpt.tokenizers.performance import PerformanceTokenizer
     from musicgpt.tokenizers.vocab import ID_NAMES
 
+    refuse_overlaps({"input MIDI": args.midi}, [("--out", args.out)])
     tok = PerformanceTokenizer(
-        include_drums=args.include_drums, programs=args.programs, sustain_pedal=not args.no_sustain
+        include_drums=args.include_drums,
+        programs=args.programs,
+        sustain_pedal=not args.no_sustain,
+        max_piece_seconds=args.max_piece_seconds,
+        max_silence_seconds=args.max_silence_seconds,
     )
     ids = tok.encode(args.midi)
+    if ids.size == 0:
+        raise MusicGPTError(f"{args.midi}: nothing to encode: {tok.why_empty(args.midi)}")
     if args.out is not None:
         from musicgpt.io import atomic_save_npy
 
         atomic_save_npy(args.out, ids)
         n_notes = int((ids < 128).sum())
         print(f"{args.midi}: {ids.size} tokens, {n_notes} notes -> {args.out}")
-    elif ids.size:
-        print(_wrap([ID_NAMES[i] for i in ids.tolist()], args.width))
     else:
-        print(f"{args.midi}: no notes", file=sys.stderr)
+        print(_wrap([ID_NAMES[i] for i in ids.tolist()], args.width))
     return 0
 
 
@@ -83,9 +101,11 @@ def run_detokenize(args: argparse.Namespace) -> int:
     import numpy as np
 
     from musicgpt.errors import MusicGPTError
+    from musicgpt.io import refuse_overlaps
     from musicgpt.tokenizers.midi_io import write_midi
     from musicgpt.tokenizers.performance import PerformanceTokenizer
 
+    refuse_overlaps({"ids": args.ids}, [("the output", args.out)])
     try:
         ids = np.load(args.ids, allow_pickle=False)
     except FileNotFoundError:

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -38,7 +39,7 @@ import numpy as np
 
 from musicgpt.data.splits import SPLITS, assign_splits
 from musicgpt.errors import MusicGPTError
-from musicgpt.io import atomic_save_npy, atomic_write_json
+from musicgpt.io import WriteError, atomic_save_npy, atomic_write_json
 from musicgpt.tokenizers import Tokenizer, is_music, load_tokenizer
 
 MANIFEST = "manifest.json"
@@ -53,8 +54,9 @@ class BuildReport:
     n_files: int
     tokens: dict[str, int] = field(default_factory=dict)  # split -> token count
     pieces: dict[str, int] = field(default_factory=dict)  # split -> number of pieces
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # files that could not be tokenized
     from_cache: int = 0
+    passed_over: list[dict[str, str]] = field(default_factory=list)  # never opened: see scan_files
 
     def summary(self) -> str:
         parts = [f"{s}: {self.pieces.get(s, 0)} pieces, {self.tokens.get(s, 0):,} tokens" for s in SPLITS]
@@ -63,17 +65,74 @@ class BuildReport:
         if self.skipped:
             lines.append(f"  skipped {len(self.skipped)} file(s):")
             lines += [f"    {s['path']}: {s['reason']}" for s in self.skipped]
+        if self.passed_over:
+            lines.append(f"  passed over {len(self.passed_over)} path(s):")
+            lines += [f"    {s['path']}: {s['reason']}" for s in self.passed_over]
         return "\n".join(lines)
 
 
 def find_files(src: Path, suffixes: Iterable[str]) -> list[Path]:
-    """Every file under src (recursively) with one of the suffixes, in a stable order."""
+    """Every regular file under src (recursively) with one of the suffixes, in a stable order."""
+    return scan_files(src, suffixes)[0]
+
+
+def scan_files(src: Path, suffixes: Iterable[str]) -> tuple[list[Path], list[dict[str, str]]]:
+    """(the regular files under src with one of the suffixes, sorted; what was passed over and why).
+
+    Passed over, each with its reason: a file whose name is not UTF-8 (it could not be named in
+    the manifest), a FIFO, socket or device with a matching name (opening a FIFO blocks for ever),
+    a link to nothing, and a folder that cannot be listed. Links to folders are not followed (a
+    link to a parent would loop). Nothing here opens a file.
+    """
+    src = Path(src)
     suffixes = tuple(s.lower() for s in suffixes)
     if src.is_file():
-        return [src]
+        return [src], []
     if not src.is_dir():
         raise MusicGPTError(f"{src}: no such file or directory")
-    return sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    files: list[Path] = []
+    skipped: list[dict[str, str]] = []
+
+    def passed_over(path: Path, reason: str) -> None:
+        skipped.append({"path": printable(path.relative_to(src).as_posix()), "reason": reason})
+
+    def unlistable(e: OSError) -> None:
+        passed_over(Path(e.filename), f"a folder that cannot be listed ({e.strerror or e})")
+
+    for folder, _, names in os.walk(src, onerror=unlistable):
+        for name in names:
+            path = Path(folder) / name
+            if Path(name).suffix.lower() not in suffixes:
+                continue
+            if printable(name) != name:
+                passed_over(path, "its name is not valid UTF-8 (rename it to read it)")
+                continue
+            try:
+                mode = path.stat().st_mode
+            except FileNotFoundError:
+                passed_over(path, f"a link to nothing ({os.readlink(path)})")
+                continue
+            except OSError as e:
+                passed_over(path, f"cannot read ({e.strerror or e})")
+                continue
+            if not stat.S_ISREG(mode):
+                passed_over(path, f"not a regular file ({_file_kind(mode)}): not opened")
+                continue
+            files.append(path)
+    return sorted(files), sorted(skipped, key=lambda s: s["path"])
+
+
+def printable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (surrogate escapes) shown as \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device")):  # fmt: skip
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def _cache_key(path: Path, tokenizer_settings: str) -> str:
@@ -133,18 +192,31 @@ def _cached_ids_ok(cache_file: Path) -> bool:
         return False
 
 
+class _CacheWriteFailed(Exception):
+    """A cache file could not be written (a full disk): the build stops, it does not skip on."""
+
+
 def _tokenize_one(path: str, cache_file: str) -> tuple[str, int | None, str | None]:
-    """(path, n_tokens or None, error or None). Writes the ids to cache_file."""
+    """(path, n_tokens or None, error or None). Writes the ids to cache_file.
+
+    A file that cannot be tokenized is an error string (the build skips it and says why); one
+    whose ids cannot be written raises _CacheWriteFailed (every later file would fail the same way).
+    """
     assert _WORKER_TOKENIZER is not None
     try:
         ids = np.asarray(_WORKER_TOKENIZER.encode(Path(path)))
     except MusicGPTError as e:
         return path, None, _reason(e, path)
+    except MemoryError:
+        return path, None, "too large to tokenize in the memory this machine has"
     except Exception as e:  # a library failing on a file we did not foresee: report, never end the run
         return path, None, f"{type(e).__name__}: {e}"
     if ids.size == 0:
         return path, None, "no notes (or no text): nothing to train on"
-    atomic_save_npy(cache_file, ids.astype(np.int32, copy=False))
+    try:
+        atomic_save_npy(cache_file, ids.astype(np.int32, copy=False))
+    except (WriteError, OSError) as e:
+        raise _CacheWriteFailed(str(e)) from None
     return path, int(ids.size), None
 
 
@@ -172,27 +244,47 @@ def build_dataset(
     settings = tok.to_dict()
     settings_key = json.dumps(settings, sort_keys=True)
     suffixes = tok.suffixes
-    files = find_files(src, suffixes)
+    files, passed_over = scan_files(src, suffixes)
     if not files:
-        raise MusicGPTError(f"{src}: no {'/'.join(suffixes)} files found")
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in passed_over[:3])
+        raise MusicGPTError(
+            f"{src}: no {'/'.join(suffixes)} files found" + (f" ({reasons})" if reasons else "")
+        )
     root = src if src.is_dir() else src.parent
     rel = {p: p.relative_to(root).as_posix() for p in files}
 
     cache_dir = out / "cache"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cache_files = {p: cache_dir / f"{_cache_key(p, settings_key)}.npy" for p in files}
-    todo = [p for p in files if not _cached_ids_ok(cache_files[p])]
-    report = BuildReport(out_dir=out, n_files=len(files), from_cache=len(files) - len(todo))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MusicGPTError(f"{cache_dir}: cannot make the cache folder ({e.strerror or e})") from None
     failures: dict[Path, str] = {}
+    cache_files: dict[Path, Path] = {}
+    for p in files:
+        try:
+            cache_files[p] = cache_dir / f"{_cache_key(p, settings_key)}.npy"
+        except OSError as e:  # unreadable (permissions, an I/O error): reported and skipped
+            failures[p] = f"cannot read ({e.strerror or e})"
+    todo = [p for p in files if p in cache_files and not _cached_ids_ok(cache_files[p])]
+    report = BuildReport(
+        out_dir=out, n_files=len(files), from_cache=len(cache_files) - len(todo), passed_over=passed_over
+    )
 
     if todo:
         workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
         log(f"tokenizing {len(todo)} file(s) with {workers} worker(s) ({report.from_cache} cached)")
-        failures = _run_pool(todo, cache_files, settings, workers, progress)
+        try:
+            failures.update(_run_pool(todo, cache_files, settings, workers, progress))
+        except _CacheWriteFailed as e:
+            cached = sum(1 for f in cache_files.values() if f.exists())
+            raise MusicGPTError(
+                f"{e}; stopped. {cached} file(s) tokenized so far are kept in {cache_dir}: free some space "
+                f"and run the command again to continue, or delete {cache_dir} to give their space back"
+            ) from None
 
     good = [p for p in files if p not in failures]
     if not good:
-        reasons = "; ".join(f"{rel[p]}: {failures[p]}" for p in files[:3])
+        reasons = "; ".join(f"{rel[p]}: {failures[p]}" for p in files[:3] if p in failures)
         more = f"; and {len(files) - 3} more" if len(files) > 3 else ""
         raise MusicGPTError(f"{src}: none of the {len(files)} file(s) could be tokenized ({reasons}{more})")
     # A text corpus of one or two documents (a novel) cannot be split by file: each document's
@@ -237,7 +329,7 @@ def build_dataset(
             "dtype": np.dtype(dtype).name,
             "splits": shards,
             "files": manifest_files,
-            "skipped": report.skipped,
+            "skipped": report.skipped + passed_over,
         },
     )
     tok.save(out / "tokenizer.json")

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import shutil
+import stat
 import tempfile
 import uuid
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
@@ -31,18 +34,24 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from musicgpt.errors import MidiReadError, MusicGPTError
 from musicgpt.serve.form import MAX_UPLOAD_BYTES, BadRequest, limits, parse_request
 from musicgpt.serve.jobs import Job, Worker, prompt_seconds_of
+from musicgpt.serve.security import SameOrigin, allowed_hosts
 from musicgpt.tokenizers import require_music
 from musicgpt.tokenizers import vocab as V
 
 # the multipart envelope and the number fields around an upload
 FORM_OVERHEAD_BYTES = 64 * 1024
+# uploads encoded at once; more wait their turn, and past MAX_WAITING_UPLOADS get a quick 503
+ENCODING_SLOTS = 1
+MAX_WAITING_UPLOADS = 4
+
+log = logging.getLogger("musicgpt.serve")
 
 _ASSETS = {  # name -> (package, media type)
     "app.js": ("musicgpt.serve", "text/javascript; charset=utf-8"),
@@ -56,13 +65,23 @@ def _asset(package: str, name: str) -> str:
 
 
 def load_pieces(directory: Path | None, tokenizer) -> dict[str, np.ndarray]:
-    """The bundled pieces that have notes, by file name, encoded once at start-up."""
+    """The bundled pieces that have notes, by file name, encoded once at start-up.
+
+    A file that cannot be read, or that is over the tokenizer's caps, is left out with a one-line
+    warning; a FIFO, socket or device is never opened (a FIFO would block the start for ever).
+    """
     pieces = {}
     for path in sorted(directory.glob("*.mid")) if directory else []:
         try:
+            if not stat.S_ISREG(path.stat().st_mode):
+                raise MidiReadError(path, "not a regular file: not opened")
             ids = np.asarray(tokenizer.encode(path), dtype=np.int64)
-        except MidiReadError:
-            continue  # not offered; `musicgpt data build` reports why
+        except MidiReadError as e:
+            log.warning("musicgpt serve: left out %s", e)
+            continue
+        except OSError as e:  # a link to nothing
+            log.warning("musicgpt serve: left out %s: %s", path, e.strerror or e)
+            continue
         if ids.size:
             pieces[path.name] = ids
     return pieces
@@ -101,12 +120,25 @@ def _error_response(e: Exception) -> Response:
     return JSONResponse({"error": str(e)}, status_code=getattr(e, "status", 400))
 
 
-def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str = "") -> Starlette:
-    """The app around a loaded music model. `pieces_dir`: MIDI files offered as prompts."""
+def create_app(
+    model,
+    tokenizer,
+    *,
+    pieces_dir: Path | None = None,
+    about: str = "",
+    host: str = "127.0.0.1",
+    allow_hosts: Iterable[str] = (),
+) -> Starlette:
+    """The app around a loaded music model. `pieces_dir`: MIDI files offered as prompts.
+
+    `host`: the address served; requests must name it (or localhost, or one of `allow_hosts`) in
+    their Host header (see serve/security.py)."""
     tokenizer = require_music(tokenizer, "serve")
     worker = Worker(model, tokenizer)
     pieces = load_pieces(pieces_dir, tokenizer)
     upload_dir = Path(tempfile.mkdtemp(prefix="musicgpt-serve-"))
+    encoding = asyncio.Semaphore(ENCODING_SLOTS)
+    uploads_waiting = 0
 
     async def page(request: Request) -> Response:
         return HTMLResponse(_asset("musicgpt.serve", "index.html"))
@@ -135,17 +167,32 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
         data = await upload.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:
             raise BadRequest(f"{label} is larger than the {MAX_UPLOAD_BYTES // 2**20} MB upload limit", 413)
+        # Encoding costs memory and CPU: one upload at a time, and none when no job could be
+        # queued after it (a 503 at once, not after the work).
+        nonlocal uploads_waiting
+        worker.check_room()
+        if uploads_waiting >= MAX_WAITING_UPLOADS:
+            raise BadRequest(f"{uploads_waiting} uploads are already being read; try again in a moment", 503)
+        uploads_waiting += 1
         path = upload_dir / f"{uuid.uuid4().hex}.mid"
         try:
-            path.write_bytes(data)
-            ids = await run_in_threadpool(tokenizer.encode, path)
+            async with encoding:
+                worker.check_room()
+                path.write_bytes(data)
+                ids = await run_in_threadpool(tokenizer.encode, path)
         except MidiReadError as e:
             raise BadRequest(f"{label} is not a MIDI file we can read: {e.problem}") from None
+        except MemoryError:
+            raise BadRequest(f"{label} is too large to read on this server") from None
+        except OSError as e:  # the upload folder's disk is full
+            raise BadRequest(f"the server cannot store {label} now ({e.strerror or e})", 503) from None
         finally:
+            uploads_waiting -= 1
             path.unlink(missing_ok=True)
         return np.asarray(ids, dtype=np.int64), label
 
     async def create_job(request: Request) -> Response:
+        worker.check_room()  # a full queue answers 503 before the body is even read
         async with request.form(max_files=1, max_fields=16, max_part_size=4096) as form:
             r = parse_request(form)
             upload = form.get("midi")
@@ -181,15 +228,17 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
 
     def find_sample(request: Request) -> tuple[Job, int]:
         job = find_job(request)
-        k = request.path_params["k"]
-        if job.state != "done" or not 1 <= k <= len(job.samples):
-            raise HTTPException(404, f"job {job.id} has no sample {k}")
-        return job, k - 1
+        k = request.path_params["k"]  # digits checked here: int() of 5,000 digits raises
+        if job.state != "done" or not (k.isdecimal() and len(k) <= 4 and 1 <= int(k) <= len(job.samples)):
+            raise HTTPException(404, f"job {job.id} has no sample {k[:20]}")
+        return job, int(k) - 1
 
     async def job_status(request: Request) -> Response:
         job = find_job(request)
+        if job.status_body is not None:  # a finished job's answer never changes: built once
+            return Response(job.status_body, media_type="application/json")
         base = f"/api/jobs/{job.id}/samples"
-        return JSONResponse({
+        response = JSONResponse({
             "id": job.id,
             "label": job.label,
             "state": job.state,
@@ -203,6 +252,9 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
                 for k, s in enumerate(job.samples if job.state == "done" else [], 1)
             ],
         })  # fmt: skip
+        if job.state in ("done", "failed") and job.finished is not None:
+            job.status_body = response.body
+        return response
 
     async def midi(request: Request) -> Response:
         job, k = find_sample(request)
@@ -228,6 +280,12 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
     async def user_error(request: Request, e: MusicGPTError) -> Response:
         return _error_response(e)
 
+    async def disconnected(request: Request, e: ClientDisconnect) -> Response:
+        log.warning(
+            "musicgpt serve: a client left during %s %s; nothing was done", request.method, request.url.path
+        )
+        return Response(status_code=400)  # nobody reads it
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         try:
@@ -243,13 +301,20 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
         Route("/api/info", info),
         Route("/api/jobs", create_job, methods=["POST"]),
         Route("/api/jobs/{job}", job_status),
-        Route("/api/jobs/{job}/samples/{k:int}.mid", midi),
-        Route("/api/jobs/{job}/samples/{k:int}/attention", attention),
+        Route("/api/jobs/{job}/samples/{k}.mid", midi),
+        Route("/api/jobs/{job}/samples/{k}/attention", attention),
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(LimitBody, max_bytes=MAX_UPLOAD_BYTES + FORM_OVERHEAD_BYTES)],
-        exception_handlers={HTTPException: http_error, MusicGPTError: user_error},
+        middleware=[
+            Middleware(SameOrigin, hosts=allowed_hosts(host, allow_hosts)),
+            Middleware(LimitBody, max_bytes=MAX_UPLOAD_BYTES + FORM_OVERHEAD_BYTES),
+        ],
+        exception_handlers={
+            HTTPException: http_error,
+            MusicGPTError: user_error,
+            ClientDisconnect: disconnected,
+        },
         lifespan=lifespan,
     )
     app.state.worker, app.state.upload_dir = worker, upload_dir  # for tests

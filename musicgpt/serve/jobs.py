@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -47,6 +48,7 @@ class Job:
     samples: list[Sample] = field(default_factory=list)
     started: float | None = None
     finished: float | None = None
+    status_body: bytes | None = None  # the status JSON once finished (a dense one is megabytes)
 
 
 def prompt_seconds_of(ids: np.ndarray) -> float:
@@ -79,23 +81,37 @@ class Worker:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicgpt-model")
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
         self._stopping = threading.Event()
 
     # --- jobs ---------------------------------------------------------------------------------
 
+    def check_room(self) -> None:
+        """A 503 BadRequest when `max_waiting` jobs already wait (before a request costs anything)."""
+        with self._lock:
+            self._check_room()
+
+    def _check_room(self) -> None:  # with self._lock held
+        waiting = sum(j.state == "queued" for j in self._jobs.values())
+        if waiting >= self.max_waiting:
+            raise BadRequest(
+                f"{waiting} generations are already waiting; try again when one has finished", 503
+            )
+
     def submit(self, prompt: np.ndarray, label: str, request: GenerationRequest) -> Job:
         with self._lock:
-            waiting = sum(j.state == "queued" for j in self._jobs.values())
-            if waiting >= self.max_waiting:
-                raise BadRequest(
-                    f"{waiting} generations are already waiting; try again when one has finished", 503
-                )
-            job = Job(id=str(next(self._ids)), label=label, request=request, prompt=prompt)
+            self._check_room()
+            # unguessable: a job's notes and MIDI are read by id, and ids in order would let any
+            # client (or a page that reached the server) read every other user's jobs
+            job = Job(id=secrets.token_urlsafe(16), label=label, request=request, prompt=prompt)
             self._jobs[job.id] = job
             self._forget_old()
         self._pool.submit(self._run, job)
         return job
+
+    def job_ids(self) -> list[str]:
+        """The ids of the jobs kept, oldest first."""
+        with self._lock:
+            return list(self._jobs)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:

@@ -135,11 +135,21 @@ def ticks_to_units(ticks: np.ndarray, tempo_ticks: np.ndarray, tempo_mspq: np.nd
     return seg_start[k] + (ticks - tempo_ticks[k]) * tempo_mspq[k]
 
 
-def parts_from_score(score) -> list[Part]:
-    """One Part per symusic track, in exact integer time units."""
+def parts_from_score(score, source: str | Path = "<score>") -> list[Part]:
+    """One Part per symusic track, in exact integer time units.
+
+    A header with 0 ticks per beat (every note would sit at t=0), and times past symusic's 32-bit
+    ticks (a file of maximal deltas: they wrap to negative), are a MidiReadError naming `source`.
+    """
     if str(score.ttype).lower() != "tick":
         score = score.to("tick")
+    if score.ticks_per_quarter <= 0:
+        raise MidiReadError(
+            source, f"its header gives {score.ticks_per_quarter} ticks per beat: no event can have a time"
+        )
     tempos = score.tempos.numpy()
+    if tempos["time"].size and tempos["time"].min() < 0:
+        raise MidiReadError(source, _TOO_MANY_TICKS)
     order = np.argsort(tempos["time"], kind="stable")
 
     def units(t):
@@ -151,12 +161,17 @@ def parts_from_score(score) -> list[Part]:
         c = track.controls.numpy()
         sus = c["number"] == SUSTAIN_CC
         start_tick = n["time"].astype(np.int64)
+        end_tick = start_tick + n["duration"]
+        if (start_tick.size and min(start_tick.min(), end_tick.min()) < 0) or (
+            c["time"].size and c["time"].min() < 0
+        ):
+            raise MidiReadError(source, _TOO_MANY_TICKS)
         parts.append(
             Part(
                 pitch=n["pitch"].astype(np.int64),
                 velocity=n["velocity"].astype(np.int64),
                 start=units(start_tick),
-                end=units(start_tick + n["duration"]),
+                end=units(end_tick),
                 sustain_time=units(c["time"][sus]),
                 sustain_value=c["value"][sus].astype(np.int64),
                 program=int(track.program),
@@ -165,6 +180,12 @@ def parts_from_score(score) -> list[Part]:
             )
         )
     return parts
+
+
+_TOO_MANY_TICKS = (
+    "its events lie more than 2^31 ticks into the piece (deltas that add up past what a MIDI "
+    "reader counts): far longer than any performance"
+)
 
 
 def parts_from_pretty_midi(pm) -> list[Part]:
@@ -195,7 +216,7 @@ def parts_from_pretty_midi(pm) -> list[Part]:
 def read_parts(source: Any) -> list[Part]:
     """A path, a `pretty_midi.PrettyMIDI` or a `symusic.Score` -> its Parts."""
     if isinstance(source, (str, Path)):
-        return parts_from_score(read_score(source))
+        return parts_from_score(read_score(source), source)
     module = type(source).__module__
     if module.startswith("pretty_midi"):
         return parts_from_pretty_midi(source)
@@ -204,6 +225,18 @@ def read_parts(source: Any) -> list[Part]:
     raise TypeError(
         f"expected a MIDI path, pretty_midi.PrettyMIDI or symusic.Score, got {type(source).__name__}"
     )
+
+
+def last_time(parts: list[Part]) -> float:
+    """Seconds from 0 to the last note-off or pedal event of `parts` (0 when they hold none).
+
+    Read before any per-step work: what a file claims, bounded before it costs anything."""
+    last = 0.0
+    for p in parts:
+        for t in (p.start, p.end, p.sustain_time):
+            if t.size:
+                last = max(last, float(t.max()) / p.units_per_second)
+    return last
 
 
 def select_parts(parts: list[Part], include_drums: bool, programs: tuple[int, ...] | None) -> list[Part]:

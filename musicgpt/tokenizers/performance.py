@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from musicgpt.errors import ConfigError
+from musicgpt.errors import ConfigError, MidiReadError
 from musicgpt.tokenizers import midi_io
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.grammar import PerformanceGrammar
@@ -57,6 +57,13 @@ class PerformanceTokenizer:
     sustain_pedal:     apply CC64 before encoding (note-seq does, for MAESTRO and Music Transformer).
     max_polyphony:     the grammar's cap on notes sounding at once (pedalled MAESTRO passages reach
                        44; the cap only stops runaway generations that never end their notes).
+    max_piece_seconds: a file whose last event lies later than this is refused (MidiReadError)
+                       before any per-step work: a tiny file can claim years of silence, and
+                       every second costs a TIME_SHIFT. 2 hours; the longest MAESTRO piece is
+                       under 40 minutes.
+    max_silence_seconds: a file with a silence longer than this (the opening one included) is
+                       refused rather than encoded as a run of TIME_SHIFTs: there is nothing to
+                       learn from minutes of shifts, and such files are mostly broken. 5 minutes.
     """
 
     include_drums: bool = False
@@ -64,6 +71,8 @@ class PerformanceTokenizer:
     max_note_seconds: float = 10.0
     sustain_pedal: bool = True
     max_polyphony: int = 64
+    max_piece_seconds: float = 7200.0
+    max_silence_seconds: float = 300.0
 
     name: ClassVar[str] = "performance"
     modality: ClassVar[Literal["music"]] = "music"
@@ -82,6 +91,16 @@ class PerformanceTokenizer:
             raise ConfigError(f"max_note_seconds must be at least 0.01, got {self.max_note_seconds}")
         if not 1 <= self.max_polyphony <= 127:
             raise ConfigError(f"max_polyphony must be 1-127, got {self.max_polyphony}")
+        for name in ("max_piece_seconds", "max_silence_seconds"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 1 <= value <= 10 * 24 * 3600
+            ):
+                raise ConfigError(
+                    f"{name} must be a number of seconds from 1 to 864000 (10 days), got {value!r}"
+                )
 
     @property
     def max_note_steps(self) -> int:
@@ -93,10 +112,50 @@ class PerformanceTokenizer:
         """A MIDI path, `pretty_midi.PrettyMIDI` or `symusic.Score` -> int32 event ids (no EOS).
 
         A file that cannot be read raises MidiReadError naming it; one with no notes gives [].
+        So does one longer than `max_piece_seconds` or with a silence over `max_silence_seconds`:
+        work and memory stay proportional to the notes, checked before anything is allocated per step.
         """
+        name = source if isinstance(source, (str, Path)) else f"<{type(source).__name__}>"
         parts = midi_io.select_parts(midi_io.read_parts(source), self.include_drums, self.programs)
+        self._check_length(midi_io.last_time(parts), name)
         pitch, velocity, start, end, units_per_second = midi_io.pedal_notes(parts, self.sustain_pedal)
-        return _emit(*_quantize(pitch, velocity, start, end, units_per_second))
+        quantized = _quantize(pitch, velocity, start, end, units_per_second)
+        self._check_silence(*quantized[:2], name)
+        return _emit(*quantized)
+
+    def why_empty(self, source: Any) -> str:
+        """Why `source` encodes to no tokens, for a message: its drums, its programs, or no notes."""
+        parts = [p for p in midi_io.read_parts(source) if p.pitch.size]
+        if not parts:
+            return "no notes"
+        if not midi_io.select_parts(parts, self.include_drums, self.programs):
+            if all(p.is_drum for p in parts):
+                return "only drum tracks hold notes, and drums are left out (--include-drums keeps them)"
+            return f"no notes in the chosen programs {list(self.programs or [])}"
+        return "no notes"
+
+    def _check_length(self, seconds: float, source) -> None:
+        if seconds > self.max_piece_seconds:
+            raise MidiReadError(
+                source,
+                f"its last event lies {_duration(seconds)} into the piece; the tokenizer reads pieces "
+                f"of up to {_duration(self.max_piece_seconds)} (max_piece_seconds)",
+            )
+
+    def _check_silence(self, step_on: np.ndarray, step_off: np.ndarray, source) -> None:
+        """The longest stretch with no event at all, from t=0 on, against max_silence_seconds."""
+        if step_on.size == 0:
+            return
+        steps = np.unique(np.concatenate([[0], step_on, step_off]))
+        gaps = np.diff(steps)
+        if gaps.size and gaps.max() > self.max_silence_seconds * V.STEPS_PER_SECOND:
+            at = int(steps[int(gaps.argmax())])
+            raise MidiReadError(
+                source,
+                f"holds a silence of {_duration(gaps.max() / V.STEPS_PER_SECOND)} from "
+                f"{_duration(at / V.STEPS_PER_SECOND)} on; the tokenizer refuses silences over "
+                f"{_duration(self.max_silence_seconds)} (max_silence_seconds)",
+            )
 
     def encode_notes(self, pitch, velocity, start, end) -> np.ndarray:
         """Encode notes whose pedal (if any) is already applied: arrays of MIDI pitch, velocity and
@@ -106,14 +165,13 @@ class PerformanceTokenizer:
             raise ValueError(f"pitches must be 0-127, got {pitch.min()}..{pitch.max()}")
         if pitch.size == 0:
             return np.zeros(0, np.int32)
-        return _emit(
-            *_quantize(
-                pitch,
-                np.asarray(velocity, np.int64).reshape(-1),
-                np.asarray(start, np.float64).reshape(-1),
-                np.asarray(end, np.float64).reshape(-1),
-            )
-        )
+        start, end = np.asarray(start, np.float64).reshape(-1), np.asarray(end, np.float64).reshape(-1)
+        if not (np.isfinite(start).all() and np.isfinite(end).all()):
+            raise ValueError("note times must be finite")
+        self._check_length(float(max(start.max(), end.max(), 0.0)), "the notes")
+        quantized = _quantize(pitch, np.asarray(velocity, np.int64).reshape(-1), start, end)
+        self._check_silence(*quantized[:2], "the notes")
+        return _emit(*quantized)
 
     # --- decoding --------------------------------------------------------------------------------
 
@@ -233,6 +291,15 @@ class PerformanceTokenizer:
 
 
 # --- encoding helpers ----------------------------------------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    """A length for a message: '45 s', '12.5 minutes', '3.0 hours', '10.0 years'."""
+    seconds = float(seconds)
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size or (unit == "hours" and seconds >= size):
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:g} s"
 
 
 def _to_steps(t: np.ndarray, units_per_second: int | float) -> np.ndarray:

@@ -19,7 +19,10 @@ than overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import signal
+import threading
 import warnings
 from pathlib import Path
 
@@ -90,6 +93,10 @@ class MusicGPTCLI(LightningCLI):
         ):
             callbacks.append(StepProgressBar())
         kwargs["callbacks"] = callbacks
+        if not trainer.get("plugins"):  # checkpoints written beside their target, then renamed
+            from musicgpt.training.checkpoint_io import AtomicCheckpointIO
+
+            kwargs["plugins"] = [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
     @property
@@ -113,7 +120,56 @@ class MusicGPTCLI(LightningCLI):
         return last
 
     def fit(self) -> None:
-        self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=self.checkpoint_to_resume())
+        self.checkpoint_to_resume()  # its one-line errors before the run dir is touched
+        with run_dir_lock(self.run_dir):
+            ckpt_path = self.checkpoint_to_resume()  # again, now that no other run can start
+            handler = signal.getsignal(signal.SIGINT)
+            try:
+                self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+            except SystemExit:
+                # Lightning answers Ctrl-C by tidying up, ignoring SIGINT from then on and calling
+                # sys.exit(1); every other musicgpt command exits 130 on Ctrl-C, and so does this.
+                if self.trainer.interrupted:
+                    raise KeyboardInterrupt from None
+                raise
+            finally:
+                if threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGINT, handler)
+
+
+LOCK_FILE = "train.lock"
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path):
+    """Hold RUN_DIR/train.lock (an advisory lock) for the whole run: a second `musicgpt train`
+    into the same run dir is refused instead of mixing its checkpoints, logs and model with ours.
+
+    The kernel drops the lock when the process ends, however it ends, so a killed run leaves no
+    stale lock behind; the file itself stays (removing it would race with a run taking it)."""
+    import fcntl
+    import os
+
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        yield  # a process Lightning started for DDP: the launching process holds the lock
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another process"
+            raise MusicGPTError(
+                f"{run_dir} is in use by another `musicgpt train` (pid {holder}): wait for it to "
+                "finish, or give a different --run_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _check_checkpoint(path: Path) -> None:

@@ -39,7 +39,9 @@ def app(model):
 
 @pytest.fixture
 def client(app):
-    with TestClient(app) as c:  # runs the lifespan: the worker and the upload folder close at the end
+    with TestClient(
+        app, base_url="http://127.0.0.1:8000"
+    ) as c:  # runs the lifespan: the worker and the upload folder close at the end
         yield c
 
 
@@ -147,7 +149,7 @@ def test_an_upload_is_read_and_removed(client, app):
 
 def test_upload_folder_goes_at_shutdown(model):
     app = create_app(model, TOK, pieces_dir=None)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         assert app.state.upload_dir.is_dir()
         assert c.get("/api/info").json()["pieces"] == []  # no folder: uploads only
     assert not app.state.upload_dir.exists()

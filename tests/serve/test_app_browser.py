@@ -78,7 +78,8 @@ def test_upload_generate_play_download(browser, server, tmp_path):
         "return document.body.dataset.state === 'done' && document.querySelectorAll('.sample').length",
         timeout=120,
     )
-    job = json.loads(urllib.request.urlopen(base + "/api/jobs/1", timeout=10).read())
+    (job_id,) = app.state.worker.job_ids()  # random: read from the server, not guessed
+    job = json.loads(urllib.request.urlopen(f"{base}/api/jobs/{job_id}", timeout=10).read())
     assert job["label"] == "Maestro_4.mid" and len(job["samples"]) == 2
     for k, sample in enumerate(job["samples"], 1):  # the roll: every note, in the colour of its part
         drawn = browser.js(
@@ -121,7 +122,7 @@ def test_upload_generate_play_download(browser, server, tmp_path):
 
     # the attention view of the sample opens in a new tab; here, in this one
     href = browser.js("return document.querySelector('.sample[data-k=\"1\"] a.attention').href")
-    assert href == base + "/api/jobs/1/samples/1/attention"
+    assert href == f"{base}/api/jobs/{job_id}/samples/1/attention"
     assert browser.js("return document.querySelector('.sample[data-k=\"1\"] a.attention').target") == "_blank"
     browser.open(href)
     assert browser.js("return document.querySelectorAll('.note-r').length") > 0

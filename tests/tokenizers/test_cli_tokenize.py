@@ -56,9 +56,35 @@ def test_instrument_options(tmp_path):
 
 
 def test_empty_midi(capsys):
-    assert main(["tokenize", str(EMPTY_MIDI)]) == 0
+    assert main(["tokenize", str(EMPTY_MIDI)]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err == f"{EMPTY_MIDI}: no notes\n"
+    assert out == "" and err == f"musicgpt: error: {EMPTY_MIDI}: nothing to encode: no notes\n"
+
+
+def test_drums_only_midi_says_so(tmp_path, capsys):
+    from hostile_midi import write_hostile_files
+
+    drums = write_hostile_files(tmp_path)["drums-only.mid"]
+    assert main(["tokenize", str(drums)]) == 2
+    assert capsys.readouterr().err == (
+        f"musicgpt: error: {drums}: nothing to encode: only drum tracks hold notes, and drums are left "
+        "out (--include-drums keeps them)\n"
+    )
+    assert main(["tokenize", str(drums), "--include-drums", "--out", str(tmp_path / "d.npy")]) == 0
+    assert capsys.readouterr().out == f"{drums}: 201 tokens, 50 notes -> {tmp_path / 'd.npy'}\n"
+
+
+def test_an_output_that_is_the_input_is_refused_before_work(tmp_path, capsys):
+    song = tmp_path / "t.mid"
+    song.write_bytes(FUR_ELISE.read_bytes())
+    link = tmp_path / "link.mid"
+    link.symlink_to(song)
+    for out in (song, link):
+        assert main(["tokenize", str(song), "--out", str(out)]) == 2
+        assert capsys.readouterr().err == (
+            f"musicgpt: error: --out {out} is the input MIDI file: writing it would destroy the input\n"
+        )
+    assert song.read_bytes() == FUR_ELISE.read_bytes()
 
 
 def test_bad_programs_option(capsys):

@@ -272,6 +272,8 @@ def test_settings_save_and_load(tmp_path):
         "max_note_seconds": 4.0,
         "sustain_pedal": False,
         "max_polyphony": 64,
+        "max_piece_seconds": 7200.0,
+        "max_silence_seconds": 300.0,
     }
     assert PerformanceTokenizer.from_dict(d) == tok
     tok.save(tmp_path / "tok.json")
@@ -289,5 +291,10 @@ def test_bad_settings_are_config_errors():
         PerformanceTokenizer(programs=[128])
     with pytest.raises(ConfigError, match="max_note_seconds"):
         PerformanceTokenizer(max_note_seconds=0)
+    for bad in (0, -1, float("nan"), float("inf"), "long", True):
+        with pytest.raises(ConfigError, match="max_piece_seconds"):
+            PerformanceTokenizer(max_piece_seconds=bad)
+        with pytest.raises(ConfigError, match="max_silence_seconds"):
+            PerformanceTokenizer(max_silence_seconds=bad)
     with pytest.raises(ConfigError, match="unknown performance tokenizer settings"):
         PerformanceTokenizer.from_dict({"name": "performance", "bogus": 1})
