@@ -28,14 +28,13 @@ import torch
 
 from musicgpt.checkpoints import load_checkpoint
 from musicgpt.data.dataset import TokenShard
+from musicgpt.evaluate.copy_gap import TABLE_HEADER, copy_gap, total
 from musicgpt.evaluate.nll import token_log_probs
 from musicgpt.generation.piano import default_context
 from musicgpt.generation.prompt_cache import (
     MAX_LAMBDA,
-    NAIVE_GATE,
     CacheGate,
     cache_features,
-    mixture_log_probs,
 )
 
 GRID = {"min_match": [3, 4, 6], "length_weight": [0.0, 0.15, 0.3, 0.6]}
@@ -60,7 +59,9 @@ def fit_gate(lps: list[np.ndarray], feats: list[dict], base: CacheGate) -> tuple
     f = {k: torch.as_tensor(np.concatenate([x[k][1:] for x in feats]), dtype=torch.float64) for k in feats[0]}
     found = f["longest"] >= base.min_match
     loglen = torch.log(f["longest"].clamp(min=1))
-    theta = torch.tensor([base.bias, base.length_coef, base.agreement_coef], dtype=torch.float64, requires_grad=True)
+    theta = torch.tensor(
+        [base.bias, base.length_coef, base.agreement_coef], dtype=torch.float64, requires_grad=True
+    )
     opt = torch.optim.LBFGS([theta], max_iter=200, line_search_fn="strong_wolfe")
 
     def nll():
@@ -74,7 +75,7 @@ def fit_gate(lps: list[np.ndarray], feats: list[dict], base: CacheGate) -> tuple
     opt.step(nll)
     b, lc, ac = (round(float(v), 2) for v in theta.detach())
     gate = dataclasses.replace(base, bias=b, length_coef=lc, agreement_coef=ac)
-    return gate, float(nll())
+    return gate, float(nll().detach())
 
 
 def main(argv=None) -> int:
@@ -104,8 +105,11 @@ def main(argv=None) -> int:
         base = dataclasses.replace(CacheGate(), min_match=min_match, length_weight=length_weight)
         feats = [cache_features(ids, V, base, key) for _, ids in fit]
         gate, loss = fit_gate(fit_lp, feats, base)
-        print(f"fit on {args.fit_split}: min_match {min_match} length_weight {length_weight}: "
-              f"{loss:.4f} nats/token  ({gate.bias}, {gate.length_coef}, {gate.agreement_coef})", flush=True)
+        print(
+            f"fit on {args.fit_split}: min_match {min_match} length_weight {length_weight}: "
+            f"{loss:.4f} nats/token  ({gate.bias}, {gate.length_coef}, {gate.agreement_coef})",
+            flush=True,
+        )
         if best is None or loss < best[1]:
             best = (gate, loss)
     gate = best[0]
@@ -118,21 +122,11 @@ def main(argv=None) -> int:
             ids = np.asarray(tokenizer.encode(path), dtype=np.int64)
             if ids.size > 16:
                 report.append((f"{path.name} (extra)", ids))
-    header = f"{'piece':<44} {'tokens':>7} {'model':>7} {'+cache':>7} {'+naive':>7} {'+both':>7} {'gap':>6} {'gap w/ cache':>12}"
-    print(header)
-    totals = np.zeros(5)
-    for name, ids in report:
-        lp = token_log_probs(model, ids, context)[1:]
-        ours = mixture_log_probs(np.r_[0.0, lp], cache_features(ids, V, gate, key), gate)[1:]
-        naive_f = cache_features(ids, V, NAIVE_GATE)
-        naive = mixture_log_probs(np.r_[0.0, lp], naive_f, NAIVE_GATE)[1:]
-        both = mixture_log_probs(np.r_[0.0, ours], naive_f, NAIVE_GATE)[1:]
-        row = np.array([len(lp), -lp.sum(), -ours.sum(), -naive.sum(), -both.sum()])
-        totals += row
-        m, o, n, b = row[1:] / row[0]
-        print(f"{name[:44]:<44} {len(lp):>7} {m:>7.3f} {o:>7.3f} {n:>7.3f} {b:>7.3f} {m - n:>6.3f} {o - b:>12.3f}", flush=True)
-    m, o, n, b = totals[1:] / totals[0]
-    print(f"{'all (per token)':<44} {int(totals[0]):>7} {m:>7.3f} {o:>7.3f} {n:>7.3f} {b:>7.3f} {m - n:>6.3f} {o - b:>12.3f}")
+    print(TABLE_HEADER)
+    rows = [copy_gap(model, ids, context, name, gate, key_of_id=key) for name, ids in report]
+    for row in rows:
+        print(row.row())
+    print(total(rows).row())
     return 0
 
 

@@ -18,6 +18,7 @@ GPT2_VOCAB_DIR = gpt2_vocabulary()[0].parent
 CONFIGS = configs()
 MULTITRACK_DIR = FIXTURES / "midi" / "multitrack"
 CORRUPTED_DIR = FIXTURES / "midi" / "corrupted"
+BACH_DIR = FIXTURES / "midi" / "bach"
 TEXT_DIR = DATA / "text"
 
 PIANO_FILES = sorted(p for p in PIANO_DIR.glob("*.mid") if p.name != "empty.mid")

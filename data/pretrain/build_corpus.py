@@ -117,14 +117,18 @@ def folk_midis(work: Path) -> list[Path]:
             # abc2midi writes STEM<X>.mid for every tune (X: field) of STEM.abc, beside it
             copy = work / f"{source}-{abc.stem}.abc".replace(" ", "_")
             shutil.copyfile(abc, copy)
-            subprocess.run([abc2midi, copy.name, "-quiet", "-silent"], cwd=work, capture_output=True, timeout=600)
+            subprocess.run(
+                [abc2midi, copy.name, "-quiet", "-silent"], cwd=work, capture_output=True, timeout=600
+            )
     return sorted(work.glob("*.mid"))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
+    parser.add_argument(
+        "--shared", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args(argv)
     jobs = []

@@ -41,6 +41,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=argtypes.positive_int, default=8)
     p.add_argument("--no-baselines", action="store_true", help="skip the unigram/bigram baselines")
     p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--copy-gap",
+        action="store_true",
+        help="per piece: the loss with and without the prompt cache, and what a naive cache of the piece "
+        "still gains (the copy gap; see docs/evaluation.md)",
+    )
     c = p.add_argument_group("continuations (music models; see docs/evaluation.md)")
     c.add_argument(
         "--continuations",
@@ -102,8 +108,12 @@ def run(args) -> int:
     from musicgpt.errors import MusicGPTError
     from musicgpt.evaluate.nll import loss_table
 
+    if args.continuations and args.copy_gap:
+        raise MusicGPTError("--continuations and --copy-gap are two evaluations: run them one at a time")
     if args.continuations:
         return run_continuations(args)
+    if args.copy_gap:
+        return run_copy_gap(args)
     given = [flag for flag, value in _CONTINUATION_ONLY.items() if getattr(args, value) is not None]
     if given:
         verb = "goes" if len(given) == 1 else "go"
@@ -114,6 +124,42 @@ def run(args) -> int:
         model, args.data, args.split, args.max_windows, args.batch_size, baselines=not args.no_baselines
     ):
         print(line)
+    return 0
+
+
+def run_copy_gap(args) -> int:
+    import numpy as np
+
+    from musicgpt.checkpoints import load_checkpoint
+    from musicgpt.evaluate.continuations import load_pieces
+    from musicgpt.evaluate.copy_gap import TABLE_HEADER, copy_gap, total
+    from musicgpt.generation.piano import default_context
+    from musicgpt.tokenizers import require_music
+
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device)
+    tokenizer = require_music(tokenizer, "--copy-gap", str(args.checkpoint))
+    pieces = load_pieces(args.data, args.split, tokenizer)
+    context = default_context(model)
+    key_of_id = getattr(tokenizer.grammar(1), "match_key_of_id", None)
+    print(f"{len(pieces)} piece(s) of {args.data}, read through windows of {context} tokens (nats/token)")
+    print(TABLE_HEADER)
+    rows = []
+    for piece in pieces:
+        if len(piece.ids) < 2:
+            continue
+        rows.append(
+            copy_gap(
+                model,
+                np.asarray(piece.ids),
+                context,
+                piece.name,
+                strength=args.prompt_cache,
+                key_of_id=key_of_id,
+            )
+        )
+        print(rows[-1].row(), flush=True)
+    if rows:
+        print(total(rows).row())
     return 0
 
 

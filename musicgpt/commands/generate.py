@@ -61,9 +61,9 @@ def add_parser(subparsers) -> None:
     s.add_argument(
         "--prompt-cache",
         type=argtypes.prompt_cache_strength,
-        default=1.0,
+        default=None,
         help="how strongly to copy what followed the same events earlier in the prompt and sample: "
-        "0 off, 1 the fitted weight (default), up to 2",
+        "0 off, 1 the weight fitted on piano, up to 2 (default: 1 for music, 0 for text)",
     )
     s.add_argument("--seed", type=argtypes.seed, default=None, help="the same seed gives the same output")
     s.add_argument(
@@ -179,16 +179,21 @@ def text_prompt(args) -> str | None:
     return args.text
 
 
-def sampling_config(args):
-    """The --temperature, --top-k, --top-p, --mask-mode and --prompt-cache flags as one SamplingConfig."""
+def sampling_config(args, music: bool = True):
+    """The --temperature, --top-k, --top-p, --mask-mode and --prompt-cache flags as one SamplingConfig
+    (the prompt cache on by default for music, whose numbers chose it; off for text)."""
+    from musicgpt.generation.piano import PIANO_SAMPLING
     from musicgpt.generation.sampling import SamplingConfig
 
+    prompt_cache = args.prompt_cache
+    if prompt_cache is None:
+        prompt_cache = PIANO_SAMPLING.prompt_cache if music else 0.0
     return SamplingConfig(
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
         mask_mode=args.mask_mode,
-        prompt_cache=args.prompt_cache,
+        prompt_cache=prompt_cache,
     )
 
 
@@ -335,7 +340,7 @@ def generate_text(model, tokenizer, args) -> int:
         model,
         idx,
         max_new_tokens=args.max_new_tokens,
-        sampling=sampling_config(args),
+        sampling=sampling_config(args, music=False),
         stop_tokens=[tokenizer.eos_id],
         generator=generator,
     )

@@ -101,7 +101,13 @@ class TokenDataModule(L.LightningDataModule):
                         f"{self.mix_data_dir} was built with other tokenizer settings than {self.data_dir}"
                     )
             self.train_set = RandomWindows(
-                train, block_size, samples, seed=self.seed, augment=self.augment, mix=mix, mix_weight=self.mix_weight
+                train,
+                block_size,
+                samples,
+                seed=self.seed,
+                augment=self.augment,
+                mix=mix,
+                mix_weight=self.mix_weight,
             )
         if stage in ("fit", "validate", None):
             self.val_set = FixedWindows(

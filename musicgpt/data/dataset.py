@@ -99,7 +99,9 @@ class RandomWindows(Dataset):
                 f"{shard.path}: {len(shard)} tokens, too few for windows of {block_size + 1} tokens"
             )
         if mix is not None and len(mix) < self.read_len + 1:
-            raise MusicGPTError(f"{mix.path}: {len(mix)} tokens, too few for windows of {block_size + 1} tokens")
+            raise MusicGPTError(
+                f"{mix.path}: {len(mix)} tokens, too few for windows of {block_size + 1} tokens"
+            )
         self.shard, self.block_size, self.samples = shard, block_size, samples
         self.mix, self.mix_weight = (mix, mix_weight) if mix is not None and mix_weight > 0 else (None, 0.0)
         self.seed, self.epoch, self.augment = seed, 0, augment

@@ -84,6 +84,7 @@ class Segment:
     struck: Notes
     sounding: Notes
     seconds: float
+    held: np.ndarray  # (N,) how long each struck note is held in all, past the segment's end too
 
 
 # --- pieces --------------------------------------------------------------------------------------
@@ -199,7 +200,11 @@ def segment(notes: Notes, first_token: int, last_token: int, t0: float, seconds:
         end = np.clip(part.end, t0, t1) - t0
         return dataclasses.replace(part, start=start, end=end)
 
-    return Segment(struck=cut(struck), sounding=cut(struck | carried), seconds=seconds)
+    held = (notes.end - notes.start)[struck]
+    return Segment(struck=cut(struck), sounding=cut(struck | carried), seconds=seconds, held=held)
+
+
+LONG_NOTE_SECONDS = 5.0  # a note held longer than this counts as stuck in `long_notes`
 
 
 def describe(seg: Segment) -> dict[str, float]:
@@ -208,6 +213,8 @@ def describe(seg: Segment) -> dict[str, float]:
     return {
         "notes": float(music.note_count(notes)),
         "polyphony": music.polyphony(seg.sounding),
+        "long_notes": music.long_note_share(seg.held, LONG_NOTE_SECONDS),
+        "longest_silence": music.longest_silence(seg.sounding, seg.seconds),
         "note_density": music.note_density(notes, seg.seconds),
         "pitch_range": float(music.pitch_range(notes)),
         "pitch_class_entropy": music.pitch_class_entropy(notes),
@@ -325,6 +332,8 @@ TABLE_COLUMNS = (
     ("pitch_class_similarity", "PC sim", 8, ".2f"),
     ("polyphony", "polyphony", 11, ".1f"),
     ("note_density", "notes/s", 9, ".1f"),
+    ("long_notes", "notes >5 s", 12, ".1%"),
+    ("longest_silence", "silence s", 11, ".1f"),
 )
 
 

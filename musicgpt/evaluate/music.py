@@ -70,6 +70,26 @@ def sounding_seconds(start: np.ndarray, end: np.ndarray) -> float:
     return float((block_end - start[first]).sum())
 
 
+def long_note_share(durations: np.ndarray, longer_than: float = 5.0) -> float:
+    """The share of notes held longer than `longer_than` seconds (0 for no notes): stuck notes."""
+    durations = np.asarray(durations, np.float64)
+    return float((durations > longer_than).mean()) if durations.size else 0.0
+
+
+def longest_silence(notes: Notes, seconds: float) -> float:
+    """The longest stretch of [0, seconds) in which no note sounds, in seconds (dead air); the
+    whole length for no notes. Silence before the first note and after the last one counts."""
+    start = np.clip(np.asarray(notes.start, np.float64), 0, seconds)
+    end = np.clip(np.asarray(notes.end, np.float64), 0, seconds)
+    if start.size == 0:
+        return float(seconds)
+    order = np.argsort(start, kind="stable")
+    start, end = start[order], end[order]
+    reach = np.maximum.accumulate(end)  # the latest end so far: a gap opens after it
+    gaps = np.concatenate([[start[0]], start[1:] - reach[:-1], [seconds - reach[-1]]])
+    return float(max(gaps.max(), 0.0))
+
+
 def note_density(notes: Notes, seconds: float) -> float:
     """Notes struck per second over a stretch of `seconds` (onsets / seconds)."""
     if not seconds > 0:

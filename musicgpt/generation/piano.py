@@ -19,6 +19,11 @@ from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.base import MusicTokenizer
 
+# How piano continuations sample unless told otherwise: the model's distribution mixed with the
+# prompt cache at its fitted weight (docs/model.md, "The prompt cache": continuations follow their
+# prompt more closely, and the held-out loss of unseen pieces falls by 0.4-0.8 nats/token).
+PIANO_SAMPLING = SamplingConfig(prompt_cache=1.0)
+
 # A guard on runaway sampling: dense piano music runs at ~50-100 tokens per second of music.
 MAX_TOKENS_PER_SECOND = 400
 # A relative model's continuations read this many times its training window (see docs/model.md
@@ -95,8 +100,8 @@ def continue_piano(
 ) -> Continuation:
     """Sample `num_samples` continuations of `seconds` of music each, in one batched call.
 
-    sampling: how tokens are drawn (default `SamplingConfig()`: the model's distribution, each
-    event type keeping its mass under the grammar). max_context: the most tokens the model reads
+    sampling: how tokens are drawn (default `PIANO_SAMPLING`: the model's distribution mixed with
+    the prompt cache, each event type keeping its mass under the grammar). max_context: the most tokens the model reads
     (default `default_context(model)`); the prompt's last `max_context - 1` tokens condition it,
     and longer continuations slide the window (see `generate_stream`). A note is ended once its
     NOTE_ON has left that window (the grammar's `max_note_tokens`). `on_progress(seconds)` gets
@@ -131,7 +136,7 @@ def continue_piano(
         model,
         idx,
         max_new_tokens=int(seconds * MAX_TOKENS_PER_SECOND) + 1,
-        sampling=sampling,
+        sampling=PIANO_SAMPLING if sampling is None else sampling,
         stop_tokens=[tokenizer.eos_id],
         generator=generator,
         logits_mask=grammar,

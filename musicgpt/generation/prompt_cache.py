@@ -59,6 +59,8 @@ class CacheGate:
         return np.where(found, 1.0 / (1.0 + np.exp(-z)), 0.0)
 
 
+FITTED_GATE = CacheGate()  # the default gate, as a value (for argument defaults)
+
 # The cache the issue that asked for this one measured against: what followed the same last 3-8
 # tokens earlier in the piece, mixed in with weight 0.5 whenever there is such a match. Its gain on
 # top of a model (the "copy gap", `musicgpt evaluate --copy-gap`) says how much copying a model
@@ -79,7 +81,7 @@ class PromptCache:
         self,
         history: np.ndarray,
         vocab_size: int,
-        gate: CacheGate = CacheGate(),
+        gate: CacheGate = FITTED_GATE,
         strength: float = 1.0,
         max_history: int = 4096,
         key_of_id: np.ndarray | None = None,

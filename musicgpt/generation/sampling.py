@@ -45,15 +45,16 @@ class SamplingConfig:
         to "renormalize"), "renormalize" spreads it over every allowed token.
     prompt_cache: how strongly the model's distribution is mixed with what followed the same
         recent tokens earlier in the prompt and the sample (`musicgpt.generation.prompt_cache`):
-        0 never, 1 the fitted weight (the default), up to 2 twice that. Applied first, before the
-        mask: the copy is one more opinion about the next token, filtered like the model's.
+        0 never (the default here: the model's own distribution), 1 the weight fitted on held-out
+        piano (the default of piano continuations, `generation.piano.PIANO_SAMPLING`), up to 2
+        twice that. Applied first, before the mask: one more opinion, filtered like the model's.
     """
 
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
     mask_mode: str = "per_group"
-    prompt_cache: float = 1.0
+    prompt_cache: float = 0.0
 
     def __post_init__(self) -> None:
         check_sampling_args(self.temperature, self.top_k, self.top_p)

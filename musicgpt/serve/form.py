@@ -72,6 +72,8 @@ FIELDS = (
     Field("seconds", "continuation seconds", 1.0, 60.0, 10.0),
     Field("temperature", "temperature", 0.0, 2.0, 1.0),  # 0: greedy
     Field("top_p", "top-p", 0.01, 1.0, 0.95),
+    # how strongly to copy what was heard (SamplingConfig.prompt_cache): 0 off, 1 the fitted weight
+    Field("prompt_cache", "copy the prompt", 0.0, 2.0, 1.0),
     Field("num_samples", "samples", 1, 4, 2, integer=True),
     Field("seed", "seed", 0, 2**31 - 1, None, integer=True),
 )
@@ -83,6 +85,7 @@ class GenerationRequest:
     seconds: float
     temperature: float
     top_p: float
+    prompt_cache: float
     num_samples: int
     seed: int | None
 

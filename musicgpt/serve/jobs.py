@@ -159,7 +159,7 @@ class Worker:
             prompt_ids=job.prompt,
             seconds=r.seconds,
             num_samples=r.num_samples,
-            sampling=SamplingConfig(temperature=r.temperature, top_p=r.top_p),
+            sampling=SamplingConfig(temperature=r.temperature, top_p=r.top_p, prompt_cache=r.prompt_cache),
             seed=r.seed,
             on_progress=progress,
         )

@@ -158,7 +158,9 @@ def _initial_weights(source: str, config: GPTConfig) -> dict[str, torch.Tensor]:
     model, _ = load_checkpoint(source)
     if model.config.to_dict() != config.to_dict():
         theirs, ours = model.config.to_dict(), config.to_dict()
-        diff = ", ".join(f"{k}: {theirs.get(k)} vs {ours.get(k)}" for k in ours if theirs.get(k) != ours.get(k))
+        diff = ", ".join(
+            f"{k}: {theirs.get(k)} vs {ours.get(k)}" for k in ours if theirs.get(k) != ours.get(k)
+        )
         raise ConfigError(f"model.init_from {source}: its config differs from model.config ({diff})")
     # fp32 master weights whatever the source was stored in (the shipped models are bf16)
     return {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}

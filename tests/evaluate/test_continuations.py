@@ -190,7 +190,9 @@ def test_cli_prints_the_table_and_writes_the_report(model_dir, data_dir, tmp_pat
     assert main([*args, *QUICK, "--seed", "3", "--report", str(report)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"continuations of 2 pieces from the train split of {data_dir}: 2 s prompt, 2 x 2 s"
-    assert out[1].split() == "duration OA onset OA pitch OA PC sim polyphony notes/s".split()
+    assert out[1].split() == (
+        "duration OA onset OA pitch OA PC sim polyphony notes/s notes >5 s silence s".split()
+    )
     labels = [line[:30].strip() for line in out[2:7]]
     assert labels == [
         "generated (2 samples)",

@@ -55,6 +55,19 @@ def test_sounding_seconds_is_the_union_of_intervals():
     assert music.sounding_seconds(start, end) == 1.0 + 2.0 + 0.5
 
 
+def test_long_note_share_counts_notes_held_past_the_threshold():
+    assert music.long_note_share(np.array([0.5, 5.0, 5.01, 9.0]), 5.0) == 0.5  # 5.0 is not longer
+    assert music.long_note_share(np.array([]), 5.0) == 0.0
+
+
+def test_longest_silence_counts_the_edges_and_the_gaps_between_sounding_notes():
+    # sound 1-2 s and 1.5-4 s (overlapping: one block), then 6.5-7 s; 10 s long: gaps 1, 2.5, 3
+    assert music.longest_silence(notes((60, 1, 2), (64, 1.5, 4), (67, 6.5, 7)), 10.0) == 3.0
+    assert music.longest_silence(notes((60, 0, 2), (62, 2, 10)), 10.0) == 0.0  # touching: no gap
+    assert music.longest_silence(notes((60, 4, 5)), 10.0) == 5.0  # after the last note
+    assert music.longest_silence(NOTHING, 10.0) == 10.0
+
+
 def test_note_density_and_count():
     assert music.note_density(C_MAJOR_SCALE, 3.5) == 2.0
     assert music.note_count(C_MAJOR_SCALE) == 7

@@ -9,11 +9,12 @@ from musicgpt.serve.form import FIELDS, BadRequest, GenerationRequest, limits, p
 
 def test_defaults_fill_missing_fields():
     assert parse_request({}) == GenerationRequest(
-        prompt_seconds=10.0, seconds=10.0, temperature=1.0, top_p=0.95, num_samples=2, seed=None
+        prompt_seconds=10.0, seconds=10.0, temperature=1.0, top_p=0.95, prompt_cache=1.0, num_samples=2,
+        seed=None,
     )
     got = parse_request({"prompt_seconds": " 0 ", "seconds": "5", "temperature": "0", "top_p": "1",
-                         "num_samples": "4", "seed": "2147483647"})  # fmt: skip
-    assert got == GenerationRequest(0.0, 5.0, 0.0, 1.0, 4, 2**31 - 1)
+                         "prompt_cache": "0", "num_samples": "4", "seed": "2147483647"})  # fmt: skip
+    assert got == GenerationRequest(0.0, 5.0, 0.0, 1.0, 0.0, 4, 2**31 - 1)
     assert isinstance(got.num_samples, int) and isinstance(got.seed, int)
     assert parse_request({"seed": ""}).seed is None  # an empty box: no seed
 
