@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import os
 import shutil
 import subprocess
