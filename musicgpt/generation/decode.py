@@ -263,7 +263,10 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
             if cache is not None:
                 logits = cache.mix(logits)
             allowed = _allowed(mask, logits) if mask is not None else None
-            tok = next_token(logits, run.sampling, allowed, group_of_id, run.generator)
+            spread = None
+            if allowed is not None and run.sampling.mask_mode == "spread" and hasattr(mask, "spread"):
+                spread = torch.from_numpy(np.asarray(mask.spread(), dtype=np.float32))
+            tok = next_token(logits, run.sampling, allowed, group_of_id, run.generator, spread)
             if run.stops is not None:
                 tok = torch.where(finished, stop_emitted, tok)  # finished rows repeat their stop token
                 stop_emitted = tok

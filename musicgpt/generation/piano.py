@@ -72,6 +72,9 @@ class _WholePromptGrammar:
     def group_of_id(self):
         return self.grammar.group_of_id
 
+    def spread(self):
+        return self.grammar.spread()
+
     @property
     def match_key_of_id(self):
         return self.grammar.match_key_of_id

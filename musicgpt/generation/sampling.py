@@ -31,7 +31,7 @@ class SamplingError(MusicGPTError, ValueError):
     """Sampling arguments that make no sense (top_p outside (0, 1], negative temperature, ...)."""
 
 
-MASK_MODES = ("per_group", "renormalize")
+MASK_MODES = ("per_group", "spread", "renormalize")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,9 @@ class SamplingConfig:
     top_k, top_p: keep the k most likely tokens / the smallest nucleus of mass >= p (None: all).
     mask_mode: how a grammar's forbidden mass is handed on (see the module docstring):
         "per_group" keeps each token group's mass (the default; a mask without groups falls back
-        to "renormalize"), "renormalize" spreads it over every allowed token.
+        to "renormalize"), "spread" keeps it too but hands a group's forbidden mass to its allowed
+        tokens in the proportions the grammar gives (`LogitsMask.spread`; the performance grammar:
+        to the notes sounding longest), "renormalize" spreads it over every allowed token.
     prompt_cache: how strongly the model's distribution is mixed with what followed the same
         recent tokens earlier in the prompt and the sample (`musicgpt.generation.prompt_cache`):
         0 never (the default here: the model's own distribution), 1 the weight fitted on held-out
@@ -135,6 +137,44 @@ def mask_per_group(logits: torch.Tensor, allowed: torch.Tensor, group_of_id: tor
     return apply_mask(shifted.nan_to_num(nan=float("-inf")), allowed)
 
 
+def mask_spread(
+    logits: torch.Tensor, allowed: torch.Tensor, group_of_id: torch.Tensor, spread: torch.Tensor
+) -> torch.Tensor:
+    """Like `mask_per_group`, each group keeps its mass, but the mass of a group's forbidden tokens
+    goes to its allowed tokens in proportion to `spread` (batch, vocab) >= 0 instead of to the
+    model's own probabilities; where a group's allowed tokens have no spread (all 0, or negative:
+    "no opinion"), it falls back to `mask_per_group`'s rule. Returns log p' (batch, vocab).
+
+    Why: a model's probability for a forbidden token says how much it wants that kind of event
+    now, not which allowed token it meant. The performance grammar's case: NOTE_OFF mass on pitches
+    that are not sounding is the model mistaking which notes sound; the notes it has lost track of
+    are the ones struck longest ago, so that mass goes to them (`PerformanceGrammar.spread`).
+    """
+    if allowed.shape != logits.shape or spread.shape != logits.shape:
+        raise SamplingError(
+            f"mask {tuple(allowed.shape)} and spread {tuple(spread.shape)} must match logits {tuple(logits.shape)}"
+        )
+    allowed = allowed.to(logits.device)
+    groups = group_of_id.to(logits.device)
+    n_groups = int(groups.max()) + 1
+    B = logits.shape[0]
+    p = logits.double().softmax(dim=-1)
+    index = groups.expand(B, -1)
+
+    def group_sum(x: torch.Tensor) -> torch.Tensor:  # (B, V) -> (B, G)
+        return torch.zeros(B, n_groups, dtype=x.dtype, device=x.device).scatter_add_(1, index, x)
+
+    weights = spread.to(device=logits.device, dtype=torch.float64).clamp(min=0) * allowed
+    forbidden_mass = group_sum(p * ~allowed)  # (B, G)
+    weight_sum = group_sum(weights)
+    has_spread = weight_sum > 0
+    handed = forbidden_mass / weight_sum.where(has_spread, torch.ones_like(weight_sum))
+    spread_p = (p + handed[:, groups] * weights) * allowed
+    fallback = mask_per_group(logits, allowed, group_of_id).double().softmax(dim=-1)
+    out = torch.where(has_spread[:, groups], spread_p, fallback)
+    return apply_mask(out.log().float(), allowed)
+
+
 def _group_logsumexp(x: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
     """(B, V), (V,) -> (B, G): logsumexp of x over each group's columns (-inf for an all -inf group)."""
     B = x.shape[0]
@@ -205,16 +245,20 @@ def next_token(
     allowed: torch.Tensor | None = None,
     group_of_id: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    spread: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(batch, vocab) logits -> (batch,) tokens: mask -> temperature -> top-k -> top-p -> sample.
 
     `allowed` (batch, vocab) bool is the grammar's mask; with `group_of_id` and the "per_group"
-    mask mode each group keeps its mass (`mask_per_group`), else the rest renormalizes.
+    mask mode each group keeps its mass (`mask_per_group`); "spread" with the grammar's `spread`
+    hands a group's forbidden mass on as the grammar says (`mask_spread`); else the rest renormalizes.
     Greedy (temperature 0) takes the argmax of the masked logits (top-k and top-p never remove
     the most likely token, so they do not change it).
     """
     if allowed is not None:
-        if group_of_id is not None and sampling.mask_mode == "per_group":
+        if group_of_id is not None and sampling.mask_mode == "spread" and spread is not None:
+            logits = mask_spread(logits, allowed, group_of_id, spread)
+        elif group_of_id is not None and sampling.mask_mode in ("per_group", "spread"):
             logits = mask_per_group(logits, allowed, group_of_id)
         else:
             logits = apply_mask(logits, allowed)

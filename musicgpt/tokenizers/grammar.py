@@ -124,6 +124,16 @@ class PerformanceGrammar:
         mask[:, V.PAD_ID] = False
         return mask
 
+    def spread(self) -> np.ndarray:
+        """(batch, vocab) where the sampler hands the mass the mask forbids (`SamplingConfig.mask_mode`
+        "spread"): within NOTE_OFF, to each sounding note in proportion to how long it has sounded
+        (a model that wants to end a note that is not sounding has lost track of which notes are,
+        and the ones it loses are those struck longest ago); -1 elsewhere (in proportion to the model)."""
+        out = np.full((self.batch_size, V.VOCAB_SIZE), -1.0, np.float32)
+        age = self.clock[:, None] - (self.deadline - self.max_note_steps) + 1  # steps since NOTE_ON, >= 1
+        out[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128] = np.where(self.sounding, age, 0)
+        return out
+
     def advance(self, tokens: np.ndarray) -> None:
         tokens = np.asarray(tokens).reshape(-1)
         kind = V.TYPE_OF_ID[tokens]

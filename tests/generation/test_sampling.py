@@ -16,6 +16,7 @@ from musicgpt.generation.sampling import (
     check_sampling_args,
     greedy,
     mask_per_group,
+    mask_spread,
     next_token,
     sample,
     top_k_filter,
@@ -153,7 +154,9 @@ def test_mask_per_group_keeps_each_groups_mass():
 def test_mask_per_group_drops_a_group_with_nothing_allowed_and_survives_underflow():
     # group 0 all forbidden: its mass goes to the others in proportion (as plain masking would)
     probs = torch.tensor([[0.5, 0.2, 0.3]])
-    out = mask_per_group(probs.log(), torch.tensor([[False, True, True]]), torch.tensor([0, 1, 2])).softmax(-1)
+    out = mask_per_group(probs.log(), torch.tensor([[False, True, True]]), torch.tensor([0, 1, 2])).softmax(
+        -1
+    )
     assert torch.allclose(out, torch.tensor([[0.0, 0.4, 0.6]]), atol=1e-6)
     # the only allowed token of a group is far below float32's smallest probability: it still
     # gets the group's whole mass
@@ -174,3 +177,29 @@ def test_sampling_config_builds_by_name_and_checks_its_fields():
     for bad in (float("inf"), float("nan"), -1.0, True):
         with pytest.raises(SamplingError, match="temperature must be >= 0"):
             SamplingConfig(temperature=bad)
+
+
+def test_mask_spread_hands_forbidden_mass_where_the_spread_says():
+    # group 0: ids 0-2, group 1: ids 3-5; row 0 forbids id 4 and spreads it 3:1 over ids 3 and 5
+    probs = [0.1, 0.2, 0.05, 0.25, 0.3, 0.1]
+    logits = torch.tensor([[math.log(p) for p in probs]] * 2)
+    allowed = torch.tensor([[1, 0, 1, 1, 0, 1], [1, 1, 0, 0, 1, 1]], dtype=torch.bool)
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    spread = torch.tensor([[-1, -1, -1, 3.0, 0, 1.0], [-1, -1, -1, 0, 0, 0]])
+    out = mask_spread(logits, allowed, groups, spread).softmax(-1)
+    # row 0, group 1 (spread): 0.25 + 0.3 * 3/4, 0.1 + 0.3 * 1/4; group 0 (no spread): per group
+    expected0 = [0.1 * 0.35 / 0.15, 0.0, 0.05 * 0.35 / 0.15, 0.25 + 0.225, 0.0, 0.1 + 0.075]
+    torch.testing.assert_close(out[0], torch.tensor(expected0), atol=1e-6, rtol=0)
+    # row 1: no group has a spread: exactly mask_per_group
+    torch.testing.assert_close(out[1], mask_per_group(logits, allowed, groups).softmax(-1)[1])
+
+
+def test_next_token_uses_the_spread_only_in_spread_mode():
+    logits = torch.tensor([[0.0, 0.0, 5.0, 0.0]])  # the model wants id 2, which is forbidden
+    allowed = torch.tensor([[True, True, False, True]])
+    groups = torch.tensor([0, 0, 0, 1])
+    spread = torch.tensor([[0.0, 1.0, 0.0, -1.0]])  # group 0's forbidden mass all to id 1
+    greedy_spread = SamplingConfig(temperature=0, mask_mode="spread")
+    assert next_token(logits, greedy_spread, allowed, groups, spread=spread).tolist() == [1]
+    # per_group: id 2's mass goes to ids 0 and 1 alike; the tie is broken towards id 0
+    assert next_token(logits, SamplingConfig(temperature=0), allowed, groups, spread=spread).tolist() == [0]

@@ -165,3 +165,13 @@ def test_something_is_always_allowed_under_random_sampling():
         m = g.allowed()
         assert m.any(1).all()
         g.advance((rng.random(m.shape) * m).argmax(1))
+
+
+def test_spread_points_note_off_mass_at_the_notes_sounding_longest():
+    g = grammar_after("VELOCITY_20 NOTE_ON_60 TIME_SHIFT_50 NOTE_ON_64 TIME_SHIFT_10 NOTE_ON_67 NOTE_OFF_67")
+    spread = g.spread()
+    offs = spread[0, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
+    assert offs[60] == 61 and offs[64] == 11  # steps since each NOTE_ON, plus one
+    assert offs[67] == 0 and np.count_nonzero(offs) == 2  # ended, and never struck: nothing
+    others = np.delete(spread[0], np.arange(V.NOTE_OFF_OFFSET, V.NOTE_OFF_OFFSET + 128))
+    assert (others == -1).all()  # every other event type: in proportion to the model
