@@ -42,12 +42,12 @@ class CacheGate:
     0 where no earlier match is `min_match` tokens long. The default coefficients are the fit of
     benchmarks/prompt_cache.py on the bundled validation pieces with piano-small's probabilities."""
 
-    min_match: int = 3
+    min_match: int = 6
     max_match: int = 48
-    length_weight: float = 0.6  # q's vote of a match of length m: exp(length_weight * m)
-    bias: float = -2.52
-    length_coef: float = 1.65
-    agreement_coef: float = -0.02
+    length_weight: float = 0.15  # q's vote of a match of length m: exp(length_weight * m)
+    bias: float = -3.03
+    length_coef: float = 1.40
+    agreement_coef: float = 1.17
     fixed: float | None = None  # a constant lam instead of the logistic (the naive reference cache)
 
     def weight(self, longest: np.ndarray, agreement: np.ndarray) -> np.ndarray:
