@@ -8,6 +8,7 @@
     GET  /api/jobs/{id}                      state, progress, and when done each sample's notes
     GET  /api/jobs/{id}/samples/{k}.mid      a sample as MIDI (k from 1)
     GET  /api/jobs/{id}/samples/{k}/attention   the attention page of a sample (made on first request)
+    GET  /duet, WS /duet/ws, ...             the live duet (serve/duet.py)
 
 Every error is JSON {"error": message} with a 4xx code (5xx only for a bug), and the server goes on.
 Uploads are written to a temporary folder only while they are read, and the folder is removed at
@@ -36,6 +37,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from musicgpt.errors import MidiReadError, MusicGPTError
+from musicgpt.serve.duet import DuetEngine, duet_routes
 from musicgpt.serve.form import MAX_UPLOAD_BYTES, BadRequest, limits, parse_request
 from musicgpt.serve.jobs import Job, Worker, prompt_seconds_of
 from musicgpt.tokenizers import require_music
@@ -105,6 +107,7 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
     """The app around a loaded music model. `pieces_dir`: MIDI files offered as prompts."""
     tokenizer = require_music(tokenizer, "serve")
     worker = Worker(model, tokenizer)
+    duet = DuetEngine(model, tokenizer)  # the live duet page (serve/duet.py)
     pieces = load_pieces(pieces_dir, tokenizer)
     upload_dir = Path(tempfile.mkdtemp(prefix="musicgpt-serve-"))
 
@@ -234,6 +237,7 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
             yield
         finally:
             await run_in_threadpool(worker.close)
+            await run_in_threadpool(duet.close)
             shutil.rmtree(upload_dir, ignore_errors=True)
 
     routes = [
@@ -245,6 +249,7 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
         Route("/api/jobs/{job}", job_status),
         Route("/api/jobs/{job}/samples/{k:int}.mid", midi),
         Route("/api/jobs/{job}/samples/{k:int}/attention", attention),
+        *duet_routes(duet, about=about),
     ]
     app = Starlette(
         routes=routes,
@@ -252,5 +257,5 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
         exception_handlers={HTTPException: http_error, MusicGPTError: user_error},
         lifespan=lifespan,
     )
-    app.state.worker, app.state.upload_dir = worker, upload_dir  # for tests
+    app.state.worker, app.state.upload_dir, app.state.duet = worker, upload_dir, duet  # for tests
     return app
