@@ -631,6 +631,13 @@ class DuetEngine:
     async def run(self, fn, *args):
         return await asyncio.wrap_future(self._pool.submit(fn, *args))
 
+    def submit(self, fn, *args) -> None:
+        """Run fn on the engine's thread without waiting for it (after a shutdown: not at all)."""
+        try:
+            self._pool.submit(fn, *args)
+        except RuntimeError:
+            pass
+
     def open_session(self, seed: int | None = None) -> DuetSession:
         """(On the engine's thread.) A new session, or DuetError when too many are open."""
         with self._lock:
@@ -756,7 +763,7 @@ class _Connection:
             events = await self.engine.run(self._sample, answer)
 
     def _sample(self, answer: Answer) -> list:
-        if self.session.answer is not answer or answer.done:
+        if self.session.answer is not answer or answer.done or self.session.closed:
             return []
         return self.session.sample(ANSWER_CHUNK, until_note=answer.n_notes == 0)
 
@@ -766,7 +773,7 @@ class _Connection:
         while True:
             await self.dirty.wait()
             self.dirty.clear()
-            while not await e.run(s.live.sync, SYNC_STEPS):
+            while not await e.run(self._sync):
                 pass
             if not e.speculate or s.pause_ms is None:
                 continue
@@ -780,18 +787,24 @@ class _Connection:
                     pass
             await e.run(self._speculate)
 
+    def _sync(self) -> bool:
+        return self.session.closed or self.session.live.sync(SYNC_STEPS)
+
     def _speculate(self) -> None:
+        if self.session.closed:
+            return
         try:
             self.session.speculate(self.settings["seconds"], self.settings["temperature"])
         except DuetError:
             pass
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Stop its tasks and close the session on the engine's thread, after any piece of its work
+        already there. Nothing here awaits: the handler may be closing because it was cancelled."""
         for task in (self.feeder, self.answer_task):
             if task is not None:
                 task.cancel()
-        await asyncio.gather(self.feeder, *(t for t in [self.answer_task] if t), return_exceptions=True)
-        await self.engine.run(self.engine.close_session, self.session)
+        self.engine.submit(self.engine.close_session, self.session)
 
 
 def duet_routes(engine: DuetEngine, *, about: str = "") -> list:
@@ -878,7 +891,7 @@ def duet_routes(engine: DuetEngine, *, about: str = "") -> list:
         except RuntimeError:  # a send after the client went away
             pass
         finally:
-            await conn.close()
+            conn.close()
 
     return [
         Route("/duet", page),
