@@ -616,13 +616,18 @@ class DuetEngine:
     """The duet sessions of one app: at most MAX_LIVE_SESSIONS open, the last KEEP_FINISHED closed
     ones kept for download. `run(fn, ...)` runs fn on the engine's single thread."""
 
-    def __init__(self, model, tokenizer, *, context: int | None = None, speculate: bool = True):
+    def __init__(
+        self, model, tokenizer, *, context: int | None = None, speculate: bool = True, incremental: bool = True
+    ):
         from musicgpt.generation.piano import default_context
 
         self.template = model_sharing_weights(model)
         self.tokenizer = tokenizer
         self.context = context or default_context(model)
-        self.speculate = speculate  # off: the benchmark's comparison without it
+        # the benchmark's comparisons: no speculation; nothing fed before the pause ends (the
+        # request/response design: the window is prefilled when the answer is asked for)
+        self.speculate = speculate and incremental
+        self.incremental = incremental
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicgpt-duet")
         self._lock = threading.Lock()
         self.live: dict[str, DuetSession] = {}
@@ -720,6 +725,8 @@ class _Connection:
             t = _number(data, "time")
             seconds = _number(data, "seconds", self.settings["seconds"])
             temperature = _number(data, "temperature", self.settings["temperature"])
+            if not self.engine.incremental:
+                await self.engine.run(setattr, s.live, "n_fed", -1)  # stale: the answer prefills first
             answer, events = await self.engine.run(s.begin_answer, t, seconds, temperature)
             self.answer_task = asyncio.create_task(self._answer(answer, events))
         elif kind == "started":
@@ -770,7 +777,7 @@ class _Connection:
     async def _feed(self) -> None:
         """Keep the cache fed while the player plays; in a pause, speculate on the answer."""
         s, e = self.session, self.engine
-        while True:
+        while e.incremental:
             await self.dirty.wait()
             self.dirty.clear()
             while not await e.run(self._sync):
