@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "generate",
     "attention",
     "serve",
+    "duet",
     "params",
 )
 

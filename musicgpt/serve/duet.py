@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from musicgpt.errors import MusicGPTError
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.vocab import EventType
 
@@ -79,7 +80,7 @@ MAX_TOKENS_PER_SECOND = 400  # as musicgpt.generation.piano: a guard on a runawa
 PLAYER, MODEL = 0, 1
 
 
-class DuetError(Exception):
+class DuetError(MusicGPTError):
     """A message the session refuses; its text goes back to the page as {"type": "error"}."""
 
 
@@ -253,6 +254,7 @@ class DuetSession:
         self.pause_ms: float | None = None
         self.last_event_ms: float | None = None
         self.speculation: _Speculation | None = None
+        self.speculations = {"taken": 0, "undone": 0, "none": 0}  # how answers began (the benchmark's)
         self.closed = False
         self._append([tokenizer.eos_id], PLAYER)  # what precedes every piece in training
 
@@ -410,8 +412,11 @@ class DuetSession:
                 self.speculation = None
                 self.anchor, self.n_answers, self.answer, self._snapshot = spec.anchor, a.k, a, spec.snapshot
                 a.asked = time.monotonic()
+                self.speculations["taken"] += 1
                 return a, spec.events
             self._undo_speculation()
+        else:
+            self.speculations["none"] += 1
         answer = self._start_answer(t_ms, seconds, SamplingConfig(temperature=temperature))
         return answer, []
 
@@ -518,6 +523,7 @@ class DuetSession:
         if spec is None:
             return
         self.speculation = None
+        self.speculations["undone"] += 1
         self._snapshot = spec.before
         self._truncate(spec.n)
         self.anchor, self.n_answers, self.answer = spec.saved
@@ -617,7 +623,13 @@ class DuetEngine:
     ones kept for download. `run(fn, ...)` runs fn on the engine's single thread."""
 
     def __init__(
-        self, model, tokenizer, *, context: int | None = None, speculate: bool = True, incremental: bool = True
+        self,
+        model,
+        tokenizer,
+        *,
+        context: int | None = None,
+        speculate: bool = True,
+        incremental: bool = True,
     ):
         from musicgpt.generation.piano import default_context
 
