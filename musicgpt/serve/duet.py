@@ -46,6 +46,7 @@ import asyncio
 import copy
 import io
 import itertools
+import logging
 import math
 import secrets
 import threading
@@ -62,6 +63,8 @@ from musicgpt.errors import MusicGPTError
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.vocab import EventType
 
+_log = logging.getLogger(__name__)
+
 # --- limits ----------------------------------------------------------------------------------------
 
 MAX_MESSAGE_BYTES = 16 * 1024  # a "notes" message of 256 events is ~5 KB
@@ -69,12 +72,14 @@ MAX_EVENTS_PER_MESSAGE = 256
 MAX_SESSION_TOKENS = 200_000  # ~30 min of dense playing; the whole piece stays in memory
 MAX_ANSWER_SECONDS = 30.0
 MAX_GAP_SECONDS = 3.0  # the longest silence the model hears between two events
-MAX_LIVE_SESSIONS = 8  # open sockets at once; each holds a KV cache (~8 MB for piano-small)
+MAX_LIVE_SESSIONS = 8  # open sockets at once; each holds a KV cache (~19 MB for piano-small)
 KEEP_FINISHED = 16  # closed sessions kept for their MIDI and attention page
 SYNC_STEPS = 32  # decode steps in one piece of work on the engine's thread
 ANSWER_CHUNK = 16  # sampled tokens in one piece of work (fewer when a NOTE_ON comes first)
-LOOKAHEAD_SECONDS = 1.0  # how far sampling runs ahead of the answer as it plays
-RING_MARGIN = 256  # relative models: cache slots beyond the context (see LiveContext)
+# How far sampling runs ahead of the answer as it plays: what an interruption cuts back. Dense
+# piano runs at up to ~300 tokens/s, so half a second stays within the ring's margin.
+LOOKAHEAD_SECONDS = 0.5
+RING_MARGIN = 512  # relative models: cache slots beyond the context (see LiveContext)
 MAX_TOKENS_PER_SECOND = 400  # as musicgpt.generation.piano: a guard on a runaway answer
 
 PLAYER, MODEL = 0, 1
@@ -763,6 +768,20 @@ class _Connection:
             self.session.anchor = (float(t), a.start_step)
 
     async def _answer(self, answer: Answer, events: list) -> None:
+        try:
+            await self._stream(answer, events)
+        except DuetError as e:  # the session is full
+            await self._quietly(self.send({"type": "error", "error": str(e)}))
+        except Exception:  # the socket went away (or a bug: logged); the server goes on
+            _log.debug("duet answer stopped", exc_info=True)
+
+    async def _quietly(self, coroutine) -> None:
+        try:
+            await coroutine
+        except Exception:
+            pass
+
+    async def _stream(self, answer: Answer, events: list) -> None:
         """Send the answer's notes as they are sampled, at most LOOKAHEAD_SECONDS ahead of it."""
         s, first_sent, last_t = self.session, None, 0.0
         while True:
@@ -780,6 +799,8 @@ class _Connection:
                     events = []
                     continue
             events = await self.engine.run(self._sample, answer)
+            if not events and s.answer is not answer:
+                return
 
     def _sample(self, answer: Answer) -> list:
         if self.session.answer is not answer or answer.done or self.session.closed:
@@ -787,6 +808,12 @@ class _Connection:
         return self.session.sample(ANSWER_CHUNK, until_note=answer.n_notes == 0)
 
     async def _feed(self) -> None:
+        try:
+            await self._feed_loop()
+        except Exception:  # a bug: logged, and the session goes on unfed (answers still prefill)
+            _log.warning("duet feeder stopped", exc_info=True)
+
+    async def _feed_loop(self) -> None:
         """Keep the cache fed while the player plays; in a pause, speculate on the answer."""
         s, e = self.session, self.engine
         while e.incremental:
