@@ -16,8 +16,8 @@ TIME_SHIFT and the answer's first VELOCITY are left to run before the first NOTE
 Every session has its own copy of the model sharing the weights (its own cache, nothing else),
 and all of them run on one thread apart from the generation jobs' thread: a 30 s generation job
 would otherwise hold up a duet for seconds. Work on that thread comes in bounded pieces (at
-most SYNC_STEPS decode steps, or one prefill of the window), so one session's flood of notes
-delays another by one piece at most.
+most SYNC_STEPS forwards of CHUNK_TOKENS tokens, ANSWER_CHUNK sampled tokens, or one prefill of
+the window), so one session's flood of notes delays another by one piece at most.
 
 Times. The page sends its own clock (ms, performance.now()); the session maps it onto the
 piece's clock (10 ms steps) through an anchor, moved when an answer starts to play, so that a
@@ -74,7 +74,8 @@ MAX_ANSWER_SECONDS = 30.0
 MAX_GAP_SECONDS = 3.0  # the longest silence the model hears between two events
 MAX_LIVE_SESSIONS = 8  # open sockets at once; each holds a KV cache (~19 MB for piano-small)
 KEEP_FINISHED = 16  # closed sessions kept for their MIDI and attention page
-SYNC_STEPS = 32  # decode steps in one piece of work on the engine's thread
+SYNC_STEPS = 8  # forwards in one piece of work on the engine's thread
+CHUNK_TOKENS = 64  # the most pending tokens fed in one forward
 ANSWER_CHUNK = 16  # sampled tokens in one piece of work (fewer when a NOTE_ON comes first)
 # How far sampling runs ahead of the answer as it plays: what an interruption cuts back. Dense
 # piano runs at up to ~300 tokens/s, so half a second stays within the ring's margin.
@@ -108,18 +109,20 @@ def model_sharing_weights(model):
 class LiveContext:
     """A token sequence that grows (and is sometimes cut back), kept in the model's KV cache.
 
-    `append` adds tokens; `logits()` feeds what is pending, one decode step per token, and
-    returns the next token's logits; `truncate(n)` drops everything after the first n tokens.
-    The model reads the last `context` tokens. Token i sits at position i - base, base moving
-    only when the cache is refilled by a prefill:
+    `append` adds tokens; `sync` feeds what is pending, in chunks of at most CHUNK_TOKENS per
+    forward (a player's event is 1-3 tokens: one forward, about the cost of one decode step);
+    `logits()` returns the next token's logits; `truncate(n)` drops everything after the first
+    n tokens. The model reads the last `context` tokens. Token i sits at position i - base, base
+    moving only when the cache is refilled by a prefill:
     * learned positions: positions 0..context-1; when full, the window's last 3/4 are
       prefilled again at 0.. (as `generate_stream` slides);
     * relative attention: a ring buffer of context + RING_MARGIN slots, positions growing for
       ever. A cut of k tokens leaves their slots stale (masked: they lie in the future) and
-      the k oldest keys overwritten, so the model reads context + margin - k >= context
-      tokens; a cut of more than the margin refills the cache instead.
-    A backlog of more than `context // 2` tokens (a flood of notes) is one prefill of the
-    window rather than a step per token.
+      the k oldest keys overwritten; a chunk of T tokens overwrites the T - 1 oldest keys its
+      first queries would read. So the model reads at least context + margin - k - T + 1 >=
+      context tokens (and exactly the ring's sliding window when nothing was cut and tokens
+      come one at a time); a cut of more than RING_MARGIN - CHUNK_TOKENS refills the cache.
+    A backlog of `context` tokens or more (a flood of notes) is one prefill of the window.
     """
 
     def __init__(self, model, context: int):
@@ -158,28 +161,34 @@ class LiveContext:
             # run token n-1 again (same position, same keys) for the logits after it
             self.n_fed = n - 1
             self._logits = None
-        if self.n_fed < self.base or (self.relative and dropped_fed > RING_MARGIN):
+        if self.n_fed < self.base or (self.relative and dropped_fed > RING_MARGIN - CHUNK_TOKENS):
             self.n_fed = -1  # stale: the next sync refills the cache
 
     @torch.inference_mode()
-    def sync(self, max_steps: int | None = None) -> bool:
-        """Feed pending tokens (at most `max_steps` decode steps); True once none is left."""
+    def sync(self, max_passes: int | None = None) -> bool:
+        """Feed pending tokens (at most `max_passes` forwards); True once none is left."""
         n = len(self.tokens)
         if n == 0:
             return True
-        if self.n_fed < 0 or self.n_fed < self.base or n - self.n_fed > self.context // 2:
+        if self.n_fed < 0 or self.n_fed < self.base or n - self.n_fed >= self.context:
             self._refill(self.context if self.relative else self.context * 3 // 4)
             return True
-        steps = 0
-        while self.n_fed < n and (max_steps is None or steps < max_steps):
+        passes = 0
+        while self.n_fed < n and (max_passes is None or passes < max_passes):
             pos = self.n_fed - self.base
-            if not self.relative and pos >= self.cache_len:  # learned positions: slide
+            room = n - self.n_fed if self.relative else self.cache_len - pos
+            if room <= 0:  # learned positions, the window full: slide
                 self._refill(self.context * 3 // 4, upto=self.n_fed + 1)
             else:
-                token = torch.tensor([self.tokens[self.n_fed]])
-                self._logits = self._step(self.model, token, torch.tensor([pos]))[0]
-                self.n_fed += 1
-            steps += 1
+                T = min(room, n - self.n_fed, CHUNK_TOKENS)
+                chunk = torch.tensor([self.tokens[self.n_fed : self.n_fed + T]])
+                positions = torch.arange(pos, pos + T)
+                if T == 1:
+                    self._logits = self._step(self.model, chunk[0], positions)[0]
+                else:
+                    self._logits = self._prefill(self.model, chunk, positions)[0]
+                self.n_fed += T
+            passes += 1
         return self.n_fed == n
 
     def _refill(self, window: int, upto: int | None = None) -> None:
@@ -649,6 +658,16 @@ class DuetEngine:
         self._lock = threading.Lock()
         self.live: dict[str, DuetSession] = {}
         self.finished: OrderedDict[str, DuetSession] = OrderedDict()
+        self.submit(self._warm_up)
+
+    def _warm_up(self) -> None:
+        """A first forward of each kind costs far more than the next ones (allocation, kernel
+        choice): spend it at start-up rather than on a player's first answer."""
+        live = LiveContext(model_sharing_weights(self.template), self.context)
+        for n in (1, 2, 3, 5, 8, CHUNK_TOKENS, 1, 1):
+            live.append([V.EOS_ID] * n)
+            live.logits()
+        live.model.clear_cache()
 
     async def run(self, fn, *args):
         return await asyncio.wrap_future(self._pool.submit(fn, *args))

@@ -64,6 +64,7 @@ def test_live_context_learned_positions_slide_as_generate_stream():
 
 def test_live_context_relative_ring_reads_context_plus_margin(monkeypatch):
     monkeypatch.setattr(D, "RING_MARGIN", 8)
+    monkeypatch.setattr(D, "CHUNK_TOKENS", 2)
     model = tiny(True)
     live = LiveContext(model_sharing_weights(model), context=16)
     tokens = np.random.default_rng(2).integers(0, 388, 40).tolist()
@@ -73,7 +74,7 @@ def test_live_context_relative_ring_reads_context_plus_margin(monkeypatch):
     assert live.prefills == 0
     # the ring is sliding-window attention over its 24 slots, every layer
     torch.testing.assert_close(live.logits(), reference(model, tokens, window=24), rtol=1e-4, atol=1e-4)
-    # a cut of 5 (< margin) keeps stepping; one of 10 (> margin) refills the last 16 tokens
+    # a cut of 5 (<= margin - chunk) keeps stepping; one of 10 refills the last 16 tokens
     live.truncate(35)
     live.logits()
     assert live.prefills == 0
@@ -84,11 +85,26 @@ def test_live_context_relative_ring_reads_context_plus_margin(monkeypatch):
     assert live.prefills == 1
 
 
+@pytest.mark.parametrize("relative", [False, True])
+def test_pending_tokens_go_in_chunks_of_one_forward(relative, monkeypatch):
+    monkeypatch.setattr(D, "CHUNK_TOKENS", 8)
+    model = tiny(relative)
+    live = LiveContext(model_sharing_weights(model), context=48)
+    tokens = np.random.default_rng(4).integers(0, 388, 40).tolist()
+    live.append(tokens[:3])
+    assert live.sync(max_passes=1) and live.n_fed == 3  # a player's event: one forward
+    torch.testing.assert_close(live.logits(), reference(model, tokens[:3]), rtol=1e-4, atol=1e-4)
+    live.append(tokens[3:40])
+    assert not live.sync(max_passes=2) and live.n_fed == 19  # 8 and 8 more
+    torch.testing.assert_close(live.logits(), reference(model, tokens), rtol=1e-4, atol=1e-4)
+    assert live.prefills == 0
+
+
 def test_a_flood_of_tokens_is_one_prefill_of_the_window():
     model = tiny(True)
     live = LiveContext(model_sharing_weights(model), context=32)
     live.append(np.random.default_rng(3).integers(0, 388, 500).tolist())
-    assert live.sync(max_steps=4)  # a backlog over context // 2: one prefill, whatever max_steps
+    assert live.sync(max_passes=1)  # a backlog of a whole context: one prefill of the window
     assert (live.prefills, live.base, live.n_fed) == (1, 500 - 32, 500)
 
 
