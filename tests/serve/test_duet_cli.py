@@ -92,3 +92,25 @@ def test_the_loop_answers_a_pause_and_stops_when_the_player_plays(tiny_checkpoin
     assert [n.pitch for n in player.notes] == [60, 62, 64, 72]
     assert answer.notes and min(n.start for n in answer.notes) == pytest.approx(0.7, abs=0.011)
     assert max(n.end for n in answer.notes) <= player.notes[-1].start + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--pause-ms", "50"], "argument --pause-ms"),
+        (["--pause-ms", "abc"], "argument --pause-ms"),
+        (["--seconds", "31"], "argument --seconds"),
+        (["--seconds", "nan"], "argument --seconds"),
+        (["--seconds", "0.2"], "an answer lasts 0.5-30 seconds, got 0.2"),
+        (["--temperature", "-1"], "argument --temperature"),
+        (["--temperature", "3"], "the temperature is 0-2, got 3.0"),
+        (["--checkpoint", "no/such/model"], "argument --checkpoint"),
+        (["--save", "no/such/folder/"], "argument --save"),
+    ],
+)
+def test_bad_values_are_one_line_before_any_port_is_opened(args, words, capsys):
+    from musicgpt.cli import main
+
+    assert main(["duet", "--in", "a", "--out", "b", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and words in err, err
