@@ -76,9 +76,13 @@ def test_call_answer_interrupt_and_download(browser, server):
 
     # a phrase on the lower row (z x c: C3 D3 E3), then the pause: the answer comes and plays
     play(browser, "zxc")
-    lit = browser.wait_for("return [...document.querySelectorAll('.key.down')].length === 0 && duet.voices.player")
+    lit = browser.wait_for(
+        "return [...document.querySelectorAll('.key.down')].length === 0 && duet.voices.player"
+    )
     assert lit == 3
-    first = browser.wait_for("const a = duet.answers[1]; return a && a.seconds !== undefined && a", timeout=30)
+    first = browser.wait_for(
+        "const a = duet.answers[1]; return a && a.seconds !== undefined && a", timeout=30
+    )
     assert first["notes"] >= 1 and first["seconds"] == 2 and 0 < first["latency"] < 2000
     assert browser.js("return duet.voices.model") == first["notes"]
     shown = browser.js("return document.querySelector('#answers li[data-k=\"1\"]').textContent")
@@ -96,7 +100,9 @@ def test_call_answer_interrupt_and_download(browser, server):
     assert browser.js("return duet.answers[2].interrupted") is True
     time.sleep(0.2)
     assert browser.js("return document.querySelectorAll('.key.model').length") == 0
-    assert "interrupted" in browser.js("return document.querySelector('#answers li[data-k=\"2\"]').textContent")
+    assert "interrupted" in browser.js(
+        "return document.querySelector('#answers li[data-k=\"2\"]').textContent"
+    )
 
     # the download: both parts on their tracks, in the order they were played
     browser.click("#download")

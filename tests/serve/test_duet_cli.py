@@ -36,7 +36,9 @@ def test_no_midi_port_is_one_line_and_exit_2(tmp_path):
         assert lines[0].startswith("musicgpt: error: no MIDI ports can be opened here (")
         assert lines[0].endswith("ports found: none (mido needs python-rtmidi: pip install 'musicgpt[midi]')")
     else:
-        assert lines[0].startswith("musicgpt: error: no MIDI port --in 'no-such-port' or --out 'nor-this'; input ports found: ")
+        assert lines[0].startswith(
+            "musicgpt: error: no MIDI port --in 'no-such-port' or --out 'nor-this'; input ports found: "
+        )
 
 
 class ScriptedKeyboard(mido.ports.BaseInput):
