@@ -8,7 +8,8 @@ Drives the duet page's protocol (musicgpt/serve/duet.py) from Python: a WebSocke
 loopback to uvicorn serving the duet routes, in this process. Each round plays a phrase of a
 bundled piano piece in real time (its notes, as a player would send them), waits out the pause,
 asks for the answer at the pause's end and times the arrival of its first NOTE_ON, then
-interrupts the answer by playing the next phrase. Three servers, one per design, take turns
+interrupts the answer by playing the next phrase (one round of each first is a warm-up, not
+counted). Three servers, one per design, take turns
 round by round, so that all meet the same load on a shared machine:
 
     shipped       notes fed to the model as they arrive, the answer's first note sampled during the pause
@@ -172,9 +173,11 @@ def main() -> None:
             url, server, thread = serve(engine)
             servers.append((server, thread, engine))
             players[name] = Player(url, args.pause_ms, args.answer_seconds)
-        material = phrases(tokenizer, args.phrase_seconds, rounds)
+        material = phrases(tokenizer, args.phrase_seconds, rounds + 1)
         latencies = {name: [] for name in VARIANTS}
-        for r, phrase in enumerate(material):
+        for player in players.values():  # a warm-up round, not counted (first forwards)
+            player.round(material[0])
+        for r, phrase in enumerate(material[1:]):
             for name, player in players.items():
                 latencies[name].append(player.round(phrase))
             print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]:.0f} ms" for n, v in latencies.items()),
@@ -182,7 +185,7 @@ def main() -> None:
         sessions = {name: engine.live[p.ready["session"]] for (_, _, engine), (name, p) in
                     zip(servers, players.items(), strict=True)}  # fmt: skip
         tokens = {name: len(s.live) for name, s in sessions.items()}
-        taken = sessions["shipped"].speculations["taken"]
+        taken = sessions["shipped"].speculations["taken"] - 1  # (the warm-up round's)
     finally:
         for p in players.values():
             p.close()
@@ -196,7 +199,7 @@ def main() -> None:
     print(f"model: {label}, {n_params:.1f}M parameters, {model.config.n_layer} layers x {model.config.n_embd}, "
           f"context {DuetEngine(model, tokenizer).context} tokens; session ends at {tokens['shipped']} tokens")  # fmt: skip
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__} on {torch.get_num_threads()} threads; pause {args.pause_ms:g} ms, "
+          f"torch {torch.__version__}, the duet thread on 1 thread; pause {args.pause_ms:g} ms, "
           f"phrases of {args.phrase_seconds:g} s of Maestro_3.mid played in real time\n")  # fmt: skip
     print("| design | p50 ms | p95 ms | max ms | p95 vs shipped |")
     print("| --- | ---: | ---: | ---: | ---: |")

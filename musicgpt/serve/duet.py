@@ -644,6 +644,7 @@ class DuetEngine:
         context: int | None = None,
         speculate: bool = True,
         incremental: bool = True,
+        threads: int = 1,
     ):
         from musicgpt.generation.piano import default_context
 
@@ -654,7 +655,15 @@ class DuetEngine:
         # request/response design: the window is prefilled when the answer is asked for)
         self.speculate = speculate and incremental
         self.incremental = incremental
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicgpt-duet")
+        # One intra-op thread on the duet's thread (OpenMP's setting is per thread: the jobs' thread
+        # keeps its own). A decode step of one row is too small to split: on 2 shared cores two
+        # threads made music-20m's step 3.5x slower (192 vs 55 ms at p50, benchmarks/RESULTS.md).
+        self._pool = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="musicgpt-duet",
+            initializer=torch.set_num_threads,
+            initargs=(threads,),
+        )
         self._lock = threading.Lock()
         self.live: dict[str, DuetSession] = {}
         self.finished: OrderedDict[str, DuetSession] = OrderedDict()
