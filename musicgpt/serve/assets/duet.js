@@ -130,6 +130,8 @@
     const p = CODES[e.code];
     if (p !== undefined) noteOff(p);
   });
+  // a key released while the page had no focus never sends its keyup: release what is held
+  window.addEventListener("blur", () => { for (const p of [...held.keys()]) noteOff(p); });
 
   // --- the player ----------------------------------------------------------------------------------
   let ws = null, playerBus = null;
