@@ -43,6 +43,7 @@ The protocol (JSON text frames, each at most MAX_MESSAGE_BYTES):
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import io
 import itertools
@@ -69,6 +70,7 @@ _log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024  # a "notes" message of 256 events is ~5 KB
 MAX_EVENTS_PER_MESSAGE = 256
+MAX_INBOX = 64  # "notes" messages read ahead of the engine's thread before the socket waits
 MAX_SESSION_TOKENS = 200_000  # ~30 min of dense playing; the whole piece stays in memory
 MAX_ANSWER_SECONDS = 30.0
 MAX_GAP_SECONDS = 3.0  # the longest silence the model hears between two events
@@ -270,6 +272,9 @@ class DuetSession:
         self.speculation: _Speculation | None = None
         self.speculations = {"taken": 0, "undone": 0, "none": 0}  # how answers began (the benchmark's)
         self.closed = False
+        # the player's events, checked, waiting for the engine's thread (`drain`): the socket
+        # reads on while the model works, and a burst of notes becomes one chunk to feed
+        self.inbox: collections.deque = collections.deque()
         self._append([tokenizer.eos_id], PLAYER)  # what precedes every piece in training
 
     # --- tokens ---------------------------------------------------------------------------------
@@ -335,6 +340,20 @@ class DuetSession:
         self._gap(target - self.clock, who)
 
     # --- the player -----------------------------------------------------------------------------
+
+    def post(self, events: list) -> None:
+        """(Any thread.) Check the player's events and leave them for `drain`."""
+        self.inbox.append([_check_event(e) for e in events])
+
+    def drain(self) -> list[dict]:
+        """(The engine's thread.) Play the posted events; messages for the page."""
+        out = []
+        while self.inbox:
+            try:
+                out += self.play(self.inbox.popleft())
+            except DuetError as e:  # the session is full
+                out.append({"type": "error", "error": str(e)})
+        return out
 
     def play(self, events: list) -> list[dict]:
         """The player's events [t_ms, pitch, velocity] in the piece; returns messages for the page
@@ -449,16 +468,22 @@ class DuetSession:
         )  # fmt: skip
         return self.answer
 
-    def sample(self, max_tokens: int = ANSWER_CHUNK, until_note: bool = True) -> list[dict]:
-        """Sample up to `max_tokens` of the current answer, stopping after its first NOTE_ON when
-        `until_note`; the new notes as messages for the page, an "end" when the answer is done."""
+    def sample(
+        self, max_tokens: int = ANSWER_CHUNK, until_note: bool = True, budget_s: float = 0.05
+    ) -> list[dict]:
+        """Sample up to `max_tokens` of the current answer (and for about `budget_s` at most: the
+        thread is shared), stopping after its first NOTE_ON when `until_note`; the new notes as
+        messages for the page, an "end" when the answer is done."""
         from musicgpt.generation.sampling import next_token
 
         a = self.answer
         out: list[dict] = []
         if a is None or a.done:
             return out
-        for _ in range(max_tokens):
+        started = time.monotonic()
+        for i in range(max_tokens):
+            if i and time.monotonic() - started > budget_s:
+                break
             logits = self.live.logits()
             allowed = self.grammar.allowed()[0]
             allowed[V.EOS_ID] = allowed[V.PAD_ID] = False  # the piece goes on after the answer
@@ -602,7 +627,7 @@ class DuetSession:
 
 
 def _check_event(e) -> tuple[float, int, int]:
-    if not isinstance(e, list) or len(e) != 3:
+    if not isinstance(e, (list, tuple)) or len(e) != 3:
         raise DuetError(f"an event is [time_ms, pitch, velocity], got {str(e)[:60]}")
     t, pitch, velocity = e
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 <= t < 1e10:
@@ -708,6 +733,7 @@ class DuetEngine:
 
     def close_session(self, session: DuetSession) -> None:
         """(On the engine's thread.) Free its KV cache; keep its music for download."""
+        session.drain()  # notes read before the socket closed are part of the piece
         session.closed = True
         session._undo_speculation()
         if session.answer is not None and not session.answer.done:
@@ -754,6 +780,17 @@ class _Connection:
         async with self._send_lock:
             await self.ws.send_json(message)
 
+    async def call(self, fn, *args):
+        """Run fn on the engine's thread after the posted notes (whose messages are sent)."""
+        out, result = await self.engine.run(self._drained, fn, args)
+        for m in out:
+            await self.send(m)
+        return result
+
+    def _drained(self, fn, args):
+        out = self.session.drain()
+        return out, fn(*args) if fn is not None else None
+
     async def handle(self, data: Any) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             raise DuetError('a message is a JSON object with a "type"')
@@ -762,21 +799,22 @@ class _Connection:
             events = data.get("events")
             if not isinstance(events, list) or len(events) > MAX_EVENTS_PER_MESSAGE:
                 raise DuetError(f'"events" must be a list of at most {MAX_EVENTS_PER_MESSAGE} events')
+            s.post(events)  # checked here: a bad event is refused with its whole message
             self.last_notes = time.monotonic()
-            for message in await self.engine.run(s.play, events):
-                await self.send(message)
             self.dirty.set()
+            if len(s.inbox) > MAX_INBOX:  # a flood: wait for the thread before reading on
+                await self.call(None)
         elif kind == "answer":
             t = _number(data, "time")
             seconds = _number(data, "seconds", self.settings["seconds"])
             temperature = _number(data, "temperature", self.settings["temperature"])
             if not self.engine.incremental:
-                await self.engine.run(setattr, s.live, "n_fed", -1)  # stale: the answer prefills first
-            answer, events = await self.engine.run(s.begin_answer, t, seconds, temperature)
+                await self.call(setattr, s.live, "n_fed", -1)  # stale: the answer prefills first
+            answer, events = await self.call(s.begin_answer, t, seconds, temperature)
             self.answer_task = asyncio.create_task(self._answer(answer, events))
         elif kind == "started":
             k, t = _number(data, "answer"), _number(data, "time")
-            await self.engine.run(self._started, k, t)
+            await self.call(self._started, k, t)
         elif kind == "settings":
             pause = _number(data, "pause")
             if not 100 <= pause <= 10_000:
@@ -826,7 +864,7 @@ class _Connection:
                     await asyncio.sleep(min(ahead - LOOKAHEAD_SECONDS, 0.25))
                     events = []
                     continue
-            events = await self.engine.run(self._sample, answer)
+            events = await self.call(self._sample, answer)
             if not events and s.answer is not answer:
                 return
 
@@ -847,7 +885,7 @@ class _Connection:
         while e.incremental:
             await self.dirty.wait()
             self.dirty.clear()
-            while not await e.run(self._sync):
+            while not await self.call(self._sync):
                 pass
             if not e.speculate or s.pause_ms is None:
                 continue
@@ -859,7 +897,7 @@ class _Connection:
                     continue  # more notes came
                 except asyncio.TimeoutError:
                     pass
-            await e.run(self._speculate)
+            await self.call(self._speculate)
 
     def _sync(self) -> bool:
         return self.session.closed or self.session.live.sync(SYNC_STEPS)
