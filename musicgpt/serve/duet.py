@@ -1,10 +1,13 @@
 """A live duet: the player plays a phrase, pauses, and the model answers; the session is one piece.
 
 The latency budget (end of the pause -> first note of the answer, 150 ms at p95 on 2 CPU cores)
-rules out prefilling the session when the pause ends (1,000 tokens take about a second). So the
-player's notes go to the server as they are played, become tokens at once, and are fed to the
-model one decode step at a time while the player plays; when the pause ends, only the pause's own
-TIME_SHIFT and the answer's first VELOCITY are left to run before the first NOTE_ON is sampled.
+rules out prefilling the session when the pause ends (1,000 tokens take one to two seconds). So
+the player's notes go to the server as they are played, become tokens at once, and are fed to
+the model while the player plays (one forward for what arrived since the last); and half way
+through the pause the server bets that the pause will end on time and samples the answer's
+first note then (speculation). When the pause ends the first note is there; when the bet fails
+(the player went on), it is cut back, and at worst the pause's TIME_SHIFT and the answer's
+first VELOCITY remain to run before the first NOTE_ON is sampled.
 
     LiveContext   the KV cache of one session: a growing token list, fed incrementally, that
                   can be cut back (an answer the player interrupts, a pause that did not end)
@@ -30,9 +33,9 @@ The protocol (JSON text frames, each at most MAX_MESSAGE_BYTES):
       {"type": "notes", "events": [[t_ms, pitch, velocity], ...]}   velocity 0: the note ends
       {"type": "answer", "time": t_ms, "seconds": s, "temperature": x}  the pause ended at t_ms
       {"type": "started", "answer": k, "time": t_ms}   answer k began to sound at t_ms
-      {"type": "pause", "ms": m}                        the page's pause, for speculation
+      {"type": "settings", "pause": ms, "seconds": s, "temperature": x}   for speculation
     server -> page
-      {"type": "ready", "session": id, "midi": url, "attention": url, "model": about}
+      {"type": "ready", "session": id, "midi": url, "attention": url, "model": about, "context": n}
       {"type": "on", "answer": k, "pitch": p, "velocity": v, "t": s}   s: seconds into answer k
       {"type": "off", "answer": k, "pitch": p, "t": s}
       {"type": "end", "answer": k, "t": s, "serverMs": ms}    answer k is complete (s: its length)
@@ -70,7 +73,7 @@ _log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024  # a "notes" message of 256 events is ~5 KB
 MAX_EVENTS_PER_MESSAGE = 256
-MAX_INBOX = 64  # "notes" messages read ahead of the engine's thread before the socket waits
+MAX_INBOX = 16  # "notes" messages read ahead of the engine's thread (a drain: ~0.5 s at most)
 MAX_SESSION_TOKENS = 200_000  # ~30 min of dense playing; the whole piece stays in memory
 MAX_ANSWER_SECONDS = 30.0
 MAX_GAP_SECONDS = 3.0  # the longest silence the model hears between two events
