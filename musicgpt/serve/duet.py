@@ -685,7 +685,7 @@ class DuetEngine:
         self.incremental = incremental
         # One intra-op thread on the duet's thread (OpenMP's setting is per thread: the jobs' thread
         # keeps its own). A decode step of one row is too small to split: on 2 shared cores two
-        # threads made music-20m's step 3.5x slower (192 vs 55 ms at p50, benchmarks/RESULTS.md).
+        # threads made music-20m's step 4.9x slower (115 vs 24 ms at p50, benchmarks/RESULTS.md).
         self._pool = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="musicgpt-duet",
