@@ -23,7 +23,8 @@ from musicgpt.serve.app import create_app
 def client(tiny_checkpoint):
     model, tokenizer = load_checkpoint(tiny_checkpoint)
     app = create_app(model, tokenizer, pieces_dir=PIANO_DIR, about="tiny random model")
-    with TestClient(app) as c:
+    # the Host a browser sends to `musicgpt serve` (the app answers only its own names)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
         yield c
 
 
