@@ -28,6 +28,9 @@ def client(tiny_checkpoint):
         yield c
 
 
+WS = "ws://127.0.0.1:8000/duet/ws"  # (websocket_connect ignores base_url)
+
+
 def phrase(t0: float, pitches=(60, 62, 64, 65, 67)) -> tuple[list, float]:
     events, t = [], t0
     for p in pitches:
@@ -59,7 +62,7 @@ def closed_session(client, sid: str):
 
 def duet(client, seconds=1.0):
     """One call and answer; the session's id and the answer's messages."""
-    with client.websocket_connect("/duet/ws") as ws:
+    with client.websocket_connect(WS) as ws:
         ready = ws.receive_json()
         events, last = phrase(1000.0)
         ws.send_json({"type": "notes", "events": events})
@@ -88,7 +91,7 @@ def test_a_call_is_answered_note_by_note_and_saved(client):
 
 
 def test_playing_interrupts_the_answer(client):
-    with client.websocket_connect("/duet/ws") as ws:
+    with client.websocket_connect(WS) as ws:
         ready = ws.receive_json()
         events, last = phrase(1000.0)
         ws.send_json({"type": "notes", "events": events})
@@ -110,7 +113,7 @@ def test_playing_interrupts_the_answer(client):
 
 
 def test_bad_messages_are_answered_and_the_session_goes_on(client):
-    with client.websocket_connect("/duet/ws") as ws:
+    with client.websocket_connect(WS) as ws:
         ws.receive_json()
         for message, words in [
             ("not json", "Expecting value"),
@@ -139,7 +142,7 @@ def test_bad_messages_are_answered_and_the_session_goes_on(client):
 
 
 def test_a_flood_of_notes_and_a_ten_minute_phrase_leave_the_server_answering(client):
-    with client.websocket_connect("/duet/ws") as flood:
+    with client.websocket_connect(WS) as flood:
         ready = flood.receive_json()
         t = 0.0
         for _ in range(40):  # 10,240 events as fast as the socket takes them
@@ -169,7 +172,7 @@ def test_a_flood_of_notes_and_a_ten_minute_phrase_leave_the_server_answering(cli
 
 def test_a_socket_closed_mid_answer_frees_its_session(client):
     engine = client.app.state.duet
-    with client.websocket_connect("/duet/ws") as ws:
+    with client.websocket_connect(WS) as ws:
         sid = ws.receive_json()["session"]
         events, last = phrase(1000.0)
         ws.send_json({"type": "notes", "events": events})
@@ -184,9 +187,9 @@ def test_a_socket_closed_mid_answer_frees_its_session(client):
 
 def test_too_many_sessions_are_refused_and_the_next_one_works(client, monkeypatch):
     monkeypatch.setattr(D, "MAX_LIVE_SESSIONS", 1)
-    with client.websocket_connect("/duet/ws") as first:
+    with client.websocket_connect(WS) as first:
         first.receive_json()
-        with client.websocket_connect("/duet/ws") as second:
+        with client.websocket_connect(WS) as second:
             reply = second.receive_json()
             assert reply["type"] == "error" and "1 duets are already open" in reply["error"]
     assert duet(client)[1][-1]["type"] == "end"
