@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "generate",
     "attention",
     "serve",
+    "duet",
     "params",
 )
 

@@ -8,6 +8,7 @@
     GET  /api/jobs/{id}                      state, progress, and when done each sample's notes
     GET  /api/jobs/{id}/samples/{k}.mid      a sample as MIDI (k from 1)
     GET  /api/jobs/{id}/samples/{k}/attention   the attention page of a sample (made on first request)
+    GET  /duet, WS /duet/ws, ...             the live duet (serve/duet.py)
 
 Every error is JSON {"error": message} with a 4xx code (5xx only for a bug), and the server goes on.
 Uploads are written to a temporary folder only while they are read, and the folder is removed at
@@ -39,6 +40,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from musicgpt.errors import MidiReadError, MusicGPTError
+from musicgpt.serve.duet import DuetEngine, duet_routes
 from musicgpt.serve.form import MAX_UPLOAD_BYTES, BadRequest, limits, parse_request
 from musicgpt.serve.jobs import Job, Worker, prompt_seconds_of
 from musicgpt.serve.security import SameOrigin, allowed_hosts
@@ -135,6 +137,7 @@ def create_app(
     their Host header (see serve/security.py)."""
     tokenizer = require_music(tokenizer, "serve")
     worker = Worker(model, tokenizer)
+    duet = DuetEngine(model, tokenizer)  # the live duet page (serve/duet.py)
     pieces = load_pieces(pieces_dir, tokenizer)
     upload_dir = Path(tempfile.mkdtemp(prefix="musicgpt-serve-"))
     encoding = asyncio.Semaphore(ENCODING_SLOTS)
@@ -292,6 +295,7 @@ def create_app(
             yield
         finally:
             await run_in_threadpool(worker.close)
+            await run_in_threadpool(duet.close)
             shutil.rmtree(upload_dir, ignore_errors=True)
 
     routes = [
@@ -303,6 +307,7 @@ def create_app(
         Route("/api/jobs/{job}", job_status),
         Route("/api/jobs/{job}/samples/{k}.mid", midi),
         Route("/api/jobs/{job}/samples/{k}/attention", attention),
+        *duet_routes(duet, about=about),
     ]
     app = Starlette(
         routes=routes,
@@ -317,5 +322,5 @@ def create_app(
         },
         lifespan=lifespan,
     )
-    app.state.worker, app.state.upload_dir = worker, upload_dir  # for tests
+    app.state.worker, app.state.upload_dir, app.state.duet = worker, upload_dir, duet  # for tests
     return app
