@@ -30,7 +30,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-_enabled = True
+_enabled = True  # the user's switch: use_compiled_cpu_kernels
+_compile_failed = False  # set once if inductor cannot compile here (then the eager code runs)
 _compiled: dict[Callable, Callable] = {}  # plain function -> its torch.compile'd version
 _QUERY_BLOCK = 256  # rows of the attention score matrix per block: memory is T x 256 per head
 
@@ -44,6 +45,7 @@ def use_compiled_cpu_kernels(enabled: bool = True) -> None:
 def _applies(*tensors: torch.Tensor) -> bool:
     return (
         _enabled
+        and not _compile_failed
         and tensors[0].device.type == "cpu"
         and tensors[0].dtype == torch.bfloat16
         and torch.is_grad_enabled()
@@ -53,15 +55,15 @@ def _applies(*tensors: torch.Tensor) -> bool:
 
 
 def _run_compiled(fn: Callable, fallback: Callable, *args):
-    """fn compiled (once per function and shape), or `fallback` if compiling is not possible."""
-    global _enabled
-    if _enabled:
+    """fn compiled (once per function and shape), or `fallback` if compiling is not possible here."""
+    global _compile_failed
+    if not _compile_failed:
         try:
             if fn not in _compiled:
                 _compiled[fn] = torch.compile(fn, dynamic=False)
             return _compiled[fn](*args)
         except Exception as e:  # inductor needs a working C++ toolchain; the stock kernels do not
-            _enabled = False
+            _compile_failed = True
             warnings.warn(
                 f"compiling {fn.__name__} failed ({type(e).__name__}: {e}); "
                 "using PyTorch's own CPU kernels instead",
@@ -70,40 +72,58 @@ def _run_compiled(fn: Callable, fallback: Callable, *args):
     return fallback(*args)
 
 
-# --- causal attention ------------------------------------------------------------------------
+# --- causal attention, with an optional additive bias (relative attention) ----------------------
 
 
 def causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Causal softmax(q k^T / sqrt(d)) v for q, k, v of shape (B, n_head, T, head_dim)."""
-    if dropout_p == 0.0 and _applies(q, k, v):
-        return _CausalAttentionCPU.apply(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    """Causal softmax(q kᵀ / sqrt(d) + bias) v for q, k, v of shape (B, n_head, T, head_dim).
+
+    bias (B, n_head, T, T), its upper triangle ignored, is relative attention's logits term. Its
+    gradient is the score gradient dS of the backward, which the blockwise backward has at hand;
+    SDPA would take its math path for a bias that needs a gradient (every (T, T) matrix in fp32,
+    several times over): 2x slower here.
+    """
+    if dropout_p == 0.0 and _applies(q, k, v, *(() if bias is None else (bias,))):
+        return _CausalAttentionCPU.apply(q, k, v, bias)
+    if bias is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    T = q.size(-2)
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    mask = bias.masked_fill(~causal, float("-inf")).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
 class _CausalAttentionCPU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, q, k, v, bias):
         # SDPA's own CPU flash kernel (what F.scaled_dot_product_attention runs here), called
-        # directly for its log-sum-exp, from which the backward rebuilds the softmax.
+        # directly for its log-sum-exp, from which the backward rebuilds the softmax. (No public
+        # op returns it on CPU: FlexAttention's return_lse has no CPU backward to pair with.)
         scale = 1.0 / math.sqrt(q.size(-1))
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
-        ctx.save_for_backward(q, k, v, out, lse)
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, 0.0, True, attn_mask=bias, scale=scale
+        )
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(q, k, v, out, lse, *(() if bias is None else (bias,)))
         ctx.scale = scale
         return out
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
+    def backward(ctx, grad_out):
+        q, k, v, out, lse, *bias = ctx.saved_tensors
+        bias = bias[0] if ctx.has_bias else None
+        # the eager function is its own fallback: the same arithmetic, unfused
         return _run_compiled(
-            _causal_attention_backward, _sdpa_backward, grad_out, *ctx.saved_tensors, ctx.scale
+            _causal_attention_backward, _causal_attention_backward, grad_out, q, k, v, out, lse, bias, ctx.scale
         )
-
-
-def _sdpa_backward(grad_out, q, k, v, out, lse, scale):
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-        grad_out, q, k, v, out, lse, 0.0, True, scale=scale
-    )
 
 
 def _causal_attention_backward(
@@ -113,12 +133,14 @@ def _causal_attention_backward(
     v: torch.Tensor,
     out: torch.Tensor,
     lse: torch.Tensor,
+    bias: torch.Tensor | None,
     scale: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Gradients of causal attention, rebuilding the probabilities from the log-sum-exp.
 
-    With S = scale * q k^T (causal), P = softmax(S), O = P v and the incoming gradient dO:
-      dv = P^T dO,  dP = dO v^T,  dS = P * (dP - rowsum(dO * O)),  dq = scale dS k,  dk = scale dS^T q.
+    With S = scale * q kᵀ + bias (causal), P = softmax(S), O = P v and the incoming gradient dO:
+      dv = Pᵀ dO,  dP = dO vᵀ,  dS = P * (dP - rowsum(dO * O)),  dbias = dS,
+      dq = scale dS k,  dk = scale dSᵀ q.
     A block of queries only meets the keys up to its own last position, so most of the masked
     upper triangle is never computed. Products run in bf16, the softmax arithmetic in fp32.
     """
@@ -127,81 +149,21 @@ def _causal_attention_backward(
     dq_blocks = []
     dk = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     dv = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    dbias = None if bias is None else torch.zeros(bias.shape, dtype=q.dtype, device=q.device)
     for start in range(0, T, _QUERY_BLOCK):
         stop = min(start + _QUERY_BLOCK, T)  # queries start..stop-1 see keys 0..stop-1
         q_i, dout_i = q[:, :, start:stop], grad_out[:, :, start:stop]
         k_i, v_i = k[:, :, :stop], v[:, :, :stop]
         scores = torch.matmul(q_i, k_i.transpose(-1, -2)).float() * scale
-        visible = torch.ones(stop - start, stop, dtype=torch.bool, device=q.device).tril(start)
-        probs = torch.where(visible, torch.exp(scores - lse[:, :, start:stop, None]), 0.0)
-        dv[:, :, :stop] += torch.matmul(probs.to(q.dtype).transpose(-1, -2), dout_i)
-        dprobs = torch.matmul(dout_i, v_i.transpose(-1, -2)).float()
-        dscores = (probs * (dprobs - dsum[:, :, start:stop]) * scale).to(q.dtype)
-        dq_blocks.append(torch.matmul(dscores, k_i))
-        dk[:, :, :stop] += torch.matmul(dscores.transpose(-1, -2), q_i)
-    return torch.cat(dq_blocks, dim=2), dk.to(q.dtype), dv.to(q.dtype)
-
-
-# --- causal attention with an additive bias (relative attention) ---------------------------------
-
-
-def biased_causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout_p: float = 0.0
-) -> torch.Tensor:
-    """Causal softmax(q k^T / sqrt(d) + bias) v; bias (B, n_head, T, T), its upper triangle ignored.
-
-    Relative attention's logits term. Its gradient is the score gradient dS of the backward, which
-    the blockwise backward has at hand; SDPA would take the math path for a bias that needs a
-    gradient (every (T, T) matrix in fp32, several times over): 2x slower here.
-    """
-    if dropout_p == 0.0 and _applies(q, k, v, bias):
-        return _BiasedCausalAttentionCPU.apply(q, k, v, bias)
-    T = q.size(-2)
-    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    mask = bias.masked_fill(~causal, float("-inf")).to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-
-
-class _BiasedCausalAttentionCPU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, bias):
-        scale = 1.0 / math.sqrt(q.size(-1))
-        bias = bias.to(q.dtype)
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, 0.0, True, attn_mask=bias, scale=scale
-        )
-        ctx.save_for_backward(q, k, v, bias, out, lse)
-        ctx.scale = scale
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        return _run_compiled(
-            _biased_attention_backward, _biased_attention_backward, grad_out, *ctx.saved_tensors, ctx.scale
-        )
-
-
-def _biased_attention_backward(grad_out, q, k, v, bias, out, lse, scale):
-    """`_causal_attention_backward` with S = scale * q k^T + bias; dbias is dS itself."""
-    T = q.size(2)
-    dsum = (grad_out.float() * out.float()).sum(-1, keepdim=True)
-    dq_blocks = []
-    dk = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-    dv = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-    dbias = torch.zeros(bias.shape, dtype=q.dtype, device=q.device)
-    for start in range(0, T, _QUERY_BLOCK):
-        stop = min(start + _QUERY_BLOCK, T)
-        q_i, dout_i = q[:, :, start:stop], grad_out[:, :, start:stop]
-        k_i, v_i = k[:, :, :stop], v[:, :, :stop]
-        scores = (
-            torch.matmul(q_i, k_i.transpose(-1, -2)).float() * scale + bias[:, :, start:stop, :stop].float()
-        )
+        if bias is not None:
+            scores = scores + bias[:, :, start:stop, :stop].float()
         visible = torch.ones(stop - start, stop, dtype=torch.bool, device=q.device).tril(start)
         probs = torch.where(visible, torch.exp(scores - lse[:, :, start:stop, None]), 0.0)
         dv[:, :, :stop] += torch.matmul(probs.to(q.dtype).transpose(-1, -2), dout_i)
         dprobs = torch.matmul(dout_i, v_i.transpose(-1, -2)).float()
         dscores = probs * (dprobs - dsum[:, :, start:stop])
-        dbias[:, :, start:stop, :stop] = dscores.to(q.dtype)
+        if dbias is not None:
+            dbias[:, :, start:stop, :stop] = dscores.to(q.dtype)
         dscores = (dscores * scale).to(q.dtype)
         dq_blocks.append(torch.matmul(dscores, k_i))
         dk[:, :, :stop] += torch.matmul(dscores.transpose(-1, -2), q_i)
@@ -230,12 +192,7 @@ class _GeluTanhCPU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        return _run_compiled(
-            _gelu_tanh_backward,
-            lambda g, x: torch.ops.aten.gelu_backward(g, x, approximate="tanh"),
-            grad_out,
-            x,
-        )
+        return _run_compiled(_gelu_tanh_backward, _gelu_tanh_backward, grad_out, x)
 
 
 def _gelu_tanh_forward(x: torch.Tensor) -> torch.Tensor:

@@ -93,12 +93,14 @@ def test_a_failed_compile_warns_once_and_falls_back_to_the_stock_kernels(monkeyp
         raise RuntimeError("no C++ compiler")
 
     monkeypatch.setattr(kernels, "_compiled", {})
+    monkeypatch.setattr(kernels, "_compile_failed", False)  # restored after the test
     monkeypatch.setattr(torch, "compile", no_compiler)
     x = torch.randn(2, 40).to(torch.bfloat16).requires_grad_()
     with pytest.warns(UserWarning, match="compiling _gelu_tanh_forward failed .*no C\\+\\+ compiler"):
         y = gelu_tanh(x)
     assert torch.equal(y, F.gelu(x.detach(), approximate="tanh"))
-    assert not kernels._enabled  # the rest of the run takes PyTorch's kernels without trying again
+    assert kernels._compile_failed  # the rest of the run takes PyTorch's kernels without trying again
+    assert kernels._enabled  # the user's switch is the user's: a failed compile does not flip it
     assert gelu_tanh(x).grad_fn.name() == "GeluBackward0"
 
 

@@ -8,7 +8,8 @@ import torch
 
 from musicgpt import generate
 from musicgpt.errors import ConfigError
-from musicgpt.model.gpt import GPT, GPTConfig, relative_logits_at, relative_logits_causal, skew
+from musicgpt.model.gpt import GPT, GPTConfig
+from musicgpt.model.positions import relative_logits_at, relative_logits_causal, skew
 
 RELATIVE = GPTConfig(
     vocab_size=390, block_size=64, n_layer=2, n_head=4, n_embd=64, position_encoding="relative"
