@@ -55,7 +55,9 @@ class KVCache(nn.Module):
         # persistent=False: the cache is scratch space, never part of a checkpoint
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
-        self.register_buffer("pos", torch.full((max_seq_len,), -1, dtype=torch.long, device=device), persistent=False)
+        self.register_buffer(
+            "pos", torch.full((max_seq_len,), -1, dtype=torch.long, device=device), persistent=False
+        )
 
     @property
     def batch_size(self) -> int:
@@ -94,4 +96,9 @@ class KVCache(nn.Module):
         over, (B, nh, kv_len, hs) each, with the mask and distances that go with them."""
         self.k[layer].index_copy_(2, read.slots, k)
         self.v[layer].index_copy_(2, read.slots, v)
-        return self.k[layer, :, :, : read.kv_len], self.v[layer, :, :, : read.kv_len], read.mask, read.distance
+        return (
+            self.k[layer, :, :, : read.kv_len],
+            self.v[layer, :, :, : read.kv_len],
+            read.mask,
+            read.distance,
+        )

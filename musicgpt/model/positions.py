@@ -81,7 +81,8 @@ def rope_angles(
     position interpolation (Chen et al. 2023): positions are squeezed so that a context `scale`
     times the training window spans the angles the model trained on.
     """
-    inv_freq = base ** -(torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    exponents = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
+    inv_freq = 1.0 / (base**exponents)  # written as Llama's reference code has it, to the last bit
     angles = (positions.to(torch.float32) / scale)[:, None] * inv_freq[None, :]  # (T, head_dim/2)
     angles = torch.cat((angles, angles), dim=-1)  # channel c and c + head_dim/2 share an angle
     return angles.cos(), angles.sin()
