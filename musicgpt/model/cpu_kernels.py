@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from musicgpt.model.positions import relative_logits_causal, skew
+from musicgpt.model.positions import relative_logits_causal, skew, unskew
 
 _enabled = True  # the user's switch: use_compiled_cpu_kernels
 _compile_failed = False  # set once if inductor cannot compile here (then the eager code runs)
@@ -148,13 +148,6 @@ class _CausalAttentionCPU(torch.autograd.Function):
         return dq, dk, dv, d_rel
 
 
-def _unskew(dy: torch.Tensor) -> torch.Tensor:
-    """The adjoint of `positions.skew`: a gradient by (query, key) back to (query, distance)."""
-    *lead, T, W = dy.shape
-    flat = F.pad(dy.reshape(*lead, T * W), (T, 0))  # skew read the padded rows from offset T
-    return flat.reshape(*lead, T, W + 1)[..., 1:]
-
-
 def _block_scores(q_i, k_i, e_i, start: int, scale: float) -> torch.Tensor:
     """fp32 logits of queries start..stop-1 against keys 0..stop-1, -inf above the diagonal."""
     stop = k_i.size(2)
@@ -217,7 +210,7 @@ def _causal_attention_backward(
         dq_i = torch.matmul(dscores, k_i).float()
         dk[:, :, :stop] += torch.matmul(dscores.transpose(-1, -2), q_i)
         if e_i is not None:
-            d_by_distance = _unskew(dscores)  # (B, nh, blk, stop)
+            d_by_distance = unskew(dscores)  # (B, nh, blk, stop)
             dq_i = dq_i + torch.matmul(d_by_distance, e_i)
             de[:, T - stop :] += torch.matmul(d_by_distance.transpose(-1, -2), q_i).float().sum(0)
         dq_blocks.append(dq_i.to(q.dtype))
