@@ -107,7 +107,7 @@ def continue_piano(
         context = np.array([tokenizer.eos_id])
     else:
         context = prompt_ids[-(context_len - 1) :]
-    device = next(model.parameters()).device
+    device = model.device  # (generation/protocol.py)
     idx = torch.as_tensor(context, device=device).unsqueeze(0).repeat(num_samples, 1)
     generator = None
     if seed is not None:
