@@ -11,7 +11,7 @@ from musicgpt.checkpoints import load_checkpoint
 from musicgpt.cli import main
 from musicgpt.data.build import build_dataset
 from musicgpt.models import DEFAULT_MODEL, bundled_model_dir, bundled_models
-from musicgpt.models.ship import QUICK_CHECK_WINDOWS, validation_losses
+from musicgpt.ship import QUICK_CHECK_WINDOWS, validation_losses
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 
 

@@ -324,15 +324,16 @@ def generate_text(model, tokenizer, args) -> int:
 
     from musicgpt.errors import MusicGPTError
     from musicgpt.generation.decode import generate_stream
+    from musicgpt.generation.piano import default_context
     from musicgpt.tokenizers.text import TextStream
 
     prompt = np.asarray(tokenizer.encode(args.text or ""), dtype=np.int64)
     if prompt.size == 0:
         prompt = np.array([tokenizer.eos_id])  # an empty prompt starts a new document
-    if prompt.size >= model.config.block_size:
-        raise MusicGPTError(
-            f"the prompt is {prompt.size} tokens; the model's context is {model.config.block_size}"
-        )
+    # a relative (or rotary) model reads past its training window, as in piano continuations
+    context = default_context(model)
+    if prompt.size >= context:
+        raise MusicGPTError(f"the prompt is {prompt.size} tokens; the model's context is {context}")
     device = next(model.parameters()).device
     idx = torch.as_tensor(prompt, device=device).unsqueeze(0).repeat(args.num_samples, 1)
     generator = torch.Generator(device=device).manual_seed(args.seed) if args.seed is not None else None
@@ -343,6 +344,7 @@ def generate_text(model, tokenizer, args) -> int:
         sampling=sampling_config(args, music=False),
         stop_tokens=[tokenizer.eos_id],
         generator=generator,
+        max_context=context,
     )
     rows: list[list[int]] = [[] for _ in range(args.num_samples)]
     streaming = args.num_samples == 1

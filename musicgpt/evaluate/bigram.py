@@ -1,12 +1,11 @@
-"""A bigram model of tokens, dressed as a language model so that the music sampler can run it.
+"""A bigram model of tokens, a language model the music sampler can run.
 
 The floor of the continuation table: P(next token | previous token) counted on the training
 split. It goes through `continue_piano`, the very sampler the GPT goes through (the same
 grammar, the same stop rule, the same trimming to S seconds), so the only difference between
-the two rows is the model. For that it offers the few things the sampler reads from a model:
-`config` (block_size, vocab_size, relative), `transformer.wte.weight` (for the device),
-`check_input`, `setup_cache` and `forward(idx, input_pos, validate, last_only)`; a test runs it
-through `continue_piano`, so a sampler that starts to need more fails there.
+the two rows is the model. It implements `musicgpt.generation.protocol.SamplerModel`, what the
+sampler needs of a model, and nothing else; a test runs it through `continue_piano`, so a sampler
+that starts to need more fails there.
 """
 
 from __future__ import annotations
@@ -41,10 +40,12 @@ class BigramLM(nn.Module):
         if log_probs.shape != (vocab_size, vocab_size):
             raise ValueError(f"log_probs must be (vocab, vocab), got {tuple(log_probs.shape)}")
         self.config = BigramConfig(vocab_size)
-        # an Embedding row per previous token: the row *is* the next token's log-probabilities
-        self.transformer = nn.ModuleDict(
-            {"wte": nn.Embedding.from_pretrained(log_probs.float(), freeze=True)}
-        )
+        # a row per previous token: the row *is* the next token's log-probabilities
+        self.register_buffer("log_probs", log_probs.float())
+
+    @property
+    def device(self) -> torch.device:
+        return self.log_probs.device
 
     @classmethod
     def count(cls, tokens: np.ndarray, vocab_size: int, alpha: float = SAMPLING_ALPHA) -> BigramLM:
@@ -69,9 +70,9 @@ class BigramLM(nn.Module):
         input_pos: torch.Tensor | None = None,
         validate: bool = True,
         last_only: bool = False,
-        **_: object,  # the GPT's attention options (a window): nothing to attend over here
+        window: int | None = None,  # nothing to attend over: the last token is all it reads
     ) -> torch.Tensor:
         """idx (B, T) -> logits (B, T, vocab) (T = 1 with last_only): log P(next | each token)."""
         if validate:
             self.check_input(idx, input_pos)
-        return self.transformer.wte(idx[:, -1:] if last_only else idx)
+        return self.log_probs[idx[:, -1:] if last_only else idx]

@@ -76,7 +76,7 @@ def compiled_decode_step(model: GPT) -> Callable[[torch.Tensor, torch.Tensor], t
     def step(token: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         return decode_step(model, token, input_pos)
 
-    if model.transformer.wte.weight.device.type == "cuda":
+    if model.device.type == "cuda":
         compiled = torch.compile(step, mode="max-autotune", fullgraph=True, dynamic=False)
     else:
         inner = torch.compile(
@@ -106,7 +106,7 @@ def generate(
     keyword `options` are those of `generate_stream`.
     """
     steps = list(generate_stream(model, idx, max_new_tokens, sampling, **options))
-    prompt = idx.to(device=model.transformer.wte.weight.device, dtype=torch.long)
+    prompt = idx.to(device=model.device, dtype=torch.long)
     if not steps:
         return prompt.clone()
     return torch.cat([prompt, torch.stack(steps, dim=1)], dim=1)
@@ -198,7 +198,7 @@ def generate_stream(
         raise ModelInputError(
             f"history must be (batch={idx.shape[0]}, H) token ids, got shape {tuple(history.shape)}"
         )
-    device = model.transformer.wte.weight.device
+    device = model.device
     run = _Decoding(
         sampling=sampling,
         stops=_stop_tensor(stop_tokens, config.vocab_size, device),

@@ -119,7 +119,7 @@ def continue_piano(
         context = np.array([tokenizer.eos_id])
     else:
         context = prompt_ids[-(context_len - 1) :]
-    device = next(model.parameters()).device
+    device = model.device  # (generation/protocol.py)
     idx = torch.as_tensor(context, device=device).unsqueeze(0).repeat(num_samples, 1)
     # the prompt cache hears the whole prompt, also what lies before the model's window
     before = prompt_ids[: len(prompt_ids) - len(context)] if prompt_ids.size else prompt_ids

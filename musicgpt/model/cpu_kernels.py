@@ -30,7 +30,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-_enabled = True
+from musicgpt.model.positions import relative_logits_causal, skew, unskew
+
+_enabled = True  # the user's switch: use_compiled_cpu_kernels
+_compile_failed = False  # set once if inductor cannot compile here (then the eager code runs)
 _compiled: dict[Callable, Callable] = {}  # plain function -> its torch.compile'd version
 _QUERY_BLOCK = 256  # rows of the attention score matrix per block: memory is T x 256 per head
 
@@ -44,6 +47,7 @@ def use_compiled_cpu_kernels(enabled: bool = True) -> None:
 def _applies(*tensors: torch.Tensor) -> bool:
     return (
         _enabled
+        and not _compile_failed
         and tensors[0].device.type == "cpu"
         and tensors[0].dtype == torch.bfloat16
         and torch.is_grad_enabled()
@@ -53,15 +57,15 @@ def _applies(*tensors: torch.Tensor) -> bool:
 
 
 def _run_compiled(fn: Callable, fallback: Callable, *args):
-    """fn compiled (once per function and shape), or `fallback` if compiling is not possible."""
-    global _enabled
-    if _enabled:
+    """fn compiled (once per function and shape), or `fallback` if compiling is not possible here."""
+    global _compile_failed
+    if not _compile_failed:
         try:
             if fn not in _compiled:
                 _compiled[fn] = torch.compile(fn, dynamic=False)
             return _compiled[fn](*args)
         except Exception as e:  # inductor needs a working C++ toolchain; the stock kernels do not
-            _enabled = False
+            _compile_failed = True
             warnings.warn(
                 f"compiling {fn.__name__} failed ({type(e).__name__}: {e}); "
                 "using PyTorch's own CPU kernels instead",
@@ -70,40 +74,102 @@ def _run_compiled(fn: Callable, fallback: Callable, *args):
     return fallback(*args)
 
 
-# --- causal attention ------------------------------------------------------------------------
+# --- causal attention, with relative attention's term if the model has one ----------------------
 
 
 def causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_emb: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Causal softmax(q k^T / sqrt(d)) v for q, k, v of shape (B, n_head, T, head_dim)."""
-    if dropout_p == 0.0 and _applies(q, k, v):
-        return _CausalAttentionCPU.apply(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    """Causal softmax(q kᵀ / sqrt(d) + rel) v for q, k, v of shape (B, n_head, T, head_dim).
+
+    rel_emb (n_head, R, head_dim): relative attention's distance embeddings E, which add
+    rel[i, j] = q_i · E[min(i - j, R - 1)] / sqrt(d) to the logits (positions.py). On CPU in bf16
+    training that term is computed inside the blockwise kernels below, a block of queries at a
+    time, never as a (T, T) tensor; elsewhere it is built whole (`relative_logits_causal`) and
+    given to SDPA as an additive mask.
+    """
+    extra = () if rel_emb is None else (rel_emb,)
+    if dropout_p == 0.0 and _applies(q, k, v, *extra):
+        return _CausalAttentionCPU.apply(q, k, v, rel_emb)
+    if rel_emb is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    T = q.size(-2)
+    bias = relative_logits_causal(q, rel_emb) * (1.0 / math.sqrt(q.size(-1)))
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    mask = bias.masked_fill(~causal, float("-inf")).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+def _farthest_first(T: int, R: int, device: torch.device) -> torch.Tensor:
+    """Indices into E of distances T-1, ..., 1, 0 (farther than R-1 share the last)."""
+    return torch.arange(T - 1, -1, -1, device=device).clamp(max=R - 1)
 
 
 class _CausalAttentionCPU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        # SDPA's own CPU flash kernel (what F.scaled_dot_product_attention runs here), called
-        # directly for its log-sum-exp, from which the backward rebuilds the softmax.
+    def forward(ctx, q, k, v, rel_emb):
         scale = 1.0 / math.sqrt(q.size(-1))
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
-        ctx.save_for_backward(q, k, v, out, lse)
+        e = index = None
+        if rel_emb is None:
+            # SDPA's own CPU flash kernel (what F.scaled_dot_product_attention runs here), called
+            # directly for its log-sum-exp, from which the backward rebuilds the softmax. (No
+            # public op returns it on CPU.)
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q, k, v, 0.0, True, scale=scale
+            )
+        else:
+            # Relative attention: flash attention would need the whole (T, T) bias as a mask (and
+            # runs slower with one); the blockwise forward adds each block's part as it goes.
+            index = _farthest_first(q.size(2), rel_emb.size(1), q.device)
+            e = rel_emb[:, index].to(q.dtype)  # (nh, T, hs), farthest distance first
+            out, lse = _run_compiled(_causal_attention_forward, _causal_attention_forward, q, k, v, e, scale)
+        ctx.save_for_backward(q, k, v, out, lse, *(() if e is None else (e, index)))
         ctx.scale = scale
+        ctx.rel_shape = None if rel_emb is None else (rel_emb.shape, rel_emb.dtype)
         return out
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        return _run_compiled(
-            _causal_attention_backward, _sdpa_backward, grad_out, *ctx.saved_tensors, ctx.scale
+    def backward(ctx, grad_out):
+        q, k, v, out, lse, *rel = ctx.saved_tensors
+        e, index = rel if rel else (None, None)
+        # the eager function is its own fallback: the same arithmetic, unfused
+        dq, dk, dv, de = _run_compiled(
+            _causal_attention_backward, _causal_attention_backward, grad_out, q, k, v, out, lse, e, ctx.scale
         )
+        d_rel = None
+        if de is not None:  # back from "farthest first" to E's rows (clamped distances add up)
+            shape, dtype = ctx.rel_shape
+            d_rel = torch.zeros(shape, dtype=torch.float32, device=q.device).index_add_(1, index, de)
+            d_rel = d_rel.to(dtype)
+        return dq, dk, dv, d_rel
 
 
-def _sdpa_backward(grad_out, q, k, v, out, lse, scale):
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-        grad_out, q, k, v, out, lse, 0.0, True, scale=scale
-    )
+def _block_scores(q_i, k_i, e_i, start: int, scale: float) -> torch.Tensor:
+    """fp32 logits of queries start..stop-1 against keys 0..stop-1, -inf above the diagonal."""
+    stop = k_i.size(2)
+    scores = torch.matmul(q_i, k_i.transpose(-1, -2)).float()
+    if e_i is not None:  # q · E[i - j], skewed from (query, distance) into (query, key)
+        scores = scores + skew(torch.matmul(q_i, e_i.transpose(-1, -2))).float()
+    visible = torch.ones(stop - start, stop, dtype=torch.bool, device=q_i.device).tril(start)
+    return torch.where(visible, scores * scale, float("-inf"))
+
+
+def _causal_attention_forward(q, k, v, e, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention with the relative term, blockwise: (out (B, nh, T, hs), lse (B, nh, T) fp32)."""
+    T = q.size(2)
+    outs, lses = [], []
+    for start in range(0, T, _QUERY_BLOCK):
+        stop = min(start + _QUERY_BLOCK, T)
+        scores = _block_scores(q[:, :, start:stop], k[:, :, :stop], e[:, T - stop :], start, scale)
+        lse = torch.logsumexp(scores, dim=-1)
+        probs = torch.exp(scores - lse[..., None])
+        outs.append(torch.matmul(probs.to(q.dtype), v[:, :, :stop]))
+        lses.append(lse)
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
 def _causal_attention_backward(
@@ -113,99 +179,42 @@ def _causal_attention_backward(
     v: torch.Tensor,
     out: torch.Tensor,
     lse: torch.Tensor,
+    e: torch.Tensor | None,
     scale: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Gradients of causal attention, rebuilding the probabilities from the log-sum-exp.
 
-    With S = scale * q k^T (causal), P = softmax(S), O = P v and the incoming gradient dO:
-      dv = P^T dO,  dP = dO v^T,  dS = P * (dP - rowsum(dO * O)),  dq = scale dS k,  dk = scale dS^T q.
+    With S = scale (q kᵀ + skew(q Eᵀ)) (causal), P = softmax(S), O = P v and the incoming gradient dO:
+      dv = Pᵀ dO,  dP = dO vᵀ,  dS = P * (dP - rowsum(dO * O)),
+      dq = scale (dS k + unskew(dS) E),  dk = scale dSᵀ q,  dE = scale unskew(dS)ᵀ q.
     A block of queries only meets the keys up to its own last position, so most of the masked
     upper triangle is never computed. Products run in bf16, the softmax arithmetic in fp32.
+    e (nh, T, hs) is E by distance, farthest first; None: no relative term.
     """
     T = q.size(2)
     dsum = (grad_out.float() * out.float()).sum(-1, keepdim=True)  # rowsum(dO * O): (B, nh, T, 1)
     dq_blocks = []
     dk = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     dv = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    de = None if e is None else torch.zeros(e.shape, dtype=torch.float32, device=q.device)
     for start in range(0, T, _QUERY_BLOCK):
         stop = min(start + _QUERY_BLOCK, T)  # queries start..stop-1 see keys 0..stop-1
         q_i, dout_i = q[:, :, start:stop], grad_out[:, :, start:stop]
         k_i, v_i = k[:, :, :stop], v[:, :, :stop]
-        scores = torch.matmul(q_i, k_i.transpose(-1, -2)).float() * scale
-        visible = torch.ones(stop - start, stop, dtype=torch.bool, device=q.device).tril(start)
-        probs = torch.where(visible, torch.exp(scores - lse[:, :, start:stop, None]), 0.0)
+        e_i = None if e is None else e[:, T - stop :]  # distances stop-1 .. 0
+        scores = _block_scores(q_i, k_i, e_i, start, scale)
+        probs = torch.exp(scores - lse[:, :, start:stop, None])  # 0 where masked
         dv[:, :, :stop] += torch.matmul(probs.to(q.dtype).transpose(-1, -2), dout_i)
         dprobs = torch.matmul(dout_i, v_i.transpose(-1, -2)).float()
         dscores = (probs * (dprobs - dsum[:, :, start:stop]) * scale).to(q.dtype)
-        dq_blocks.append(torch.matmul(dscores, k_i))
+        dq_i = torch.matmul(dscores, k_i).float()
         dk[:, :, :stop] += torch.matmul(dscores.transpose(-1, -2), q_i)
-    return torch.cat(dq_blocks, dim=2), dk.to(q.dtype), dv.to(q.dtype)
-
-
-# --- causal attention with an additive bias (relative attention) ---------------------------------
-
-
-def biased_causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout_p: float = 0.0
-) -> torch.Tensor:
-    """Causal softmax(q k^T / sqrt(d) + bias) v; bias (B, n_head, T, T), its upper triangle ignored.
-
-    Relative attention's logits term. Its gradient is the score gradient dS of the backward, which
-    the blockwise backward has at hand; SDPA would take the math path for a bias that needs a
-    gradient (every (T, T) matrix in fp32, several times over): 2x slower here.
-    """
-    if dropout_p == 0.0 and _applies(q, k, v, bias):
-        return _BiasedCausalAttentionCPU.apply(q, k, v, bias)
-    T = q.size(-2)
-    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    mask = bias.masked_fill(~causal, float("-inf")).to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-
-
-class _BiasedCausalAttentionCPU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, bias):
-        scale = 1.0 / math.sqrt(q.size(-1))
-        bias = bias.to(q.dtype)
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, 0.0, True, attn_mask=bias, scale=scale
-        )
-        ctx.save_for_backward(q, k, v, bias, out, lse)
-        ctx.scale = scale
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        return _run_compiled(
-            _biased_attention_backward, _biased_attention_backward, grad_out, *ctx.saved_tensors, ctx.scale
-        )
-
-
-def _biased_attention_backward(grad_out, q, k, v, bias, out, lse, scale):
-    """`_causal_attention_backward` with S = scale * q k^T + bias; dbias is dS itself."""
-    T = q.size(2)
-    dsum = (grad_out.float() * out.float()).sum(-1, keepdim=True)
-    dq_blocks = []
-    dk = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-    dv = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-    dbias = torch.zeros(bias.shape, dtype=q.dtype, device=q.device)
-    for start in range(0, T, _QUERY_BLOCK):
-        stop = min(start + _QUERY_BLOCK, T)
-        q_i, dout_i = q[:, :, start:stop], grad_out[:, :, start:stop]
-        k_i, v_i = k[:, :, :stop], v[:, :, :stop]
-        scores = (
-            torch.matmul(q_i, k_i.transpose(-1, -2)).float() * scale + bias[:, :, start:stop, :stop].float()
-        )
-        visible = torch.ones(stop - start, stop, dtype=torch.bool, device=q.device).tril(start)
-        probs = torch.where(visible, torch.exp(scores - lse[:, :, start:stop, None]), 0.0)
-        dv[:, :, :stop] += torch.matmul(probs.to(q.dtype).transpose(-1, -2), dout_i)
-        dprobs = torch.matmul(dout_i, v_i.transpose(-1, -2)).float()
-        dscores = probs * (dprobs - dsum[:, :, start:stop])
-        dbias[:, :, start:stop, :stop] = dscores.to(q.dtype)
-        dscores = (dscores * scale).to(q.dtype)
-        dq_blocks.append(torch.matmul(dscores, k_i))
-        dk[:, :, :stop] += torch.matmul(dscores.transpose(-1, -2), q_i)
-    return torch.cat(dq_blocks, dim=2), dk.to(q.dtype), dv.to(q.dtype), dbias
+        if e_i is not None:
+            d_by_distance = unskew(dscores)  # (B, nh, blk, stop)
+            dq_i = dq_i + torch.matmul(d_by_distance, e_i)
+            de[:, T - stop :] += torch.matmul(d_by_distance.transpose(-1, -2), q_i).float().sum(0)
+        dq_blocks.append(dq_i.to(q.dtype))
+    return torch.cat(dq_blocks, dim=2), dk.to(q.dtype), dv.to(q.dtype), de
 
 
 # --- GPT-2's GELU ----------------------------------------------------------------------------
@@ -230,12 +239,7 @@ class _GeluTanhCPU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        return _run_compiled(
-            _gelu_tanh_backward,
-            lambda g, x: torch.ops.aten.gelu_backward(g, x, approximate="tanh"),
-            grad_out,
-            x,
-        )
+        return _run_compiled(_gelu_tanh_backward, _gelu_tanh_backward, grad_out, x)
 
 
 def _gelu_tanh_forward(x: torch.Tensor) -> torch.Tensor:

@@ -3,27 +3,23 @@
     idx (B, T) ─▶ wte + wpe ─▶ n_layer x Block ─▶ ln_f ─▶ lm_head (tied to wte) ─▶ logits (B, T, V)
     Block: x + attn(ln_1(x)), then x + mlp(ln_2(x))        (pre-LayerNorm, as GPT-2)
 
-Positions are either GPT-2's learned table `wpe` (`position_encoding="learned"`, the default) or
-Music Transformer's relative attention (`"relative"`, Huang et al. 2018): no `wpe`; each layer
-learns, per head, an embedding E of every distance 0 .. max_relative_distance-1 between a query
-and a key (farther keys share the last one), and the attention logit of query i and key j gains
-q_i · E[i - j]. Computed for all pairs at once by "skewing" q E^T (`relative_logits_causal`), in
-O(T · head_dim) memory for the embeddings instead of O(T² · head_dim). A relative model does not
-know where its window starts, so it runs on contexts longer than the `block_size` it trained on,
-and the KV cache can be a ring buffer that drops its oldest slot.
+Positions are one of three (`position_encoding`, see positions.py): GPT-2's learned table `wpe`
+(`"learned"`, the default), Music Transformer's relative attention (`"relative"`: each layer
+learns an embedding of every distance, added to the attention logits) or rotary positions
+(`"rope"`: q and k rotated by their position, no parameters). With the last two attention sees
+only distances, so the model runs on contexts longer than the `block_size` it trained on, and
+the KV cache (kv_cache.py) can be a ring buffer that drops its oldest slot.
 
 Names follow Hugging Face's GPT2LMHeadModel (transformer.wte, transformer.h.0.attn.c_attn, ...)
 so checkpoints map one to one; HF stores its Conv1D weights transposed, `hf.py` handles that.
 Attention runs through `F.scaled_dot_product_attention` (training on CPU in bf16 swaps in a faster
-backward, and a faster GELU: `cpu_kernels.py`); the same code computes the explicit softmax (for
-`attention_probs`) when asked, so the two cannot drift apart.
+backward, and a faster GELU: `cpu_kernels.py`); the attention view's explicit softmax
+(`explicit_attention`) takes the same q, k, v, bias and mask, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +28,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicgpt.errors import ConfigError, MusicGPTError
-from musicgpt.model.cpu_kernels import biased_causal_attention, causal_attention, gelu_tanh
-from musicgpt.model.kv_cache import KVCache
+from musicgpt.model.config import POSITION_ENCODINGS, PRESETS, GPTConfig  # noqa: F401 (the API's names)
+from musicgpt.model.cpu_kernels import causal_attention, gelu_tanh
+from musicgpt.model.kv_cache import CacheRead, KVCache
+from musicgpt.model.positions import (
+    apply_rope,
+    relative_logits_at,
+    relative_logits_causal,
+    rope_angles,
+)
 
 
 class ModelInputError(MusicGPTError, ValueError):
@@ -44,239 +47,109 @@ class CacheError(MusicGPTError, RuntimeError):
     """The KV cache was used without `setup_cache`, or does not fit the input."""
 
 
-POSITION_ENCODINGS = ("learned", "relative")
+def explicit_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    dropout_p: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q kᵀ / sqrt(hs) + bias, under mask) v with the probabilities at hand, in float32.
 
-# name -> GPTConfig keyword arguments. Music vocab: 388 performance events + EOS + PAD = 390.
-PRESETS: dict[str, dict[str, Any]] = {
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
-    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257),
-    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50257),
-    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50257),
-    "music-tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=256, vocab_size=390),
-    "music-small": dict(n_layer=4, n_head=4, n_embd=256, block_size=512, vocab_size=390, dropout=0.1),
-    "music-20m": dict(n_layer=6, n_head=8, n_embd=512, block_size=2048, vocab_size=390),
-    # Music Transformer's relative attention at the 20M size (trains on shorter windows than it reads)
-    "music-20m-relative": dict(
-        n_layer=6, n_head=8, n_embd=512, block_size=512, vocab_size=390, position_encoding="relative"
-    ),
-}
-
-
-@dataclass
-class GPTConfig:
-    """Hyperparameters of a GPT. Round-trips through YAML; `GPTConfig.preset(name)` for the named ones."""
-
-    vocab_size: int
-    # learned: the context length, the number of learned positions; relative: the training window
-    # (forward and generation take longer contexts)
-    block_size: int
-    n_layer: int
-    n_head: int
-    n_embd: int
-    dropout: float = 0.0
-    bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2 has them)
-    layer_norm_epsilon: float = 1e-5
-    position_encoding: str = "learned"  # "learned" (GPT-2's wpe) or "relative" (Music Transformer)
-    # relative only: distances 0 .. max_relative_distance-1 are learned, farther ones share the
-    # last; None means block_size
-    max_relative_distance: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ConfigError(
-                f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
-            )
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ConfigError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if not float(self.layer_norm_epsilon) > 0:
-            raise ConfigError(f"GPTConfig.layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}")
-        if self.position_encoding not in POSITION_ENCODINGS:
-            raise ConfigError(
-                f"GPTConfig.position_encoding must be one of {POSITION_ENCODINGS}, got {self.position_encoding!r}"
-            )
-        distance = self.max_relative_distance
-        if distance is not None:
-            if isinstance(distance, bool) or not isinstance(distance, int) or distance < 1:
-                raise ConfigError(
-                    f"GPTConfig.max_relative_distance must be a positive integer, got {distance!r}"
-                )
-            if not self.relative:
-                raise ConfigError("GPTConfig.max_relative_distance is for position_encoding='relative' only")
-
-    @property
-    def relative(self) -> bool:
-        return self.position_encoding == "relative"
-
-    @property
-    def n_relative(self) -> int:
-        """How many distances a relative model learns (0 .. n_relative-1)."""
-        return self.max_relative_distance or self.block_size
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> GPTConfig:
-        """A named config from `PRESETS`, with optional field overrides."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> GPTConfig:
-        """Build from a dict; unknown or missing keys are a ConfigError naming `source`."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"{source}: expected a mapping of GPTConfig fields, got {type(d).__name__}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise ConfigError(f"{source}: unknown GPTConfig field(s) {unknown}; known: {sorted(fields)}")
-        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-        missing = sorted(required - set(d))
-        if missing:
-            raise ConfigError(f"{source}: missing GPTConfig field(s) {missing}")
-        try:
-            return cls(**d)
-        except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
-
-    def to_yaml(self, path: str | Path) -> None:
-        """Write the config as YAML (atomically)."""
-        import yaml
-
-        from musicgpt.io import atomic_write_text
-
-        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> GPTConfig:
-        from musicgpt.io import read_yaml_mapping
-
-        return cls.from_dict(read_yaml_mapping(path, "model config"), source=str(path))
-
-    @classmethod
-    def load(cls, spec: str | Path) -> GPTConfig:
-        """A preset name (`music-small`) or the path of a YAML file."""
-        if str(spec) in PRESETS:
-            return cls.preset(str(spec))
-        path = Path(spec)
-        if path.suffix in (".yaml", ".yml") or path.exists():
-            return cls.from_yaml(path)
-        raise ConfigError(f"{spec!r} is neither a model preset ({', '.join(PRESETS)}) nor a YAML file")
-
-
-def skew(x: torch.Tensor) -> torch.Tensor:
-    """(..., T, T) whose column c holds distance T-1-c -> (..., T, T) whose [i, j] holds distance i-j.
-
-    Music Transformer's trick (tensor2tensor's `_relative_position_to_absolute_position_masked`):
-    pad a column on the left, read the rows as T+1 rows of T, drop the first. Valid for j <= i;
-    above the diagonal the values are leftovers that causal attention masks anyway.
+    What the attention view shows: the same softmax SDPA computes, written out so that the
+    probabilities (B, nh, T, L) can be returned. mask (T, L) bool, True where a query may look;
+    None is causal over q's own T positions.
     """
-    *lead, T, _ = x.shape
-    return F.pad(x, (1, 0)).reshape(*lead, T + 1, T)[..., 1:, :]
-
-
-def relative_logits_causal(q: torch.Tensor, rel_emb: torch.Tensor) -> torch.Tensor:
-    """q (B, nh, T, hs), rel_emb (nh, R, hs) -> (B, nh, T, T), [i, j] = q_i · E[min(i - j, R - 1)], j <= i."""
-    T, R = q.size(-2), rel_emb.size(1)
-    farthest_first = torch.arange(T - 1, -1, -1, device=q.device).clamp(max=R - 1)
-    e = rel_emb[:, farthest_first].to(q.dtype)  # (nh, T, hs): distances T-1, ..., 1, 0
-    return skew(q @ e.transpose(-1, -2))
-
-
-def relative_logits_at(q: torch.Tensor, rel_emb: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
-    """q (B, nh, T, hs), rel_emb (nh, R, hs), distance (T, L) -> (B, nh, T, L) q_i · E[clip(distance)].
-
-    For queries against cached keys, whose distances are given (a ring buffer holds its keys in
-    no particular order). Negative distances (keys after the query) give E[0]; mask them.
-    """
-    B, nh, T, _ = q.shape
-    qe = q @ rel_emb.to(q.dtype).transpose(-1, -2)  # (B, nh, T, R): q against every distance
-    index = distance.clamp(0, rel_emb.size(1) - 1).expand(B, nh, T, distance.size(-1))
-    return qe.gather(-1, index)
+    T = q.size(-2)
+    if mask is None:
+        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    att = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, nh, T, L)
+    if bias is not None:
+        att = att + bias.float()
+    probs = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    y = F.dropout(probs, dropout_p, dropout_p > 0).to(v.dtype) @ v  # (B, nh, T, hs)
+    return y, probs
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig):
+    """Multi-head causal self-attention, with whichever position encoding the config names.
+
+    One path for every use: q, k, v from x; rotary positions rotate q and k; the KV cache (if
+    any) stores the new k, v and hands back what to attend over with its mask and distances;
+    relative attention adds q·E[distance] to the logits; then attention, through SDPA (or the
+    faster CPU training kernel) or, for the attention view, the explicit softmax.
+    """
+
+    def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
+        self.layer = layer  # this layer's index into the model's KV cache
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.kv_cache: KVCache | None = None
         self.rel_emb = None
-        if config.relative:
+        if config.position_encoding == "relative":
             # One table per head, as in Music Transformer: heads specialise in distances (one
             # follows the beat, another the previous note), which a shared table cannot express.
             self.rel_emb = nn.Parameter(torch.empty(config.n_head, config.n_relative, config.head_dim))
 
+    def relative_bias(self, q: torch.Tensor, distance: torch.Tensor | None) -> torch.Tensor | None:
+        """Relative attention's logits term (B, nh, T, L), scaled like q·k; None for other encodings.
+
+        distance (T, L): how far back each key lies from each query (the cache's); None: causal
+        over q's own T positions, every distance skewed into place.
+        """
+        if self.rel_emb is None:
+            return None
+        scale = 1.0 / math.sqrt(q.size(-1))
+        if distance is None:
+            return relative_logits_causal(q, self.rel_emb) * scale
+        return relative_logits_at(q, self.rel_emb, distance) * scale
+
     def forward(
         self,
         x: torch.Tensor,
-        slots: torch.Tensor | None = None,
-        kv_len: int | None = None,
         mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+        read: CacheRead | None = None,
         need_probs: bool = False,
-        distance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, C) -> (y (B, T, C), probs (B, nh, T, L) float32 if need_probs else None).
 
-        Without `slots` the attention is causal over x (under `mask` (T, T) if given, a band for
-        sliding-window attention). With them, k and v are written to
-        the KV cache at those slots and the queries attend over the first `kv_len` cache slots
-        (all of them if None) under `mask` (T, kv_len) bool, True where a query may look; a None
-        mask lets every query see every one of those slots. A relative model also needs
-        `distance` (T, kv_len): how far back each slot's token lies from each query.
+        Without a cache: attention is causal over x, under `mask` (T, T) if given (a band, for
+        sliding-window attention). With `cache` and its `read` (from `KVCache.book`): the new
+        keys and values go into the cache, and the queries attend over what it holds.
+        `rope`: (cos, sin) of the tokens' positions, for rotary models.
         """
         B, T, C = x.shape
         hs = C // self.n_head
-        scale = 1.0 / math.sqrt(hs)
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)
-        causal = slots is None
-        if not causal:
-            k, v = self.kv_cache.update(slots, k, v)  # (B, nh, cache_len, hs)
-            k, v = k[:, :, :kv_len], v[:, :, :kv_len]
+        if rope is not None:  # rotated before caching: a cached key keeps its position's angle
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        distance = None
+        if cache is not None:
+            k, v, mask, distance = cache.update(self.layer, read, k, v)  # (B, nh, L, hs), (T, L)
         dropout_p = self.dropout if self.training else 0.0
-        plain_causal = causal and mask is None  # (not a sliding-window band)
-        if plain_causal and need_probs:  # the kernels below mask causally by themselves
-            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-        rel = None  # relative attention's term, scaled like q·k
-        if self.rel_emb is not None:
-            if causal:
-                rel = relative_logits_causal(q, self.rel_emb) * scale
-            else:
-                rel = relative_logits_at(q, self.rel_emb, distance) * scale
-
         probs = None
-        if need_probs:
-            # The explicit path: the same softmax(QK^T / sqrt(hs) + rel + mask) SDPA computes, in float32.
-            att = (q.float() @ k.float().transpose(-2, -1)) * scale  # (B, nh, T, L)
-            att = att + rel.float() if rel is not None else att
-            if mask is not None:
-                att = att.masked_fill(~mask, float("-inf"))
-            probs = att.softmax(dim=-1)
-            y = F.dropout(probs, dropout_p, self.training).to(v.dtype) @ v  # (B, nh, T, hs)
-        elif plain_causal and rel is not None:
-            y = biased_causal_attention(q, k, v, rel, dropout_p)  # on CPU in bf16 a faster backward
-        elif plain_causal:
-            y = causal_attention(q, k, v, dropout_p)  # SDPA, or on CPU in bf16 a faster backward
+        if mask is None and cache is None and not need_probs:  # plain causal: training, prefill
+            # SDPA; on CPU in bf16 training faster kernels that add the relative term blockwise
+            y = causal_attention(q, k, v, self.rel_emb, dropout_p)
         else:
-            if rel is not None:  # an additive mask: the relative term, -inf where a query may not look
-                mask = rel.masked_fill(~mask, float("-inf")).to(q.dtype)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            bias = self.relative_bias(q, distance)
+            if need_probs:
+                y, probs = explicit_attention(q, k, v, bias, mask, dropout_p)
+            else:
+                if mask is not None:  # additive: the bias where a query may look, -inf elsewhere
+                    zero = torch.zeros((), dtype=q.dtype, device=q.device)
+                    mask = torch.where(mask, zero if bias is None else bias.to(q.dtype), float("-inf"))
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y)), probs
 
@@ -294,23 +167,16 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        slots: torch.Tensor | None = None,
-        kv_len: int | None = None,
-        mask: torch.Tensor | None = None,
-        need_probs: bool = False,
-        distance: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, probs = self.attn(self.ln_1(x), slots, kv_len, mask, need_probs, distance)
+    def forward(self, x: torch.Tensor, **attention: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, C) -> (x, attention probabilities or None); `attention`: see CausalSelfAttention."""
+        a, probs = self.attn(self.ln_1(x), **attention)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, probs
@@ -325,10 +191,12 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
-                # relative models have no absolute positions (their attention layers hold rel_emb)
-                wpe=None if config.relative else nn.Embedding(config.block_size, config.n_embd),
+                # only learned positions have a table (relative attention's is in each layer)
+                wpe=nn.Embedding(config.block_size, config.n_embd)
+                if config.position_encoding == "learned"
+                else None,
                 drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias),
             )
         )
@@ -342,9 +210,7 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
             elif name.endswith("rel_emb"):
                 nn.init.normal_(p, mean=0.0, std=0.02)
-        # (cache_len,) int64, set by setup_cache: the position of the token in each cache slot, -1
-        # for none; a buffer so that .to(device) moves it
-        self.register_buffer("cache_pos", None, persistent=False)
+        self.kv_cache: KVCache | None = None  # set by setup_cache
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -354,6 +220,11 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (what the sampler moves prompts to)."""
+        return self.transformer.wte.weight.device
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters, the tied head counted once; `non_embedding` leaves out wte and wpe."""
@@ -391,7 +262,7 @@ class GPT(nn.Module):
         weight = self.transformer.wte.weight
         device = weight.device if device is None else device
         dtype = weight.dtype if dtype is None else dtype
-        cache = self.transformer.h[0].attn.kv_cache
+        cache = self.kv_cache
         if (
             cache is not None
             and (cache.batch_size, cache.max_seq_len) == (batch_size, max_seq_len)
@@ -400,21 +271,18 @@ class GPT(nn.Module):
         ):
             return
         c = self.config
-        for block in self.transformer.h:
-            block.attn.kv_cache = KVCache(batch_size, c.n_head, max_seq_len, c.head_dim, device, dtype)
-        self.cache_pos = torch.full((max_seq_len,), -1, dtype=torch.long, device=device)
+        self.kv_cache = KVCache(
+            c.n_layer, batch_size, c.n_head, max_seq_len, c.head_dim, c.relative, device, dtype
+        )
 
     def clear_cache(self) -> None:
         """Free the KV cache; a cached forward afterwards is an error until `setup_cache`."""
-        for block in self.transformer.h:
-            block.attn.kv_cache = None
-        self.cache_pos = None
+        self.kv_cache = None
 
     @property
     def cache_shape(self) -> tuple[int, int] | None:
         """(batch_size, max_seq_len) of the current cache, or None when there is none."""
-        cache = self.transformer.h[0].attn.kv_cache
-        return None if cache is None else (cache.batch_size, cache.max_seq_len)
+        return None if self.kv_cache is None else (self.kv_cache.batch_size, self.kv_cache.max_seq_len)
 
     # --- forward --------------------------------------------------------------------------------
 
@@ -472,44 +340,27 @@ class GPT(nn.Module):
         window: int | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         B, T = idx.shape
-        slots = kv_len = mask = distance = None  # uncached: plain causal attention over idx itself
-        if window is not None and window < T:
-            mask = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril().triu(1 - window)
-        if input_pos is not None:
-            slots, kv_len, mask, distance = self._cache_step(input_pos, need_mask=T > 1 or need_probs)
+        positions = torch.arange(T, device=idx.device) if input_pos is None else input_pos
+        attention: dict[str, Any] = {"need_probs": need_probs}
+        if input_pos is not None:  # book the positions into the cache, once for all layers
+            attention.update(cache=self.kv_cache, read=self.kv_cache.book(input_pos, T > 1 or need_probs))
+        elif window is not None and window < T:  # a band: each token sees the last `window`
+            attention["mask"] = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril().triu(1 - window)
+        c = self.config
+        if c.position_encoding == "rope":
+            attention["rope"] = rope_angles(positions, c.head_dim, c.rope_base, c.rope_scale)
         x = self.transformer.wte(idx)  # (B, T, C)
         if self.transformer.wpe is not None:
-            x = x + self.transformer.wpe(
-                torch.arange(T, device=idx.device) if input_pos is None else input_pos
-            )
+            x = x + self.transformer.wpe(positions)
         x = self.transformer.drop(x)
         all_probs = []
         for block in self.transformer.h:
-            x, probs = block(x, slots, kv_len, mask, need_probs, distance)
+            x, probs = block(x, **attention)
             if need_probs:
                 all_probs.append(probs)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.transformer.ln_f(x)), all_probs
-
-    def _cache_step(self, input_pos: torch.Tensor, need_mask: bool):
-        """Book the new positions into the cache; the slots, how many to read, mask and distances."""
-        cache_len = self.cache_pos.numel()
-        slots = input_pos % cache_len if self.config.relative else input_pos
-        compiling = torch.compiler.is_compiling()
-        if not compiling and int(input_pos[0]) == 0:
-            self.cache_pos.fill_(-1)  # a prefill from the start: what the cache held is stale
-        self.cache_pos.index_copy_(0, slots, input_pos)
-        # Compiled: read the whole cache so every decode step has the same shapes. Eager: only the
-        # slots written so far (positions increase, so the last one is the furthest).
-        kv_len = cache_len if compiling else min(int(input_pos[-1]) + 1, cache_len)
-        if not (compiling or need_mask or self.config.relative):
-            # learned positions, one eager query at the newest position: it sees every slot
-            # written so far, so no mask (and no per-step work) is needed
-            return slots, kv_len, None, None
-        distance = input_pos[:, None] - self.cache_pos[None, :kv_len]  # (T, kv_len)
-        mask = (distance >= 0) & (self.cache_pos[None, :kv_len] >= 0)
-        return slots, kv_len, mask, distance if self.config.relative else None
 
     def check_input(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> None:
         """Raise ModelInputError / CacheError unless `forward(idx, input_pos)` can run."""

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from musicgpt.errors import ConfigError
-from musicgpt.model.gpt import GPT, GPTConfig
+from musicgpt.model.config import GPTConfig
+
+if TYPE_CHECKING:  # gpt.py imports this file to load HF checkpoints; at run time only configs are needed here
+    from musicgpt.model.gpt import GPT
 
 # the Conv1D layers: their weights are transposed relative to nn.Linear
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import musicgpt.model.cpu_kernels as kernels
 from musicgpt.model.cpu_kernels import causal_attention, gelu_tanh, use_compiled_cpu_kernels
 from musicgpt.model.gpt import GPT, GPTConfig
+from musicgpt.model.positions import relative_logits_causal
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +81,34 @@ def test_causal_attention_gradients_are_as_accurate_as_sdpa_s(T):
         assert error < 0.01 and error < 2 * stock_error, (name, error, stock_error)
 
 
+@pytest.mark.parametrize("T, R", [(300, 512), (300, 100)])  # two query blocks; R < T: E[R-1] shared
+def test_relative_attention_gradients_are_as_accurate_as_sdpa_s(T, R):
+    torch.manual_seed(0)
+    q, k, v, grad = (torch.randn(2, 3, T, 16, dtype=torch.float64) for _ in range(4))
+    rel_emb = torch.randn(3, R, 16, dtype=torch.float64) * 0.5
+
+    def reference(q, k, v, rel_emb):  # SDPA with the whole (T, T) term as an additive mask
+        bias = relative_logits_causal(q, rel_emb) / 4.0
+        mask = bias.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
+
+    def grads(fn, dtype):
+        leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
+        e = rel_emb.detach().float().requires_grad_() if dtype != torch.float64 else rel_emb.clone().requires_grad_()
+        out = fn(*leaves, e)
+        out.backward(grad.to(dtype))
+        return out, [t.grad.double() for t in (*leaves, e)]
+
+    exact_out, exact = grads(reference, torch.float64)
+    _, stock = grads(reference, torch.bfloat16)
+    ours_out, ours = grads(causal_attention, torch.bfloat16)
+    assert ours_out.grad_fn.name() == "_CausalAttentionCPUBackward"  # the blockwise kernels
+    assert _relative_error(ours_out.detach().double(), exact_out.detach()) < 0.01
+    for name, mine, theirs, truth in zip(("q", "k", "v", "rel_emb"), ours, stock, exact, strict=True):
+        error, stock_error = _relative_error(mine, truth), _relative_error(theirs, truth)
+        assert error < 0.01 and error < 2 * stock_error, (name, error, stock_error)
+
+
 def test_causal_attention_takes_sdpa_for_dropout_and_inference():
     q, k, v = (torch.randn(1, 2, 8, 4, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     assert causal_attention(q, k, v).grad_fn.name() == "_CausalAttentionCPUBackward"
@@ -93,19 +122,26 @@ def test_a_failed_compile_warns_once_and_falls_back_to_the_stock_kernels(monkeyp
         raise RuntimeError("no C++ compiler")
 
     monkeypatch.setattr(kernels, "_compiled", {})
+    monkeypatch.setattr(kernels, "_compile_failed", False)  # restored after the test
     monkeypatch.setattr(torch, "compile", no_compiler)
     x = torch.randn(2, 40).to(torch.bfloat16).requires_grad_()
     with pytest.warns(UserWarning, match="compiling _gelu_tanh_forward failed .*no C\\+\\+ compiler"):
         y = gelu_tanh(x)
     assert torch.equal(y, F.gelu(x.detach(), approximate="tanh"))
-    assert not kernels._enabled  # the rest of the run takes PyTorch's kernels without trying again
+    assert kernels._compile_failed  # the rest of the run takes PyTorch's kernels without trying again
+    assert kernels._enabled  # the user's switch is the user's: a failed compile does not flip it
     assert gelu_tanh(x).grad_fn.name() == "GeluBackward0"
 
 
-def test_a_bf16_training_step_matches_the_stock_kernels():
+@pytest.mark.parametrize("encoding", ["learned", "relative", "rope"])
+def test_a_bf16_training_step_matches_the_stock_kernels(encoding):
+    # The stock kernels are the GPU path too: SDPA, with relative attention's term as an additive
+    # mask (memory-efficient attention on CUDA), flash attention for learned and rotary positions.
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=390, block_size=64, n_layer=2, n_head=2, n_embd=64)
-    idx = torch.randint(0, 390, (4, 64))
+    config = GPTConfig(
+        vocab_size=390, block_size=300, n_layer=2, n_head=2, n_embd=64, position_encoding=encoding
+    )  # 300: two query blocks
+    idx = torch.randint(0, 390, (2, 301))
 
     def loss_and_grads(enabled: bool):
         use_compiled_cpu_kernels(enabled)

@@ -155,12 +155,12 @@ def test_cache_must_be_set_up_and_fit(tiny):
 
 def test_setup_cache_keeps_a_cache_of_the_same_shape(tiny):
     tiny.setup_cache(1, 32)
-    first = tiny.transformer.h[0].attn.kv_cache
+    first = tiny.kv_cache
     tiny.setup_cache(1, 32)
-    assert tiny.transformer.h[0].attn.kv_cache is first
+    assert tiny.kv_cache is first
     tiny.setup_cache(1, 33)
-    assert tiny.transformer.h[0].attn.kv_cache is not first
-    assert tiny.transformer.h[0].attn.kv_cache.k.shape == (1, 2, 33, 32)
+    assert tiny.kv_cache is not first
+    assert tiny.kv_cache.k.shape == (2, 1, 2, 33, 32)  # (n_layer, batch, n_head, slots, head_dim)
     tiny.clear_cache()
 
 
@@ -225,7 +225,7 @@ def test_bfloat16_model_runs_the_cache_in_bfloat16():
     expected = model(idx)
     model.to(torch.bfloat16)
     model.setup_cache(1, 20)
-    assert model.transformer.h[0].attn.kv_cache.k.dtype == torch.bfloat16
+    assert model.kv_cache.k.dtype == torch.bfloat16
     logits = model(idx, torch.arange(20))
     assert logits.dtype == torch.bfloat16
     assert torch.allclose(logits.float(), expected, atol=0.05)

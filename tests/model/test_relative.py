@@ -8,7 +8,8 @@ import torch
 
 from musicgpt import generate
 from musicgpt.errors import ConfigError
-from musicgpt.model.gpt import GPT, GPTConfig, relative_logits_at, relative_logits_causal, skew
+from musicgpt.model.gpt import GPT, GPTConfig
+from musicgpt.model.positions import relative_logits_at, relative_logits_causal, skew
 
 RELATIVE = GPTConfig(
     vocab_size=390, block_size=64, n_layer=2, n_head=4, n_embd=64, position_encoding="relative"
@@ -147,3 +148,43 @@ def test_config_round_trips_and_checks_its_fields(tmp_path, model):
     with pytest.raises(ConfigError, match="for position_encoding='relative' only"):
         GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8, max_relative_distance=4)
     assert GPTConfig.preset("music-20m-relative").n_relative == 512
+
+
+def test_a_block_of_queries_gets_the_rows_of_the_square():
+    torch.manual_seed(4)
+    q, rel_emb = torch.randn(2, 3, 9, 8), torch.randn(3, 6, 8)
+    square = relative_logits_causal(q, rel_emb)  # (.., 9, 9)
+    block = relative_logits_causal(q[:, :, 5:], rel_emb, first=5)  # queries 5..8 against keys 0..8
+    rows, cols = torch.tril_indices(4, 9, offset=5)
+    assert torch.allclose(block[:, :, rows, cols], square[:, :, 5:][:, :, rows, cols])
+
+
+def test_a_decode_step_reads_only_the_distances_its_cache_can_hold():
+    # Cost in proportion to the cached tokens: with 10 slots, E's rows past 9 are never read
+    # (NaN there would show), however many distances the model learned.
+    torch.manual_seed(5)
+    q, rel_emb = torch.randn(1, 3, 1, 8), torch.randn(3, 2048, 8)
+    rel_emb[:, 10:] = float("nan")
+    distance = torch.tensor([[9, 8, 7, 6, 5, 4, 3, 2, 1, 0]])
+    got = relative_logits_at(q, rel_emb, distance).double()
+    assert torch.allclose(got, naive_relative_logits(q, rel_emb[:, :10], [9], range(10)), atol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", ["relative", "rope"])
+def test_a_text_prompt_may_be_longer_than_the_training_window(tmp_path, capsys, encoding):
+    # `musicgpt generate --text` cut prompts at block_size, though these models read 2x that
+    from musicgpt.cli import main
+    from musicgpt.tokenizers.text import ByteTokenizer
+
+    config = GPTConfig(
+        vocab_size=257, block_size=16, n_layer=1, n_head=2, n_embd=16, position_encoding=encoding
+    )
+    torch.manual_seed(0)
+    GPT(config).save_pretrained(tmp_path / "m")
+    ByteTokenizer().save(tmp_path / "m" / "tokenizer.json")
+    prompt = "x" * 24  # past the 16-token window, inside the 32 tokens a continuation reads
+    args = ["generate", "--checkpoint", str(tmp_path / "m"), "--max-new-tokens", "5", "--temperature", "0"]
+    assert main([*args, "--text", prompt]) == 0
+    assert capsys.readouterr().out.startswith(prompt)
+    assert main([*args, "--text", "x" * 32]) == 2
+    assert "the prompt is 32 tokens; the model's context is 32" in capsys.readouterr().err

@@ -1,6 +1,7 @@
-"""Put a trained model into the package: `python -m musicgpt.models.ship MODEL_DIR NAME --data DATA_DIR`.
+"""Put a trained model into the package: `python -m musicgpt.ship MODEL_DIR NAME --data DATA_DIR`.
 
-Writes `musicgpt/models/NAME/`: config.yaml, model.safetensors (bf16 unless that costs more than
+(It lives beside checkpoints.py, not in musicgpt/models/: it loads checkpoints, and the models
+package, which checkpoints.py reads, imports nothing above it.) Writes `musicgpt/models/NAME/`: config.yaml, model.safetensors (bf16 unless that costs more than
 `--max-bf16-loss` nats/token on the validation split), tokenizer.json and metrics.json (the
 held-out losses, with the quick check that tests/test_shipped_model.py repeats). MODEL_CARD.md is
 written by hand beside them. The continuation table is added by `--continuations REPORT.json`
@@ -54,7 +55,7 @@ def main() -> None:
     bf16 = validation_losses(bf16_model, data)
     use_bf16 = bf16["nats_per_token"] - fp32["nats_per_token"] <= args.max_bf16_loss
     shipped = bf16_model if use_bf16 else model
-    out = Path(__file__).parent / args.name
+    out = Path(__file__).parent / "models" / args.name  # the source checkout's musicgpt/models/
     (shipped.to(torch.bfloat16) if use_bf16 else shipped).save_pretrained(out)
     tokenizer.save(out / "tokenizer.json")
     metrics = {
