@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "tokenize",
     "data",
     "train",
+    "finetune",
     "evaluate",
     "generate",
     "attention",

@@ -40,6 +40,12 @@ def add_parser(subparsers) -> None:
     )
     music.add_argument("--wav", action="store_true", help="also render each MIDI to .wav with fluidsynth")
     music.add_argument(
+        "--report",
+        type=argtypes.output_file,
+        help="write the copy report (the longest stretch of each sample found in the model's training "
+        "corpus) to this JSON file; it is printed either way (docs/finetune.md)",
+    )
+    music.add_argument(
         "--png",
         type=argtypes.output_file,
         help="also draw a piano roll of prompt and continuation, one panel per sample, to this PNG",
@@ -160,6 +166,7 @@ def generate_music(model, tokenizer, args) -> int:
     paths = output_paths(args.out, args.num_samples)
     for ids, path in zip(result.sequences(), paths, strict=True):
         print(write_midi(tokenizer.decode(ids), path), flush=True)
+    report_copies(tokenizer, result, paths, args)
     if args.png:
         print(draw_continuations(tokenizer, result, args), flush=True)
     if result.interrupted:
@@ -169,6 +176,35 @@ def generate_music(model, tokenizer, args) -> int:
         for path in paths:
             print(render_wav(path, path.with_suffix(".wav")), flush=True)
     return 0
+
+
+def report_copies(tokenizer, result, paths: list[Path], args) -> None:
+    """The copy report of every sample, on stderr (stdout lists the files); JSON to --report."""
+    from musicgpt.evaluate.copying import FLAG_SECONDS, index_for, sequence_report
+    from musicgpt.io import atomic_write_json
+
+    index = index_for(args.checkpoint)
+    if index is None:
+        print(f"copy report: {args.checkpoint} carries no corpus index; nothing to compare with", file=sys.stderr)
+        if args.report:
+            atomic_write_json(args.report, {"checkpoint": str(args.checkpoint), "index": False, "samples": []})
+        return
+    n = len(result.prompt)
+    reports = [sequence_report(index, tokenizer, ids, n) for ids in result.sequences()]
+    for path, report in zip(paths, reports, strict=True):
+        print(f"copy report: {path}: {report.line()}", file=sys.stderr)
+    if args.report:
+        atomic_write_json(
+            args.report,
+            {
+                "checkpoint": str(args.checkpoint),
+                "index": True,
+                "corpus_pieces": len(index.names),
+                "flag_seconds": FLAG_SECONDS,
+                "samples": [{"midi": str(p), **r.to_dict()} for p, r in zip(paths, reports, strict=True)],
+            },
+        )
+        print(args.report, flush=True)
 
 
 def draw_continuations(tokenizer, result, args) -> Path:
