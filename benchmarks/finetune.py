@@ -16,9 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,15 +49,6 @@ def piece_loss(model, ids: np.ndarray, block: int) -> float:
     return total / count
 
 
-def continuation_row(checkpoint: str, report: Path) -> dict:
-    subprocess.run(
-        [sys.executable, "-m", "musicgpt.cli", "evaluate", "--checkpoint", checkpoint, "--data", str(SCORED.parent / "pineapple-only"),
-         "--continuations", "--report", str(report)],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    return json.loads(report.read_text())
-
-
 def main() -> None:
     from musicgpt.checkpoints import load_checkpoint
     from musicgpt.training.finetune import FinetuneConfig, finetune
@@ -69,7 +57,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--recipes", default="all,top2")
     ap.add_argument("--out", default="runs/finetune-bench")
-    ap.add_argument("--continuations", action="store_true", help="also the continuation statistics")
+    ap.add_argument("--reuse", action="store_true", help="score the runs already in --out instead of training")
     args = ap.parse_args()
     out = Path(args.out)
     folder = out / "folder"
@@ -82,13 +70,13 @@ def main() -> None:
     rows = [("piano-small", "", 0, 0.0, None, None, piece_loss(model, scored, block))]
     for name in args.recipes.split(","):
         run = out / name
-        shutil.rmtree(run, ignore_errors=True)
-        t = time.monotonic()
-        result = finetune(folder, run, "piano-small", FinetuneConfig(minutes=args.minutes, train_layers=RECIPES[name]),
-                          log=lambda m: None, show_progress=False)  # fmt: skip
-        minutes = (time.monotonic() - t) / 60
-        tuned, _ = load_checkpoint(result.model_dir)
-        rows.append((name, result.stopped, result.steps, minutes, result.base_loss, result.best_loss,
+        if not args.reuse:
+            shutil.rmtree(run, ignore_errors=True)
+            finetune(folder, run, "piano-small", FinetuneConfig(minutes=args.minutes, train_layers=RECIPES[name]),
+                     log=lambda m: None, show_progress=False)  # fmt: skip
+        f = json.loads((run / "model" / "metrics.json").read_text())["finetune"]
+        tuned, _ = load_checkpoint(run / "model")
+        rows.append((name, f["stopped"], f["steps"], f["minutes"], f["base_val_loss"], f["best_val_loss"],
                      piece_loss(tuned, scored, block)))  # fmt: skip
     base = rows[0][-1]
     print(f"folder: {len(FOLDER)} rags; scored on {SCORED.name} ({scored.size} tokens); torch threads {torch.get_num_threads()}")

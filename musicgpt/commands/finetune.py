@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--minutes", type=argtypes.positive_number(24 * 60, "minutes"), default=10.0,
-        help="time budget of the training loop (default 10)",
+        help="time budget of the whole run, building the folder included (default 10)",
     )  # fmt: skip
     p.add_argument("--lr", type=argtypes.positive_number(1.0), default=1e-4, help="learning rate (default 1e-4)")
     p.add_argument(
@@ -37,9 +37,11 @@ def add_parser(subparsers) -> None:
         help="train only the top K blocks (default: all weights; see docs/finetune.md)",
     )
     p.add_argument("--batch-size", type=argtypes.positive_int, default=8)
+    p.add_argument("--steps-per-check", type=argtypes.positive_int, default=20, help="steps between validations")
+    p.add_argument("--max-steps", type=argtypes.positive_int, default=5000, help="stop after this many steps")
     p.add_argument(
         "--patience", type=argtypes.positive_int, default=3,
-        help="validations without a gain before stopping (default 3, one every 20 steps)",
+        help="validations without a gain before stopping (default 3)",
     )  # fmt: skip
     p.add_argument(
         "--precision",
@@ -60,6 +62,8 @@ def run(args) -> int:
         train_layers=args.train_layers,
         batch_size=args.batch_size,
         patience=args.patience,
+        steps_per_check=args.steps_per_check,
+        max_steps=args.max_steps,
         precision=args.precision,
         seed=args.seed,
     )

@@ -48,6 +48,7 @@ _ASSETS = {  # name -> (package, media type)
     "app.js": ("musicgpt.serve", "text/javascript; charset=utf-8"),
     "app.css": ("musicgpt.serve", "text/css; charset=utf-8"),
     "player.js": ("musicgpt.viz", "text/javascript; charset=utf-8"),
+    "finetune.js": ("musicgpt.serve", "text/javascript; charset=utf-8"),
 }
 
 
@@ -101,10 +102,30 @@ def _error_response(e: Exception) -> Response:
     return JSONResponse({"error": str(e)}, status_code=getattr(e, "status", 400))
 
 
-def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str = "") -> Starlette:
-    """The app around a loaded music model. `pieces_dir`: MIDI files offered as prompts."""
+def create_app(
+    model,
+    tokenizer,
+    *,
+    pieces_dir: Path | None = None,
+    about: str = "",
+    checkpoint: str | None = None,
+    finetune_dir: Path | None = None,
+    finetune_args: list[str] | None = None,
+) -> Starlette:
+    """The app around a loaded music model. `pieces_dir`: MIDI files offered as prompts.
+
+    `checkpoint`: where the model came from; with it the app offers fine-tuning (serve/finetune.py,
+    runs written under `finetune_dir`) and the copy report of the index the model carries.
+    """
+    from musicgpt.evaluate.copying import index_for
+    from musicgpt.serve import finetune
+
     tokenizer = require_music(tokenizer, "serve")
-    worker = Worker(model, tokenizer)
+    worker = Worker(model, tokenizer, index=index_for(checkpoint) if checkpoint else None)
+    shown = {"about": about}
+    tuner = None
+    if checkpoint is not None:
+        tuner = finetune.FineTuner(worker, checkpoint, finetune_dir or Path("runs"), finetune_args)
     pieces = load_pieces(pieces_dir, tokenizer)
     upload_dir = Path(tempfile.mkdtemp(prefix="musicgpt-serve-"))
 
@@ -123,8 +144,9 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
 
     async def info(request: Request) -> Response:
         return JSONResponse({
-            "model": about,
-            "contextTokens": model.config.block_size,
+            "model": shown["about"],
+            "contextTokens": worker.model.config.block_size,
+            "finetune": tuner is not None,
             "pieces": [{"name": n, "seconds": round(prompt_seconds_of(ids), 1)} for n, ids in pieces.items()],
             "fields": limits(),
             "maxUploadBytes": MAX_UPLOAD_BYTES,
@@ -233,6 +255,8 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
         try:
             yield
         finally:
+            if tuner is not None:
+                await run_in_threadpool(tuner.close)
             await run_in_threadpool(worker.close)
             shutil.rmtree(upload_dir, ignore_errors=True)
 
@@ -246,11 +270,13 @@ def create_app(model, tokenizer, *, pieces_dir: Path | None = None, about: str =
         Route("/api/jobs/{job}/samples/{k:int}.mid", midi),
         Route("/api/jobs/{job}/samples/{k:int}/attention", attention),
     ]
+    if tuner is not None:
+        routes += finetune.routes(tuner, on_use=lambda name: shown.update(about=name))
     app = Starlette(
         routes=routes,
         middleware=[Middleware(LimitBody, max_bytes=MAX_UPLOAD_BYTES + FORM_OVERHEAD_BYTES)],
         exception_handlers={HTTPException: http_error, MusicGPTError: user_error},
         lifespan=lifespan,
     )
-    app.state.worker, app.state.upload_dir = worker, upload_dir  # for tests
+    app.state.worker, app.state.upload_dir, app.state.tuner = worker, upload_dir, tuner  # for tests
     return app

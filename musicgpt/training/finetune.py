@@ -39,7 +39,7 @@ MIN_BLOCK = 64  # shortest window worth training on (about a second of piano)
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    minutes: float = 10.0  # wall-clock budget of the training loop
+    minutes: float = 10.0  # wall-clock budget of the whole run, from building the folder to the model
     lr: float = 1e-4
     warmup_steps: int = 10
     weight_decay: float = 0.0  # a few hundred steps from a good start: nothing to regularize towards zero
@@ -135,16 +135,25 @@ def window_length(model_block: int, data_dir: Path) -> int:
 
 
 class StopOnRequest(L.Callback):
-    """Ends training after the step during which `interrupted` was set (Ctrl-C, or the app's stop).
+    """Ends training after the step during which `interrupted` was set (Ctrl-C, or the app's stop),
+    or the first step past `deadline` (time.monotonic()).
 
     Checked at every step rather than set on the trainer once: `fit` clears `trainer.should_stop`
-    when it starts, and a request may come before that.
+    when it starts, and a request may come before that. The deadline counts from the start of the
+    whole command (building the folder, the base model's validation), unlike Lightning's
+    `max_time`, which starts with the training loop.
     """
 
-    interrupted: threading.Event | None = None
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.interrupted = threading.Event()
+        self.out_of_time = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.interrupted is not None and self.interrupted.is_set():
+        if time.monotonic() >= self.deadline:
+            self.out_of_time = True
+            trainer.should_stop = True
+        if self.interrupted.is_set():
             trainer.should_stop = True
 
 
@@ -156,7 +165,7 @@ class Progress(L.Callback):
 
     def __init__(self, out: Path, config: FinetuneConfig, show: bool = True):
         self.out, self.config, self.show = out, config, show
-        self.start = time.monotonic()
+        self.start = time.monotonic()  # the budget counts from here: the command's start
         self.history: list[dict] = []  # {"step", "val_loss"} per check, the base model's at step 0
         self.train_loss: float | None = None
         self.state = "building"
@@ -167,7 +176,6 @@ class Progress(L.Callback):
         return self.config.minutes * 60
 
     def begin(self) -> None:
-        self.start = time.monotonic()
         if self.show:
             from tqdm.auto import tqdm
 
@@ -302,7 +310,8 @@ def finetune(
     )
     exporter = ExportBestModel(dirpath=str(model_dir))
     early = EarlyStopping(monitor="val/loss", mode="min", patience=config.patience, min_delta=1e-3)
-    stopper = StopOnRequest()
+    # the last step ends by the deadline; the index and metrics take a few seconds more
+    stopper = StopOnRequest(deadline=progress.start + config.minutes * 60 - 5)
     L.seed_everything(config.seed, verbose=False)
     trainer = L.Trainer(
         accelerator="cpu" if not torch.cuda.is_available() else "auto",
@@ -310,7 +319,6 @@ def finetune(
         precision=config.precision,
         max_steps=config.max_steps,
         max_epochs=-1,
-        max_time={"seconds": config.minutes * 60},
         check_val_every_n_epoch=1,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,
@@ -325,8 +333,7 @@ def finetune(
     # Ctrl-C (or `stop`, from another thread) asks the loop to stop after the current step; the
     # exporter has written the best model so far (the base model's loss on the folder is the first
     # entry, so OUT/model never holds a model worse than the one it started from).
-    interrupted, finished = threading.Event(), threading.Event()
-    stopper.interrupted = interrupted
+    interrupted, finished = stopper.interrupted, threading.Event()
 
     def request_stop(*_) -> None:
         interrupted.set()
@@ -361,10 +368,10 @@ def finetune(
         stopped = "interrupted"
     elif early.stopped_epoch:
         stopped = "early stopping"
-    elif trainer.global_step >= config.max_steps:
-        stopped = "max steps"
-    else:
+    elif stopper.out_of_time:
         stopped = "time"
+    else:
+        stopped = "max steps"
     result = FinetuneResult(
         model_dir=model_dir,
         base_loss=base_loss,
