@@ -73,7 +73,8 @@ def test_finetune_in_the_page_then_generate_with_it(browser, server):
     browser.wait_for("return document.body.dataset.model === 'finetuned'", timeout=60)
     about = browser.js("return document.getElementById('about').textContent")
     assert about.startswith("fine-tuned on 3 file(s)")
-    assert browser.js("return document.getElementById('ft-use').hidden") is True
+    browser.wait_for("return document.getElementById('ft-use').hidden")  # the next poll: in use
+    assert browser.js("return document.getElementById('ft-status').textContent").endswith(" · in use")
 
     # generation with the new model; its copy report stands beside the sample
     browser.js("document.getElementById('piece').value = 'bethena.mid'")
