@@ -285,6 +285,9 @@ def finetune(
     tokenizer = require_music(tokenizer, "finetune")
     report = build_folder(folder, out / "data", tokenizer, config, log)
     block = window_length(base.config.block_size, out / "data")
+    # the corpus index first: whatever ends the run, the model written beside it has its index
+    model_dir.mkdir(parents=True, exist_ok=True)
+    copying.finetuned_index(checkpoint, out / "data").save(model_dir / copying.INDEX_FILE)
 
     module = MusicGPTModule(
         base.config,
@@ -383,8 +386,6 @@ def finetune(
         pieces=dict(report.pieces),
         skipped=report.skipped,
     )
-    index = copying.finetuned_index(checkpoint, out / "data")
-    index.save(model_dir / copying.INDEX_FILE)
     atomic_write_json(
         model_dir / "metrics.json",
         {

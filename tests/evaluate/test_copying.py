@@ -167,3 +167,29 @@ def test_report_fields():
     assert set(d) == {"seconds", "notes", "piece", "start", "flagged"}
     assert dataclasses.replace(report, flagged=False).line().endswith("not flagged")
     assert "FLAGGED" in report.line() or report.seconds < FLAG_SECONDS
+
+
+def test_generate_prints_and_writes_the_report(tmp_path, tiny_checkpoint, capsys):
+    """`musicgpt generate --report`: one entry per sample; a model without an index says so."""
+    import shutil
+
+    from musicgpt.cli import main as cli
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, model)
+    CorpusIndex.build([("maple-leaf-rag.mid", notes_of("maple-leaf-rag.mid"))]).save(model / INDEX_FILE)
+    args = ["generate", "--checkpoint", str(model), "--prompt", str(PIANO_DIR / "maple-leaf-rag.mid"),
+            "--prompt-seconds", "5", "--seconds", "2", "--num-samples", "2", "--seed", "0"]  # fmt: skip
+    assert cli([*args, "--out", str(tmp_path / "g.mid"), "--report", str(tmp_path / "r.json")]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [str(tmp_path / "g-1.mid"), str(tmp_path / "g-2.mid"), str(tmp_path / "r.json")]
+    assert [line.split(": ")[1] for line in err.splitlines() if line.startswith("copy report:")] == [
+        str(tmp_path / "g-1.mid"), str(tmp_path / "g-2.mid")]  # fmt: skip
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["index"] is True and report["corpus_pieces"] == 1 and report["flag_seconds"] == FLAG_SECONDS
+    assert [s["midi"] for s in report["samples"]] == [str(tmp_path / "g-1.mid"), str(tmp_path / "g-2.mid")]
+    assert all(set(s) == {"midi", "seconds", "notes", "piece", "start", "flagged"} for s in report["samples"])
+    # the same model without its index
+    (model / INDEX_FILE).unlink()
+    assert cli([*args, "--out", str(tmp_path / "h.mid"), "--num-samples", "1"]) == 0
+    assert "carries no corpus index" in capsys.readouterr().err
