@@ -72,11 +72,11 @@ class FinetuneResult:
         return self.stopped == "interrupted"
 
     def summary(self) -> str:
-        gain = self.base_loss - self.best_loss
+        change = self.best_loss - self.base_loss
         kept = f"step {self.best_step}" if self.best_step else "the base model (no step beat it)"
         return (
             f"validation loss on the folder: {self.base_loss:.4f} -> {self.best_loss:.4f} nats/token "
-            f"({gain:+.4f}); kept {kept}; {self.steps} steps in {self.seconds / 60:.1f} min, "
+            f"({change:+.4f}); kept {kept}; {self.steps} steps in {self.seconds / 60:.1f} min, "
             f"stopped by {self.stopped}\nmodel: {self.model_dir}"
         )
 

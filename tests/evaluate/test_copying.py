@@ -193,3 +193,17 @@ def test_generate_prints_and_writes_the_report(tmp_path, tiny_checkpoint, capsys
     (model / INDEX_FILE).unlink()
     assert cli([*args, "--out", str(tmp_path / "h.mid"), "--num-samples", "1"]) == 0
     assert "carries no corpus index" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_piano_small_continuing_a_held_out_rag_is_not_flagged(shipped_index):
+    """What piano-small samples after the first 10 s of pineapple-rag (a test piece)."""
+    from musicgpt.checkpoints import load_checkpoint
+    from musicgpt.generation.piano import continue_piano
+
+    model, tok = load_checkpoint("piano-small")
+    ids, n = continuation("pineapple-rag.mid", 10.0, 0.0)
+    result = continue_piano(model, tok, ids[:n], 8.0, num_samples=2, seed=0)
+    for seq in result.sequences():
+        report = sequence_report(shipped_index, tok, seq, len(result.prompt))
+        assert not report.flagged and report.seconds < FLAG_SECONDS
