@@ -57,7 +57,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--recipes", default="all,top2")
     ap.add_argument("--out", default="runs/finetune-bench")
-    ap.add_argument("--reuse", action="store_true", help="score the runs already in --out instead of training")
+    ap.add_argument(
+        "--reuse", action="store_true", help="score the runs already in --out instead of training"
+    )
     args = ap.parse_args()
     out = Path(args.out)
     folder = out / "folder"
@@ -79,13 +81,17 @@ def main() -> None:
         rows.append((name, f["stopped"], f["steps"], f["minutes"], f["base_val_loss"], f["best_val_loss"],
                      piece_loss(tuned, scored, block)))  # fmt: skip
     base = rows[0][-1]
-    print(f"folder: {len(FOLDER)} rags; scored on {SCORED.name} ({scored.size} tokens); torch threads {torch.get_num_threads()}")
+    print(
+        f"folder: {len(FOLDER)} rags; scored on {SCORED.name} ({scored.size} tokens); torch threads {torch.get_num_threads()}"
+    )
     print(f"{'model':<12} {'stopped by':<15} {'steps':>5} {'minutes':>7} {'folder val before':>17} "
           f"{'after':>6} {'pineapple loss':>14} {'ratio':>6}")  # fmt: skip
     for name, stopped, steps, minutes, before, after, loss in rows:
         b = f"{before:.3f}" if before is not None else ""
         a = f"{after:.3f}" if after is not None else ""
-        print(f"{name:<12} {stopped:<15} {steps:>5} {minutes:>7.1f} {b:>17} {a:>6} {loss:>14.3f} {loss / base:>6.3f}")
+        print(
+            f"{name:<12} {stopped:<15} {steps:>5} {minutes:>7.1f} {b:>17} {a:>6} {loss:>14.3f} {loss / base:>6.3f}"
+        )
     (out / "table.json").write_text(json.dumps(rows, indent=1))
 
 

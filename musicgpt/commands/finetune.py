@@ -29,7 +29,9 @@ def add_parser(subparsers) -> None:
         "--minutes", type=argtypes.positive_number(24 * 60, "minutes"), default=10.0,
         help="time budget of the whole run, building the folder included (default 10)",
     )  # fmt: skip
-    p.add_argument("--lr", type=argtypes.positive_number(1.0), default=1e-4, help="learning rate (default 1e-4)")
+    p.add_argument(
+        "--lr", type=argtypes.positive_number(1.0), default=1e-4, help="learning rate (default 1e-4)"
+    )
     p.add_argument(
         "--train-layers",
         type=argtypes.positive_int,
@@ -37,7 +39,9 @@ def add_parser(subparsers) -> None:
         help="train only the top K blocks (default: all weights; see docs/finetune.md)",
     )
     p.add_argument("--batch-size", type=argtypes.positive_int, default=8)
-    p.add_argument("--steps-per-check", type=argtypes.positive_int, default=20, help="steps between validations")
+    p.add_argument(
+        "--steps-per-check", type=argtypes.positive_int, default=20, help="steps between validations"
+    )
     p.add_argument("--max-steps", type=argtypes.positive_int, default=5000, help="stop after this many steps")
     p.add_argument(
         "--patience", type=argtypes.positive_int, default=3,

@@ -185,9 +185,14 @@ def report_copies(tokenizer, result, paths: list[Path], args) -> None:
 
     index = index_for(args.checkpoint)
     if index is None:
-        print(f"copy report: {args.checkpoint} carries no corpus index; nothing to compare with", file=sys.stderr)
+        print(
+            f"copy report: {args.checkpoint} carries no corpus index; nothing to compare with",
+            file=sys.stderr,
+        )
         if args.report:
-            atomic_write_json(args.report, {"checkpoint": str(args.checkpoint), "index": False, "samples": []})
+            atomic_write_json(
+                args.report, {"checkpoint": str(args.checkpoint), "index": False, "samples": []}
+            )
         return
     n = len(result.prompt)
     reports = [sequence_report(index, tokenizer, ids, n) for ids in result.sequences()]

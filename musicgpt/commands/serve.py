@@ -72,7 +72,12 @@ def run(args) -> int:
     c = model.config
     about = f"{Path(args.checkpoint).name}: {n_params:.1f}M parameters, {c.n_layer} layers, {c.block_size} tokens of context"
     app = create_app(
-        model, tokenizer, pieces_dir=pieces, about=about, checkpoint=args.checkpoint, finetune_dir=args.finetune_dir
+        model,
+        tokenizer,
+        pieces_dir=pieces,
+        about=about,
+        checkpoint=args.checkpoint,
+        finetune_dir=args.finetune_dir,
     )
 
     # Bind here rather than in uvicorn: port 0 becomes a real port that we can print, and a port

@@ -55,9 +55,16 @@ def midi_files(uploads: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         if name.lower().endswith(".zip"):
             try:
                 with zipfile.ZipFile(io.BytesIO(data)) as z:
-                    members = [m for m in z.infolist() if not m.is_dir() and m.filename.lower().endswith(MIDI_SUFFIXES)]
+                    members = [
+                        m
+                        for m in z.infolist()
+                        if not m.is_dir() and m.filename.lower().endswith(MIDI_SUFFIXES)
+                    ]
                     if sum(m.file_size for m in members) > 4 * MAX_UPLOAD_BYTES:
-                        raise BadRequest(f"{name}: its MIDI files unpack to more than {4 * MAX_UPLOAD_BYTES // 2**20} MB", 413)
+                        raise BadRequest(
+                            f"{name}: its MIDI files unpack to more than {4 * MAX_UPLOAD_BYTES // 2**20} MB",
+                            413,
+                        )
                     out += [(_safe_name(m.filename, taken), z.read(m)) for m in members]
             except zipfile.BadZipFile:
                 raise BadRequest(f"{name} is not a zip file we can read") from None
@@ -66,7 +73,9 @@ def midi_files(uploads: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         else:
             raise BadRequest(f"{name}: send .mid or .midi files, or a .zip of them")
         if len(out) > MAX_FILES:
-            raise BadRequest(f"more than {MAX_FILES} MIDI files: fine-tune on a folder with `musicgpt finetune`")
+            raise BadRequest(
+                f"more than {MAX_FILES} MIDI files: fine-tune on a folder with `musicgpt finetune`"
+            )
     if not out:
         raise BadRequest("no MIDI files in the upload")
     return out
@@ -113,7 +122,9 @@ class FineTuner:
             log = open(directory / "log.txt", "wb")  # noqa: SIM115 (the process owns it until it ends)
             command = [sys.executable, "-m", "musicgpt.cli", "finetune", str(folder), "--out", str(directory),
                        "--checkpoint", self.base, "--minutes", f"{minutes:g}", *self.extra_args]  # fmt: skip
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
             log.close()
             self.run = Run(directory, minutes, len(files), process)
             return self.run
@@ -147,7 +158,8 @@ class FineTuner:
             "minutes": run.minutes,
             "elapsed": round(elapsed, 1),
             "left": round(max(0.0, run.minutes * 60 - progress.get("elapsed_s", 0.0)), 1)
-            if progress.get("state") == "training" else None,
+            if progress.get("state") == "training"
+            else None,
             "step": progress.get("step", 0),
             "trainLoss": progress.get("train_loss"),
             "history": history,
@@ -195,7 +207,9 @@ def _read_json(path: Path) -> dict | None:
 
 def _last_error(log: Path) -> str:
     try:
-        lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        lines = [
+            line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
+        ]
     except OSError:
         return "the fine-tune ended without a model"
     errors = [line for line in lines if line.startswith("musicgpt: error:")]

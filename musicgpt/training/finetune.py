@@ -389,7 +389,10 @@ def finetune(
     atomic_write_json(
         model_dir / "metrics.json",
         {
-            "validation": {"split": "validation of the fine-tuning folder", "nats_per_token": best["val_loss"]},
+            "validation": {
+                "split": "validation of the fine-tuning folder",
+                "nats_per_token": best["val_loss"],
+            },
             "finetune": {
                 "base": str(checkpoint),
                 "folder": str(folder.resolve()),

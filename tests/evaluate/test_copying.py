@@ -25,7 +25,6 @@ from musicgpt.evaluate.copying import (
     index_for,
     main,
     ngram_hashes,
-    notes_hashes,
     sequence_report,
     transitions,
 )
@@ -73,7 +72,7 @@ def test_ngram_hashes_count_and_stability():
     keys = np.arange(20, dtype=np.int64)
     h = ngram_hashes(keys)
     assert h.dtype == np.uint32 and h.size == 20 - NGRAM + 1
-    assert ngram_hashes(keys[:NGRAM - 1]).size == 0
+    assert ngram_hashes(keys[: NGRAM - 1]).size == 0
     # the hash of an n-gram depends on its keys only, not on where it stands
     np.testing.assert_array_equal(ngram_hashes(keys[3 : 3 + NGRAM]), h[3:4])
     assert len(set(h.tolist())) == h.size
@@ -99,7 +98,9 @@ def test_the_training_piece_next_seconds_are_flagged(shipped_index):
     assert 10.0 <= report.start < 30.0
 
 
-@pytest.mark.parametrize("name", ["maple-leaf-rag.mid", "pineapple-rag.mid", "peacherine-rag.mid", "Maestro_2.mid"])
+@pytest.mark.parametrize(
+    "name", ["maple-leaf-rag.mid", "pineapple-rag.mid", "peacherine-rag.mid", "Maestro_2.mid"]
+)
 def test_held_out_pieces_are_not_flagged(shipped_index, name):
     """The real continuations of held-out pieces (test and validation split, rags among them)."""
     ids, n = continuation(name, 10.0, 20.0)
@@ -118,7 +119,9 @@ def test_copying_the_prompt_is_not_flagged(shipped_index):
 
 def test_index_round_trip_and_union(tmp_path):
     a = CorpusIndex.build([("maple", notes_of("maple-leaf-rag.mid"))])
-    b = CorpusIndex.build([("fur", notes_of("fur-elise.mid")), ("bach", notes_of("bach-prelude-c-major-bwv846.mid"))])
+    b = CorpusIndex.build(
+        [("fur", notes_of("fur-elise.mid")), ("bach", notes_of("bach-prelude-c-major-bwv846.mid"))]
+    )
     a.save(tmp_path / "a.npz")
     back = CorpusIndex.load(tmp_path / "a.npz")
     np.testing.assert_array_equal(back.hashes, a.hashes)
@@ -182,7 +185,11 @@ def test_generate_prints_and_writes_the_report(tmp_path, tiny_checkpoint, capsys
             "--prompt-seconds", "5", "--seconds", "2", "--num-samples", "2", "--seed", "0"]  # fmt: skip
     assert cli([*args, "--out", str(tmp_path / "g.mid"), "--report", str(tmp_path / "r.json")]) == 0
     out, err = capsys.readouterr()
-    assert out.splitlines() == [str(tmp_path / "g-1.mid"), str(tmp_path / "g-2.mid"), str(tmp_path / "r.json")]
+    assert out.splitlines() == [
+        str(tmp_path / "g-1.mid"),
+        str(tmp_path / "g-2.mid"),
+        str(tmp_path / "r.json"),
+    ]
     assert [line.split(": ")[1] for line in err.splitlines() if line.startswith("copy report:")] == [
         str(tmp_path / "g-1.mid"), str(tmp_path / "g-2.mid")]  # fmt: skip
     report = json.loads((tmp_path / "r.json").read_text())

@@ -69,7 +69,9 @@ def test_finetune_watch_use_and_generate(client):
     assert busy.status_code == 409 and "already running" in busy.json()["error"]
     st = wait_done(client)
     assert st["state"] == "done", st
-    assert [h["step"] for h in st["history"]] == [0, 1, 2] and st["best"]["val_loss"] <= st["history"][0]["val_loss"]
+    assert [h["step"] for h in st["history"]] == [0, 1, 2] and st["best"]["val_loss"] <= st["history"][0][
+        "val_loss"
+    ]
     r = client.post("/api/finetune/use")
     assert r.status_code == 200 and "fine-tuned on 4 file(s)" in r.json()["model"]
     assert client.get("/api/info").json()["model"] == r.json()["model"]

@@ -53,7 +53,9 @@ def browser(tmp_path):
 def test_finetune_in_the_page_then_generate_with_it(browser, server):
     base, app = server
     browser.open(base + "/")
-    browser.wait_for("return document.body.dataset.ready === '1' && !document.getElementById('finetune-form').hidden")
+    browser.wait_for(
+        "return document.body.dataset.ready === '1' && !document.getElementById('finetune-form').hidden"
+    )
     assert browser.js("return document.body.dataset.finetune") == "idle"
     # several files in one <input multiple>: WebDriver takes them one path per line
     browser.choose_file("#ft-files", "\n".join(str(PIANO_DIR / n) for n in RAGS))

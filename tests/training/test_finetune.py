@@ -21,7 +21,13 @@ from musicgpt.training.finetune import FinetuneConfig, finetune, freeze_below
 from tests.conftest import CORRUPTED_FILES, PIANO_DIR
 
 QUICK = FinetuneConfig(
-    minutes=2, max_steps=4, steps_per_check=2, batch_size=2, precision="32-true", max_val_windows=2, patience=5
+    minutes=2,
+    max_steps=4,
+    steps_per_check=2,
+    batch_size=2,
+    precision="32-true",
+    max_val_windows=2,
+    patience=5,
 )
 RAGS = ["maple-leaf-rag.mid", "peacherine-rag.mid", "pineapple-rag.mid", "elite-syncopations.mid"]
 
@@ -68,7 +74,9 @@ def test_finetune_the_shipped_model_unions_its_index(tmp_path):
     folder = folder_of(tmp_path, ["peacherine-rag.mid"], broken=False)
     config = FinetuneConfig(minutes=2, max_steps=1, steps_per_check=1, batch_size=1, precision="32-true",
                             max_val_windows=1)  # fmt: skip
-    result = finetune(folder, tmp_path / "run", "piano-small", config, log=lambda m: None, show_progress=False)
+    result = finetune(
+        folder, tmp_path / "run", "piano-small", config, log=lambda m: None, show_progress=False
+    )
     # one piece: its opening trains, its last fifth validates
     assert result.pieces["train"] == 1 and result.pieces["validation"] == 1
     index = CorpusIndex.load(tmp_path / "run" / "model" / "corpus_index.npz")
@@ -84,7 +92,9 @@ def test_stop_keeps_the_best_model(tmp_path, tiny_checkpoint):
                             max_val_windows=2)  # fmt: skip
     folder = folder_of(tmp_path, RAGS[:3], broken=False)
     t = time.monotonic()
-    result = finetune(folder, tmp_path / "run", tiny_checkpoint, config, log=lambda m: None, show_progress=False, stop=stop)
+    result = finetune(
+        folder, tmp_path / "run", tiny_checkpoint, config, log=lambda m: None, show_progress=False, stop=stop
+    )
     assert result.interrupted and result.steps < 1000 and time.monotonic() - t < 60
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
     assert json.loads((tmp_path / "run" / "progress.json").read_text())["state"] == "interrupted"
@@ -102,13 +112,19 @@ def test_freeze_below_trains_only_the_top_blocks(tiny_checkpoint):
 def test_cli_errors_are_one_line(tmp_path, tiny_checkpoint, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["finetune", str(empty), "--out", str(tmp_path / "run"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert (
+        main(["finetune", str(empty), "--out", str(tmp_path / "run"), "--checkpoint", str(tiny_checkpoint)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no .mid/.midi files found" in err
     broken = tmp_path / "broken"
     broken.mkdir()
     shutil.copy(CORRUPTED_FILES[0], broken)
-    assert main(["finetune", str(broken), "--out", str(tmp_path / "run2"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert (
+        main(["finetune", str(broken), "--out", str(tmp_path / "run2"), "--checkpoint", str(tiny_checkpoint)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("musicgpt: error:") and "could be tokenized" in err
     assert main(["finetune", str(tmp_path / "nope"), "--out", str(tmp_path / "run3")]) == 2
