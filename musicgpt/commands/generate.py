@@ -101,6 +101,8 @@ def run(args) -> int:
             raise MusicGPTError(f"{args.checkpoint} is a text model: use --text PROMPT, not --prompt")
         if args.png is not None:
             raise MusicGPTError(f"{args.checkpoint} is a text model: --png draws music only")
+        if args.report is not None:
+            raise MusicGPTError(f"{args.checkpoint} is a text model: --report compares music only")
         generate_text(model, tokenizer, args)
     return 0
 
