@@ -183,7 +183,8 @@ class Progress(L.Callback):
                 total=round(self.budget),
                 unit="s",
                 desc="fine-tune",
-                bar_format="{l_bar}{bar}| {elapsed} elapsed, at most {remaining} left{postfix}",
+                bar_format="{l_bar}{bar}|{postfix}",  # times from the run's start, not the bar's
+                initial=min(round(self.budget), round(self.elapsed())),
             )
         self.state = "training"
         self.write()
@@ -206,7 +207,9 @@ class Progress(L.Callback):
         self.write(trainer)
 
     def _postfix(self, trainer) -> str:
-        parts = [f"step {trainer.global_step}"]
+        elapsed = self.elapsed()
+        parts = [f"{_clock(elapsed)} elapsed, at most {_clock(max(0.0, self.budget - elapsed))} left"]
+        parts.append(f"step {trainer.global_step}")
         if self.train_loss is not None:
             parts.append(f"loss {self.train_loss:.3f}")
         if self.history:
@@ -235,6 +238,10 @@ class Progress(L.Callback):
             self.bar.n = min(self.bar.total, round(self.elapsed()))
             self.bar.close()
             self.bar = None
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
 
 
 def _quiet_lightning() -> None:
