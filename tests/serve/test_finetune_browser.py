@@ -56,7 +56,7 @@ def test_finetune_in_the_page_then_generate_with_it(browser, server):
     browser.wait_for(
         "return document.body.dataset.ready === '1' && !document.getElementById('finetune-form').hidden"
     )
-    assert browser.js("return document.body.dataset.finetune") == "idle"
+    browser.wait_for("return document.body.dataset.finetune === 'idle'")  # the panel's first poll
     # several files in one <input multiple>: WebDriver takes them one path per line
     browser.choose_file("#ft-files", "\n".join(str(PIANO_DIR / n) for n in RAGS))
     assert browser.js("return document.getElementById('ft-files').files.length") == 3
