@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "tokenize",
     "data",
     "train",
+    "finetune",
     "evaluate",
     "generate",
     "attention",

@@ -3,7 +3,9 @@
 (It lives beside checkpoints.py, not in musicgpt/models/: it loads checkpoints, and the models
 package, which checkpoints.py reads, imports nothing above it.) Writes `musicgpt/models/NAME/`: config.yaml, model.safetensors (bf16 unless that costs more than
 `--max-bf16-loss` nats/token on the validation split), tokenizer.json and metrics.json (the
-held-out losses, with the quick check that tests/test_shipped_model.py repeats). MODEL_CARD.md is
+held-out losses, with the quick check that tests/test_shipped_model.py repeats) and corpus_index.npz
+(the copy report's index of the training split: `python -m musicgpt.evaluate.copying` rebuilds it
+alone). MODEL_CARD.md is
 written by hand beside them. The continuation table is added by `--continuations REPORT.json`
 (from `musicgpt evaluate --continuations --report`).
 """
@@ -70,6 +72,9 @@ def main() -> None:
     if args.continuations:
         metrics["continuations"] = json.loads(Path(args.continuations).read_text())
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    from musicgpt.evaluate.copying import write_index
+
+    print(f"corpus index: {write_index(out, data)}")
     print(json.dumps({k: v for k, v in metrics.items() if k != "continuations"}, indent=2))
 
 

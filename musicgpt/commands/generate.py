@@ -40,6 +40,12 @@ def add_parser(subparsers) -> None:
     )
     music.add_argument("--wav", action="store_true", help="also render each MIDI to .wav with fluidsynth")
     music.add_argument(
+        "--report",
+        type=argtypes.output_file,
+        help="write the copy report (the longest stretch of each sample found in the model's training "
+        "corpus) to this JSON file; it is printed either way (docs/finetune.md)",
+    )
+    music.add_argument(
         "--png",
         type=argtypes.output_file,
         help="also draw a piano roll of prompt and continuation, one panel per sample, to this PNG",
@@ -136,6 +142,8 @@ def run(args) -> int:
             raise MusicGPTError(f"{args.checkpoint} is a text model: use --text PROMPT, not --prompt")
         if args.png is not None:
             raise MusicGPTError(f"{args.checkpoint} is a text model: --png draws music only")
+        if args.report is not None:
+            raise MusicGPTError(f"{args.checkpoint} is a text model: --report compares music only")
         return generate_text(model, tokenizer, args)
 
 
@@ -248,6 +256,7 @@ def generate_music(model, tokenizer, args) -> int:
         paths = [partial_path(p) for p in paths]
     for ids, path in zip(result.sequences(), paths, strict=True):
         print(write_midi(tokenizer.decode(ids), path), flush=True)
+    report_copies(tokenizer, result, paths, args)
     if args.png:
         png = partial_path(Path(args.png)) if result.interrupted else Path(args.png)
         print(draw_continuations(tokenizer, result, args, png), flush=True)
@@ -296,6 +305,40 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def report_copies(tokenizer, result, paths: list[Path], args) -> None:
+    """The copy report of every sample, on stderr (stdout lists the files); JSON to --report."""
+    from musicgpt.evaluate.copying import FLAG_SECONDS, index_for, sequence_report
+    from musicgpt.io import atomic_write_json
+
+    index = index_for(args.checkpoint)
+    if index is None:
+        print(
+            f"copy report: {args.checkpoint} carries no corpus index; nothing to compare with",
+            file=sys.stderr,
+        )
+        if args.report:
+            atomic_write_json(
+                args.report, {"checkpoint": str(args.checkpoint), "index": False, "samples": []}
+            )
+        return
+    n = len(result.prompt)
+    reports = [sequence_report(index, tokenizer, ids, n) for ids in result.sequences()]
+    for path, report in zip(paths, reports, strict=True):
+        print(f"copy report: {path}: {report.line()}", file=sys.stderr)
+    if args.report:
+        atomic_write_json(
+            args.report,
+            {
+                "checkpoint": str(args.checkpoint),
+                "index": True,
+                "corpus_pieces": len(index.names),
+                "flag_seconds": FLAG_SECONDS,
+                "samples": [{"midi": str(p), **r.to_dict()} for p, r in zip(paths, reports, strict=True)],
+            },
+        )
+        print(args.report, flush=True)
 
 
 def draw_continuations(tokenizer, result, args, png: Path) -> Path:

@@ -52,6 +52,12 @@ def add_parser(subparsers) -> None:
         default=None,
         help="folder of MIDI files offered as prompts (default: the bundled piano corpus)",
     )
+    p.add_argument(
+        "--finetune-dir",
+        type=argtypes.output_dir,
+        default="runs",
+        help="where the page's fine-tunes write their runs (default: runs/, made when one starts)",
+    )
     p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda, ...")
     p.set_defaults(run=run)
 
@@ -89,7 +95,14 @@ def run(args) -> int:
     c = model.config
     about = f"{Path(args.checkpoint).name}: {n_params:.1f}M parameters, {c.n_layer} layers, {c.block_size} tokens of context"
     app = create_app(
-        model, tokenizer, pieces_dir=pieces, about=about, host=args.host, allow_hosts=args.allow_host
+        model,
+        tokenizer,
+        pieces_dir=pieces,
+        about=about,
+        host=args.host,
+        allow_hosts=args.allow_host,
+        checkpoint=args.checkpoint,
+        finetune_dir=args.finetune_dir,
     )
 
     # Bind here rather than in uvicorn: port 0 becomes a real port that we can print, and a port

@@ -237,6 +237,7 @@ def build_dataset(
     test_fraction: float = 0.1,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    small_by_position: bool = False,
 ) -> BuildReport:
     """Tokenize every file under `src` and write shards to `out` (see the module docstring)."""
     src, out = Path(src), Path(out)
@@ -288,8 +289,9 @@ def build_dataset(
         more = f"; and {len(files) - 3} more" if len(files) > 3 else ""
         raise MusicGPTError(f"{src}: none of the {len(files)} file(s) could be tokenized ({reasons}{more})")
     # A text corpus of one or two documents (a novel) cannot be split by file: each document's
-    # opening is training text and its last fractions are validation and test text.
-    by_position = not is_music(tok) and len(good) < 3
+    # opening is training text and its last fractions are validation and test text. Fine-tuning
+    # on one or two pieces (`small_by_position`) splits them the same way.
+    by_position = (small_by_position or not is_music(tok)) and len(good) < 3
     # Splits are drawn among the files that tokenized: a broken file must not take the place of
     # the only validation piece.
     splits = assign_splits(root, [rel[p] for p in good], val_fraction, test_fraction)

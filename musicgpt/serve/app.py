@@ -59,6 +59,7 @@ _ASSETS = {  # name -> (package, media type)
     "app.js": ("musicgpt.serve", "text/javascript; charset=utf-8"),
     "app.css": ("musicgpt.serve", "text/css; charset=utf-8"),
     "player.js": ("musicgpt.viz", "text/javascript; charset=utf-8"),
+    "finetune.js": ("musicgpt.serve", "text/javascript; charset=utf-8"),
 }
 
 
@@ -130,14 +131,27 @@ def create_app(
     about: str = "",
     host: str = "127.0.0.1",
     allow_hosts: Iterable[str] = (),
+    checkpoint: str | None = None,
+    finetune_dir: Path | None = None,
+    finetune_args: list[str] | None = None,
 ) -> Starlette:
     """The app around a loaded music model. `pieces_dir`: MIDI files offered as prompts.
 
     `host`: the address served; requests must name it (or localhost, or one of `allow_hosts`) in
-    their Host header (see serve/security.py)."""
+    their Host header (see serve/security.py). `checkpoint`: where the model came from; with it
+    the app offers fine-tuning (serve/finetune.py, runs written under `finetune_dir`) and the copy
+    report of the index the model carries.
+    """
+    from musicgpt.evaluate.copying import index_for
+    from musicgpt.serve import finetune
+
     tokenizer = require_music(tokenizer, "serve")
-    worker = Worker(model, tokenizer)
+    worker = Worker(model, tokenizer, index=index_for(checkpoint) if checkpoint else None)
     duet = DuetEngine(model, tokenizer)  # the live duet page (serve/duet.py)
+    shown = {"about": about}
+    tuner = None
+    if checkpoint is not None:
+        tuner = finetune.FineTuner(worker, checkpoint, finetune_dir or Path("runs"), finetune_args)
     pieces = load_pieces(pieces_dir, tokenizer)
     upload_dir = Path(tempfile.mkdtemp(prefix="musicgpt-serve-"))
     encoding = asyncio.Semaphore(ENCODING_SLOTS)
@@ -158,8 +172,9 @@ def create_app(
 
     async def info(request: Request) -> Response:
         return JSONResponse({
-            "model": about,
-            "contextTokens": model.config.block_size,
+            "model": shown["about"],
+            "contextTokens": worker.model.config.block_size,
+            "finetune": tuner is not None,
             "pieces": [{"name": n, "seconds": round(prompt_seconds_of(ids), 1)} for n, ids in pieces.items()],
             "fields": limits(),
             "maxUploadBytes": MAX_UPLOAD_BYTES,
@@ -294,6 +309,8 @@ def create_app(
         try:
             yield
         finally:
+            if tuner is not None:
+                await run_in_threadpool(tuner.close)
             await run_in_threadpool(worker.close)
             await run_in_threadpool(duet.close)
             shutil.rmtree(upload_dir, ignore_errors=True)
@@ -309,6 +326,8 @@ def create_app(
         Route("/api/jobs/{job}/samples/{k}/attention", attention),
         *duet_routes(duet, about=about),
     ]
+    if tuner is not None:
+        routes += finetune.routes(tuner, on_use=lambda name: shown.update(about=name))
     app = Starlette(
         routes=routes,
         middleware=[
@@ -323,4 +342,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.worker, app.state.upload_dir, app.state.duet = worker, upload_dir, duet  # for tests
+    app.state.tuner = tuner
     return app

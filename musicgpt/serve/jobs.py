@@ -75,8 +75,9 @@ def summarize(tokenizer, ids: np.ndarray, prompt_tokens: int) -> dict:
 class Worker:
     """Runs jobs (and attention pages) one at a time on a single thread, in the order submitted."""
 
-    def __init__(self, model, tokenizer, *, max_waiting: int = 4, keep: int = 16):
+    def __init__(self, model, tokenizer, *, max_waiting: int = 4, keep: int = 16, index=None):
         self.model, self.tokenizer = model, tokenizer
+        self.index = index  # the model's corpus index (musicgpt.evaluate.copying), or None
         self.max_waiting, self.keep = max_waiting, keep
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicgpt-model")
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -168,8 +169,28 @@ class Worker:
             midi = io.BytesIO()
             self.tokenizer.decode(ids).write(midi)
             n = len(result.prompt)
-            samples.append(Sample(ids, n, midi.getvalue(), summarize(self.tokenizer, ids, n)))
+            summary = summarize(self.tokenizer, ids, n)
+            summary["copy"] = self._copy_report(ids, n)
+            samples.append(Sample(ids, n, midi.getvalue(), summary))
         return samples
+
+    def _copy_report(self, ids: np.ndarray, prompt_tokens: int) -> dict | None:
+        """The sample's longest stretch of the training corpus (None: the model carries no index)."""
+        from musicgpt.evaluate.copying import sequence_report
+
+        if self.index is None:
+            return None
+        report = sequence_report(self.index, self.tokenizer, ids, prompt_tokens)
+        return {**report.to_dict(), "line": report.line()}
+
+    def replace_model(self, model, tokenizer, index=None) -> None:
+        """Generate with another model from the next job on: the swap waits on the model's thread
+        for the jobs already queued, so no job changes model midway."""
+
+        def swap() -> None:
+            self.model, self.tokenizer, self.index = model, tokenizer, index
+
+        self._pool.submit(swap).result()
 
     # --- attention ----------------------------------------------------------------------------
 

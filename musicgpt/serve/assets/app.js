@@ -121,6 +121,10 @@
     legend.append("prompt (to " + s.promptEnd.toFixed(1) + " s) ");
     el("i", { class: "swatch continuation" }, legend);
     legend.append("continuation (" + s.notes.pitch.filter((_, i) => !s.fromPrompt[i]).length + " notes)");
+    if (s.copy) { // the copy report: the longest stretch of the model's training corpus
+      el("p", { class: "copy" + (s.copy.flagged ? " flagged" : ""), "data-flagged": s.copy.flagged ? "1" : "0" }, card,
+        "copy report: " + s.copy.line);
+    }
     const roll = pianoRoll(s);
     card.appendChild(roll.svg);
 
