@@ -68,7 +68,7 @@ def test_no_match_means_no_cache():
 def test_mix_is_the_log_of_the_mixture_and_rows_are_independent():
     seq = [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3]  # row 0 repeats; row 1 never does
     rows = np.array([seq, list(range(11))])
-    cache = PromptCache(rows, 12)
+    cache = PromptCache(rows, 12, CacheGate(min_match=3))
     q, lam = cache.distribution()
     assert lam[0] > 0 and lam[1] == 0
     assert q[0, 4] == 1.0  # every match of "1 2 3" was followed by 4
@@ -92,8 +92,9 @@ def test_velocity_and_small_timing_differences_still_match():
     first = [on("VELOCITY_20"), on("NOTE_ON_60"), shift(50), on("NOTE_OFF_60"), on("NOTE_ON_64"), shift(50)]
     again = [on("VELOCITY_24"), on("NOTE_ON_60"), shift(52), on("NOTE_OFF_60")]
     history = np.array([first + again])
-    exact = PromptCache(history, V.VOCAB_SIZE)
-    keyed = PromptCache(history, V.VOCAB_SIZE, key_of_id=V.MATCH_KEY_OF_ID)
+    gate = CacheGate(min_match=3)
+    exact = PromptCache(history, V.VOCAB_SIZE, gate)
+    keyed = PromptCache(history, V.VOCAB_SIZE, gate, key_of_id=V.MATCH_KEY_OF_ID)
     assert exact.distribution()[1][0] == 0.0  # the exact ids differ: no repeat found
     q, lam = keyed.distribution()
     assert lam[0] > 0 and q[0, on("NOTE_ON_64")] == 1.0  # what followed the first time
@@ -103,7 +104,7 @@ def test_velocity_and_small_timing_differences_still_match():
 
 
 def test_a_full_history_drops_its_oldest_half_and_keeps_matching():
-    cache = PromptCache(np.array([[1, 2, 3, 4] * 4]), 6, max_history=16)
+    cache = PromptCache(np.array([[1, 2, 3, 4] * 4]), 6, CacheGate(min_match=3), max_history=16)
     cache.append([1])  # 17th token: the oldest 8 go
     assert cache.n == 9
     cache.append([2])
@@ -114,7 +115,7 @@ def test_a_full_history_drops_its_oldest_half_and_keeps_matching():
 
 def test_features_and_mixture_score_a_piece_like_the_cache_does(piano_tokens):
     ids = np.asarray(piano_tokens[:400], np.int64)
-    gate = CacheGate()
+    gate = CacheGate(min_match=3)
     features = cache_features(ids, V.VOCAB_SIZE, gate, V.MATCH_KEY_OF_ID)
     model_lp = np.full(len(ids), math.log(1 / V.VOCAB_SIZE))
     mixed = mixture_log_probs(model_lp, features, gate)
@@ -164,6 +165,6 @@ def test_history_before_the_window_is_heard():
         model.transformer.wte.weight.zero_()
     passage = [7, 3, 9, 12, 30, 4, 41, 2, 18, 25]
     history = torch.tensor([passage * 2])
-    idx = torch.tensor([passage[:4]])
-    out = generate(model, idx, 6, greedy=True, prompt_cache=1.0, history=history)[0, 4:].tolist()
-    assert out == passage[4:10]
+    idx = torch.tensor([passage[:7]])  # a match of 7 tokens: past the default gate's 6
+    out = generate(model, idx, 3, greedy=True, prompt_cache=1.0, history=history)[0, 7:].tolist()
+    assert out == passage[7:10]

@@ -27,7 +27,7 @@ def client(tiny_checkpoint, tmp_path):
     model, tokenizer = load_checkpoint(tiny_checkpoint)
     app = create_app(model, tokenizer, about="tiny", checkpoint=str(tiny_checkpoint),
                      finetune_dir=tmp_path / "runs", finetune_args=QUICK)  # fmt: skip
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
         yield c
 
 

@@ -55,7 +55,12 @@ def test_a_few_steps_lower_the_loss(data_dir, tmp_path):
     # the best model was exported where `generate` and `evaluate` look for it
     exported = GPT.from_pretrained(tmp_path / "model")
     assert exported.config.to_dict() == {
-        **TINY, "layer_norm_epsilon": 1e-5, "position_encoding": "learned", "max_relative_distance": None
+        **TINY,
+        "layer_norm_epsilon": 1e-5,
+        "position_encoding": "learned",
+        "max_relative_distance": None,
+        "rope_base": 10000.0,
+        "rope_scale": 1.0,
     }
     assert (tmp_path / "model" / "tokenizer.json").exists()
 
