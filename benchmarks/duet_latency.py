@@ -49,7 +49,7 @@ def serve(engine) -> tuple[str, object, threading.Thread]:
     import uvicorn
     from starlette.applications import Starlette
 
-    from musicgpt.serve.duet import duet_routes
+    from musicgpt.serve.duet_socket import duet_routes
 
     app = Starlette(routes=duet_routes(engine))
     sock = socket.socket()

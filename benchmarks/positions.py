@@ -105,7 +105,9 @@ def bench_window(args, window: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--clock", choices=CLOCK, default=None, help="cpu (default on CPU) or wall (default on GPU)")
+    ap.add_argument(
+        "--clock", choices=CLOCK, default=None, help="cpu (default on CPU) or wall (default on GPU)"
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3, help="training steps per variant per round")
     ap.add_argument("--config", default="music-20m")
@@ -127,7 +129,9 @@ def main() -> None:
     print(f"| window | measure | {' | '.join(ENCODINGS)} | relative / learned | rope / learned |")
     print("| ---: | --- |" + " ---: |" * (len(ENCODINGS) + 2))
     for window in args.windows:
-        batch = args.batch if window <= 1024 else max(1, args.batch * 512 // window)  # the same tokens per step
+        batch = (
+            args.batch if window <= 1024 else max(1, args.batch * 512 // window)
+        )  # the same tokens per step
         r = bench_window(argparse.Namespace(**{**vars(args), "batch": batch}), window)
         rows = (
             ("parameters", "params", ",.0f"),

@@ -85,7 +85,9 @@ def measure_throughput(args, vocab_size: int) -> dict[str, float]:
     return {e: batch * args.block_size / s for e, s in best.items()}
 
 
-def train_one(run_dir: Path, data_dir: Path, encoding: str, seed: int, steps: int, args) -> tuple[Path, float]:
+def train_one(
+    run_dir: Path, data_dir: Path, encoding: str, seed: int, steps: int, args
+) -> tuple[Path, float]:
     from musicgpt.training.cli import train_cli
 
     config = recipe()
@@ -109,11 +111,15 @@ def train_one(run_dir: Path, data_dir: Path, encoding: str, seed: int, steps: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/positions")
-    ap.add_argument("--budget", type=float, default=180.0, help="seconds of training per run, at the measured rate")
+    ap.add_argument(
+        "--budget", type=float, default=180.0, help="seconds of training per run, at the measured rate"
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--measure-only", action="store_true", help="print the measured rates and stop")
-    ap.add_argument("--encodings", nargs="+", default=list(ENCODINGS), choices=ENCODINGS, help="train only these")
+    ap.add_argument(
+        "--encodings", nargs="+", default=list(ENCODINGS), choices=ENCODINGS, help="train only these"
+    )
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument(
         "--rates", type=float, nargs=3, metavar=("LEARNED", "RELATIVE", "ROPE"),
@@ -143,7 +149,9 @@ def main() -> None:
     vocab_size = load_tokenizer(data_dir / "tokenizer.json").vocab_size
     longest = args.block_size * MULTIPLES[-1]
 
-    tps = dict(zip(ENCODINGS, args.rates, strict=True)) if args.rates else measure_throughput(args, vocab_size)
+    tps = (
+        dict(zip(ENCODINGS, args.rates, strict=True)) if args.rates else measure_throughput(args, vocab_size)
+    )
     batch_tokens = recipe()["data"]["batch_size"] * args.block_size
     steps = {e: max(1, round(args.budget * tps[e] / batch_tokens)) for e in ENCODINGS}
     print(f"throughput ({args.threads} thread(s), side by side, best of {args.rounds} rounds, or --rates): "
@@ -154,7 +162,9 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         for encoding in args.encodings:
-            path, wall = train_one(out / f"{encoding}-{seed}", data_dir, encoding, seed, steps[encoding], args)
+            path, wall = train_one(
+                out / f"{encoding}-{seed}", data_dir, encoding, seed, steps[encoding], args
+            )
             model = GPT.from_pretrained(path)
             val = model_loss(model, FixedWindows(validation, args.block_size), batch_size=8).nats
             losses = {}
@@ -166,7 +176,9 @@ def main() -> None:
                 for m in MULTIPLES[1:]:
                     squeezed = GPT(dataclasses.replace(model.config, rope_scale=float(m))).eval()
                     squeezed.load_state_dict(model.state_dict())
-                    scaled[m] = context_loss(squeezed, test, args.block_size * m, args.block_size // 2, longest).nats
+                    scaled[m] = context_loss(
+                        squeezed, test, args.block_size * m, args.block_size // 2, longest
+                    ).nats
                 rows.append(("rope, rope_scale = multiple", seed, steps[encoding], wall, val, scaled))
             print(rows[-1], flush=True)
 
@@ -184,7 +196,9 @@ def main() -> None:
         means = " | ".join(
             f"{statistics.mean(r[5][m] for r in mine):.3f}" if m in mine[0][5] else "" for m in MULTIPLES
         )
-        print(f"| {encoding}, mean of {len(mine)} | | | | | {statistics.mean(r[4] for r in mine):.3f} | {means} |")
+        print(
+            f"| {encoding}, mean of {len(mine)} | | | | | {statistics.mean(r[4] for r in mine):.3f} | {means} |"
+        )
 
 
 if __name__ == "__main__":

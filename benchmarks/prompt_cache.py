@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from musicgpt.checkpoints import load_checkpoint
-from musicgpt.data.dataset import TokenShard
+from musicgpt.evaluate.continuations import load_pieces
 from musicgpt.evaluate.copy_gap import TABLE_HEADER, copy_gap, total
 from musicgpt.evaluate.nll import token_log_probs
 from musicgpt.generation.piano import default_context
@@ -40,17 +40,8 @@ from musicgpt.generation.prompt_cache import (
 GRID = {"min_match": [3, 4, 6], "length_weight": [0.0, 0.15, 0.3, 0.6]}
 
 
-def pieces_of(data_dir: Path, split: str, manifest_names: bool = True) -> list[tuple[str, np.ndarray]]:
-    import json
-
-    shard = TokenShard(data_dir, split)
-    files = json.loads((data_dir / "manifest.json").read_text())["files"]
-    names = [f["path"] for f in files if f.get("split") == split and f.get("tokens")]
-    out = []
-    for i in range(shard.n_pieces):
-        ids = shard.piece(i)[:-1]  # without its EOS
-        out.append((names[i] if i < len(names) else f"{split}-{i}", ids))
-    return out
+def pieces_of(data_dir: Path, split: str, tokenizer) -> list[tuple[str, np.ndarray]]:
+    return [(p.name, p.ids) for p in load_pieces(data_dir, split, tokenizer)]
 
 
 def fit_gate(lps: list[np.ndarray], feats: list[dict], base: CacheGate) -> tuple[CacheGate, float]:
@@ -98,7 +89,7 @@ def main(argv=None) -> int:
     # what the sampler compares to find repeats: the grammar's keys (music), else the ids
     key = None if args.exact else getattr(tokenizer.grammar(1), "match_key_of_id", None)
 
-    fit = pieces_of(args.data, args.fit_split)
+    fit = pieces_of(args.data, args.fit_split, tokenizer)
     fit_lp = [token_log_probs(model, ids, context) for _, ids in fit]
     best = None
     for min_match, length_weight in itertools.product(GRID["min_match"], GRID["length_weight"]):
@@ -116,7 +107,7 @@ def main(argv=None) -> int:
     model_fit = -np.mean(np.concatenate([x[1:] for x in fit_lp]))
     print(f"\nbest gate: {gate}\n({args.fit_split}: model {model_fit:.4f} -> {best[1]:.4f} nats/token)\n")
 
-    report = pieces_of(args.data, args.split)
+    report = pieces_of(args.data, args.split, tokenizer)
     if args.extra_midi:
         for path in sorted(args.extra_midi.glob("*.mid")):
             ids = np.asarray(tokenizer.encode(path), dtype=np.int64)

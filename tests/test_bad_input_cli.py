@@ -429,7 +429,10 @@ def test_config_and_tokenizer_files_that_are_not_yaml_or_json(tmp_path, capsys):
             "--tokenizer",
             tmp_path / "broken.json",
         ): "not a JSON tokenizer file (Expecting property name",
-        ("params", tmp_path): f"{tmp_path}: no config.yaml (musicgpt) or config.json (Hugging Face GPT-2) in it",
+        (
+            "params",
+            tmp_path,
+        ): f"{tmp_path}: no config.yaml (musicgpt) or config.json (Hugging Face GPT-2) in it",
         ("params", tmp_path / "list.yaml"): "a YAML model config must be a mapping of settings, not a list",
         (
             "train",

@@ -144,7 +144,7 @@ def context_loss(
 
 
 @torch.inference_mode()
-def token_log_probs(model, tokens: np.ndarray, context: int, batch_size: int = 4) -> np.ndarray:
+def token_log_probs(model, tokens: np.ndarray, context: int) -> np.ndarray:
     """(N,) the model's log p of every token of one piece given the ones before it, read through
     windows of `context` tokens as a continuation reads them: token i sees the last
     context // 2 to context tokens (all of them near the start). Index 0 has no context: NaN."""
@@ -155,21 +155,15 @@ def token_log_probs(model, tokens: np.ndarray, context: int, batch_size: int = 4
     N = len(tokens)
     out = np.full(N, np.nan)
     stride = max(1, context // 2)
-    # window w reads tokens[s : s + context + 1] and scores the targets after its first half
-    jobs = []
+    # a window reads tokens[s : end] and scores the targets the previous window left (from `first`)
     for s in range(0, max(1, N - 1), stride):
         end = min(N, s + context + 1)
-        first = 1 if s == 0 else s + context - stride + 1  # the targets the previous window left
-        jobs.append((s, end, first))
+        first = 1 if s == 0 else s + context - stride + 1
+        x = torch.as_tensor(tokens[s : end - 1], device=device)[None]
+        logp = model(x).float().log_softmax(-1)[0]  # (T, V): position t predicts tokens[s + t + 1]
+        targets = torch.as_tensor(tokens[s + 1 : end], device=device)
+        out[first:end] = logp.gather(-1, targets[:, None])[:, 0].cpu().numpy()[first - s - 1 :]
         if end == N:
             break
-    for b in range(0, len(jobs), batch_size):
-        chunk = jobs[b : b + batch_size]
-        for s, end, first in chunk:  # windows differ in length at the end: one at a time
-            x = torch.as_tensor(tokens[s : end - 1], device=device)[None]
-            logp = model(x).float().log_softmax(-1)[0]  # (T, V): position t predicts tokens[s + t + 1]
-            targets = torch.as_tensor(tokens[s + 1 : end], device=device)
-            lp = logp.gather(-1, targets[:, None])[:, 0].cpu().numpy()
-            out[first:end] = lp[first - s - 1 :]
     model.train(was_training)
     return out

@@ -29,7 +29,6 @@ Nothing here knows music: it runs on token ids, for text as for performances.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,13 +125,14 @@ class PromptCache:
         self.keys[:, n] = self.key_of_id[t]
         self.n = n + 1
 
-    def distribution(self) -> tuple[np.ndarray, np.ndarray]:
-        """(q (B, V) float64, lam (B,)): the copy distribution of the next token and its weight."""
+    def votes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(q (B, V) float64, longest (B,) int): the copy distribution of the next token and the
+        longest match behind it (0, and q all 0, for a row with no match of `min_match`)."""
         B, V, n = self.tokens.shape[0], self.vocab_size, self.n
         q = np.zeros((B, V))
         longest = np.zeros(B, np.int64)
         if n < 2:
-            return q, np.zeros(B)
+            return q, longest
         match = self.match[:, : n - 1]  # places j whose follower tokens[:, j + 1] is known
         for b in range(B):
             places = np.flatnonzero(match[b] >= self.gate.min_match)
@@ -143,8 +143,12 @@ class PromptCache:
             votes = np.exp(self.gate.length_weight * (lengths - longest[b]))  # relative: no overflow
             q[b] = np.bincount(self.tokens[b, places + 1], weights=votes, minlength=V)[:V]
             q[b] /= q[b].sum()
-        lam = np.minimum(self.strength * self.gate.weight(longest, q.max(axis=1)), MAX_LAMBDA)
-        return q, lam
+        return q, longest
+
+    def distribution(self) -> tuple[np.ndarray, np.ndarray]:
+        """(q (B, V) float64, lam (B,)): the copy distribution of the next token and its weight."""
+        q, longest = self.votes()
+        return q, np.minimum(self.strength * self.gate.weight(longest, q.max(axis=1)), MAX_LAMBDA)
 
     def mix(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, V) logits -> log((1 - lam) * softmax(logits) + lam * q), rows without a match unchanged."""
@@ -168,14 +172,10 @@ def cache_features(
     N = len(tokens)
     longest, agreement, q_target = np.zeros(N, np.int64), np.zeros(N), np.zeros(N)
     cache = PromptCache(tokens[:1][None], vocab_size, gate, max_history=max(N, 2), key_of_id=key_of_id)
-    no_lam = dataclasses.replace(gate, fixed=1.0)  # lam is computed from the features below
-    cache.gate = no_lam
     for i in range(1, N):
-        q, lam = cache.distribution()
-        if lam[0] > 0:
-            row = q[0]
-            longest[i] = int(cache.match[0, : cache.n - 1].max())
-            agreement[i], q_target[i] = row.max(), row[tokens[i]]
+        q, best = cache.votes()
+        if best[0]:
+            longest[i], agreement[i], q_target[i] = best[0], q[0].max(), q[0, tokens[i]]
         cache.append(tokens[i : i + 1])
     return {"longest": longest, "agreement": agreement, "q_target": q_target}
 

@@ -40,7 +40,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from musicgpt.errors import MidiReadError, MusicGPTError
-from musicgpt.serve.duet import DuetEngine, duet_routes
+from musicgpt.serve.duet import DuetEngine
+from musicgpt.serve.duet_socket import duet_routes
 from musicgpt.serve.form import MAX_UPLOAD_BYTES, BadRequest, limits, parse_request
 from musicgpt.serve.jobs import Job, Worker, prompt_seconds_of
 from musicgpt.serve.security import SameOrigin, allowed_hosts

@@ -32,7 +32,9 @@ def test_cli_prints_the_library_numbers(tiny_checkpoint, tmp_path, capsys):
     for name in ("maple-leaf-rag.mid", "fur-elise.mid"):
         ids = cut_at_seconds(load_checkpoint(tiny_checkpoint)[1].encode(PIANO_DIR / name), 15.0)
         load_checkpoint(tiny_checkpoint)[1].decode(ids).write(str(tmp_path / name))
-    assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path), "--copy-gap"]) == 0
+    assert (
+        main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path), "--copy-gap"]) == 0
+    )
     out = capsys.readouterr().out.splitlines()
     assert out[1].split() == "piece tokens model +cache +naive copy gap with cache".split()
     model, tok = load_checkpoint(tiny_checkpoint)

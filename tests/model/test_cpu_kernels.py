@@ -94,7 +94,11 @@ def test_relative_attention_gradients_are_as_accurate_as_sdpa_s(T, R):
 
     def grads(fn, dtype):
         leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
-        e = rel_emb.detach().float().requires_grad_() if dtype != torch.float64 else rel_emb.clone().requires_grad_()
+        e = (
+            rel_emb.detach().float().requires_grad_()
+            if dtype != torch.float64
+            else rel_emb.clone().requires_grad_()
+        )
         out = fn(*leaves, e)
         out.backward(grad.to(dtype))
         return out, [t.grad.double() for t in (*leaves, e)]

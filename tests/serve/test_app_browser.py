@@ -4,16 +4,13 @@ see the roll, play it, download the MIDI; a random-bytes upload shows its error 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
-from browser import BROWSER_MARKS, Browser
+from browser import BROWSER_MARKS, Browser, served
 from conftest import PIANO_DIR
 
 from musicgpt.checkpoints import load_checkpoint
@@ -29,19 +26,8 @@ def server(tiny_checkpoint):
     """The app on a free port, served by uvicorn on a thread; stopped at the end."""
     model, tokenizer = load_checkpoint(tiny_checkpoint)
     app = create_app(model, tokenizer, pieces_dir=PIANO_DIR, about="tiny random model")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start within 30 s"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with served(app, join_seconds=30) as url:
+        yield url, app
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,12 @@ from musicgpt.serve.form import FIELDS, BadRequest, GenerationRequest, limits, p
 
 def test_defaults_fill_missing_fields():
     assert parse_request({}) == GenerationRequest(
-        prompt_seconds=10.0, seconds=10.0, temperature=1.0, top_p=0.95, prompt_cache=1.0, num_samples=2,
+        prompt_seconds=10.0,
+        seconds=10.0,
+        temperature=1.0,
+        top_p=0.95,
+        prompt_cache=1.0,
+        num_samples=2,
         seed=None,
     )
     got = parse_request({"prompt_seconds": " 0 ", "seconds": "5", "temperature": "0", "top_p": "1",

@@ -89,7 +89,9 @@ def test_the_base_recipe_trains_a_warm_start_on_the_mix(piano_dir, bach_dir, tmp
     """piano_base.yaml as shipped (test-sized): from a saved model, with the mix, a few steps."""
     start = tmp_path / "start"
     torch.manual_seed(0)
-    GPT(GPTConfig(**{**TINY, "position_encoding": "relative", "max_relative_distance": 64})).save_pretrained(start)
+    GPT(GPTConfig(**{**TINY, "position_encoding": "relative", "max_relative_distance": 64})).save_pretrained(
+        start
+    )
     model = {**TINY, "position_encoding": "relative", "max_relative_distance": 64}
     config = shipped_config(
         "piano_base", tmp_path, piano_dir, model,
