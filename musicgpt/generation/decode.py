@@ -247,13 +247,17 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
         cache = None
         if run.sampling.prompt_cache > 0:
             heard = idx if run.history is None else torch.cat([run.history.to(idx.device), idx], dim=1)
-            cache = PromptCache(
-                heard.cpu().numpy(),
-                logits.shape[-1],
-                strength=run.sampling.prompt_cache,
-                # what counts as the same token when looking for a repeat: the grammar may say
-                key_of_id=getattr(mask, "match_key_of_id", None),
-            )
+            make_cache = getattr(mask, "copy_cache", None)
+            if make_cache is not None:  # the grammar knows better units than tokens (piano: notes)
+                cache = make_cache(heard.cpu().numpy(), run.sampling.prompt_cache)
+            else:
+                cache = PromptCache(
+                    heard.cpu().numpy(),
+                    logits.shape[-1],
+                    strength=run.sampling.prompt_cache,
+                    # what counts as the same token when looking for a repeat: the grammar may say
+                    key_of_id=getattr(mask, "match_key_of_id", None),
+                )
         finished = stop_emitted = None
         if run.stops is not None:
             finished = torch.zeros(B, dtype=torch.bool, device=idx.device)

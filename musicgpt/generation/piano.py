@@ -15,6 +15,7 @@ import torch
 
 from musicgpt.errors import MusicGPTError
 from musicgpt.generation.decode import generate_stream
+from musicgpt.generation.note_cache import NoteCache
 from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.base import MusicTokenizer
@@ -78,6 +79,10 @@ class _WholePromptGrammar:
     @property
     def match_key_of_id(self):
         return self.grammar.match_key_of_id
+
+    def copy_cache(self, history: np.ndarray, strength: float) -> NoteCache:
+        """The prompt cache of piano continuations: repeats found and copied note by note."""
+        return NoteCache(history, strength=strength)
 
 
 @dataclass
