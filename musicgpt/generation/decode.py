@@ -263,7 +263,12 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
             finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
             stop_emitted = torch.zeros(B, dtype=torch.long, device=idx.device)
 
+        logit_bias = getattr(mask, "logit_bias", None)  # a grammar's prior over the next token
         for i in range(max_new_tokens):
+            if logit_bias is not None:
+                bias = torch.from_numpy(np.asarray(logit_bias(), dtype=np.float32)).to(logits.device)
+                logits = logits.float().clone()
+                logits[:, : bias.shape[1]] += bias  # ids past the grammar's vocabulary: no prior
             if cache is not None:
                 logits = cache.mix(logits)
             allowed = _allowed(mask, logits) if mask is not None else None

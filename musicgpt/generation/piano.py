@@ -25,6 +25,10 @@ from musicgpt.tokenizers.base import MusicTokenizer
 # prompt more closely, and the held-out loss of unseen pieces falls by 0.4-0.8 nats/token).
 PIANO_SAMPLING = SamplingConfig(prompt_cache=1.0)
 
+# How strongly the piece's own note lengths press a sounding note to end (`PerformanceGrammar.
+# release_bias`; 0: the model alone). Chosen by the continuation table (docs/model.md, "Note lengths").
+RELEASE_PRIOR = 1.0
+
 # A guard on runaway sampling: dense piano music runs at ~50-100 tokens per second of music.
 MAX_TOKENS_PER_SECOND = 400
 # A relative model's continuations read this many times its training window (see docs/model.md
@@ -57,8 +61,8 @@ class _WholePromptGrammar:
     that the continuation can (and eventually must) end them.
     """
 
-    def __init__(self, grammar, whole_prompt: np.ndarray):
-        self.grammar, self.whole_prompt = grammar, whole_prompt
+    def __init__(self, grammar, whole_prompt: np.ndarray, release_prior: float = 0.0):
+        self.grammar, self.whole_prompt, self.release_prior = grammar, whole_prompt, release_prior
 
     def start(self, prompt) -> None:
         self.grammar.start(self.whole_prompt)
@@ -79,6 +83,11 @@ class _WholePromptGrammar:
     @property
     def match_key_of_id(self):
         return self.grammar.match_key_of_id
+
+    def logit_bias(self) -> np.ndarray:
+        """What the sampler adds to the logits before it samples: the piece's note lengths as a
+        prior on releases (`PerformanceGrammar.release_bias`)."""
+        return self.grammar.release_bias(self.release_prior)
 
     def copy_cache(self, history: np.ndarray, strength: float) -> NoteCache:
         """The prompt cache of piano continuations: repeats found and copied note by note."""
@@ -105,6 +114,7 @@ def continue_piano(
     seed: int | None = None,
     max_context: int | None = None,
     on_progress: Callable[[float], None] | None = None,
+    release_prior: float | None = None,
 ) -> Continuation:
     """Sample `num_samples` continuations of `seconds` of music each, in one batched call.
 
@@ -133,7 +143,9 @@ def continue_piano(
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     grammar = _WholePromptGrammar(
-        tokenizer.grammar(num_samples, max_note_tokens=context_len), np.tile(prompt_ids, (num_samples, 1))
+        tokenizer.grammar(num_samples, max_note_tokens=context_len),
+        np.tile(prompt_ids, (num_samples, 1)),
+        release_prior=RELEASE_PRIOR if release_prior is None else release_prior,
     )
 
     limit = round(seconds * V.STEPS_PER_SECOND)

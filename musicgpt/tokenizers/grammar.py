@@ -68,10 +68,13 @@ class PerformanceGrammar:
         self.after_velocity = np.zeros(b, bool)
         self.on_this_step = np.zeros(b, bool)
         self.after_short_shift = np.zeros(b, bool)
+        # how long the row's notes have lasted, in steps (prompt and generated): `spread` reads it
+        self.lengths_heard = np.zeros((b, max_note_steps + 1), np.int64)
 
     def _reset(self, rows: np.ndarray) -> None:
         self.sounding[rows] = False
         self.deadline[rows] = self._NEVER
+        self.lengths_heard[rows] = 0
         for state in (
             self.n_sounding,
             self.clock,
@@ -126,12 +129,46 @@ class PerformanceGrammar:
 
     def spread(self) -> np.ndarray:
         """(batch, vocab) where the sampler hands the mass the mask forbids (`SamplingConfig.mask_mode`
-        "spread"): within NOTE_OFF, to each sounding note in proportion to how long it has sounded
-        (a model that wants to end a note that is not sounding has lost track of which notes are,
-        and the ones it loses are those struck longest ago); -1 elsewhere (in proportion to the model)."""
+        "spread"): within NOTE_OFF, to the sounding notes that are due, by this piece's own note
+        lengths: each in proportion to the share of the notes heard so far (prompt and sample) that
+        had ended by its age, plus a little for every note (a model that wants to end a note that
+        is not sounding has lost track of which notes are; the ones it loses are those that have
+        outlived the piece's notes). With no note heard yet, in proportion to age. -1 elsewhere
+        (in proportion to the model)."""
         out = np.full((self.batch_size, V.VOCAB_SIZE), -1.0, np.float32)
-        age = self.clock[:, None] - (self.deadline - self.max_note_steps) + 1  # steps since NOTE_ON, >= 1
-        out[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128] = np.where(self.sounding, age, 0)
+        start = self.deadline - self.max_note_steps
+        age = np.clip(self.clock[:, None] - start, 0, self.max_note_steps)  # steps since NOTE_ON
+        heard = self.lengths_heard.sum(1)
+        ended_by = np.cumsum(self.lengths_heard, axis=1) / np.maximum(heard, 1)[:, None]  # (B, steps + 1)
+        due = np.take_along_axis(ended_by, age, axis=1) + 0.01
+        due = np.where(heard[:, None] > 0, due, age + 1)
+        out[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128] = np.where(self.sounding, due, 0)
+        return out
+
+    def release_bias(self, strength: float) -> np.ndarray:
+        """(batch, vocab) log-factors for the sampler: the piece's own note lengths as a prior on
+        which sounding note ends (a product of experts with the model, `strength` its weight).
+
+        With n notes heard so far (prompt and sample), n(<= a) of them no longer than a, the
+        NOTE_OFF of a sounding note of age a gets log(1 + strength * n(<= a) / (n - n(<= a) + 1)):
+        the odds that a note of this piece would be over by now. A note younger than every note
+        heard is left to the model; one older than all of them is pressed hard. 0 everywhere else,
+        and for a row that has heard no note end.
+
+        (Holding back TIME_SHIFTs that would carry a note past the piece's note lengths, the other
+        half of such a prior, was tried and made things far worse: the model, kept from moving
+        time, struck 120 notes a second.)
+        """
+        out = np.zeros((self.batch_size, V.VOCAB_SIZE), np.float32)
+        heard = self.lengths_heard.sum(1)
+        if strength <= 0 or not heard.any():
+            return out
+        at_most = np.cumsum(self.lengths_heard, axis=1)  # (B, steps + 1): n(<= a)
+        age = np.clip(self.clock[:, None] - (self.deadline - self.max_note_steps), 0, self.max_note_steps)
+        over = np.take_along_axis(at_most, age, axis=1)  # (B, 128)
+        odds = over / (heard[:, None] - over + 1.0)
+        sounding = self.sounding & (heard > 0)[:, None]
+        out[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128] = np.log1p(strength * odds) * sounding
         return out
 
     def advance(self, tokens: np.ndarray) -> None:
@@ -144,6 +181,10 @@ class PerformanceGrammar:
             r, p = self._rows[notes], value[notes]
             was = self.sounding[r, p]
             now = on[notes]
+            ended = was & ~now
+            if ended.any():  # a note's length, for `spread`
+                length = self.clock[r[ended]] - (self.deadline[r[ended], p[ended]] - self.max_note_steps)
+                np.add.at(self.lengths_heard, (r[ended], np.clip(length, 0, self.max_note_steps)), 1)
             self.n_sounding[r] += now.astype(np.int64) - was
             self.sounding[r, p] = now
             # a NOTE_ON of a sounding pitch (prompts only) restarts its clock; a stray NOTE_OFF changes nothing
