@@ -268,7 +268,8 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
             if logit_bias is not None:
                 bias = torch.from_numpy(np.asarray(logit_bias(), dtype=np.float32)).to(logits.device)
                 logits = logits.float().clone()
-                logits[:, : bias.shape[1]] += bias  # ids past the grammar's vocabulary: no prior
+                width = min(bias.shape[1], logits.shape[-1])  # ids past either's vocabulary: no prior
+                logits[:, :width] += bias[:, :width]
             if cache is not None:
                 logits = cache.mix(logits)
             allowed = _allowed(mask, logits) if mask is not None else None

@@ -209,13 +209,19 @@ class NoteCache:
         if not lam.any():
             return logits
         logp = logits.float().log_softmax(dim=-1)
-        extra = logits.shape[-1] - q.shape[1]  # ids past the performance events (special tokens)
-        is_off = torch.as_tensor(np.pad(_IS_NOTE_OFF, (0, extra)), device=logits.device)
+        width = logits.shape[-1]  # a model's vocabulary may end before or after the table's specials
+        is_off = torch.as_tensor(_fit(_IS_NOTE_OFF, width), device=logits.device)
         p_off = logp.masked_fill(~is_off, float("-inf")).logsumexp(dim=-1, keepdim=True)
-        q_t = torch.as_tensor(np.pad(q, ((0, 0), (0, extra))), dtype=torch.float32, device=logits.device)
+        q_t = torch.as_tensor(_fit(q, width), dtype=torch.float32, device=logits.device)
         lam_t = torch.as_tensor(lam, dtype=torch.float32, device=logits.device)[:, None]
         # log((1 - lam) p + lam (1 - P_off) q), in logs: exact where a term underflows float32
         copied = torch.log(q_t) + torch.log(lam_t) + torch.log1p(-p_off.exp().clamp(max=1 - 1e-7))
         mixed = torch.logaddexp(logp + torch.log1p(-lam_t), copied)
         mixed = torch.where(is_off, logp, mixed)
         return torch.where(lam_t > 0, mixed, logits.float())
+
+
+def _fit(table: np.ndarray, width: int) -> np.ndarray:
+    """The last axis cut or zero-padded to `width` (only special ids lie past the events)."""
+    table = table[..., :width]
+    return np.pad(table, [(0, 0)] * (table.ndim - 1) + [(0, width - table.shape[-1])])
