@@ -27,7 +27,7 @@ PIANO_SAMPLING = SamplingConfig(prompt_cache=1.0)
 
 # How strongly the piece's own note lengths press a sounding note to end (`PerformanceGrammar.
 # release_bias`; 0: the model alone). Chosen by the continuation table (docs/model.md, "Note lengths").
-RELEASE_PRIOR = 1.0
+RELEASE_PRIOR = 2.0
 
 # A guard on runaway sampling: dense piano music runs at ~50-100 tokens per second of music.
 MAX_TOKENS_PER_SECOND = 400
@@ -123,7 +123,9 @@ def continue_piano(
     (default `default_context(model)`); the prompt's last `max_context - 1` tokens condition it,
     and longer continuations slide the window (see `generate_stream`). A note is ended once its
     NOTE_ON has left that window (the grammar's `max_note_tokens`). `on_progress(seconds)` gets
-    the seconds of music every sample has reached so far.
+    the seconds of music every sample has reached so far. release_prior: how strongly the piece's
+    own note lengths (prompt and sample so far) press sounding notes to end (default
+    `RELEASE_PRIOR`; 0 leaves releases to the model; see `PerformanceGrammar.release_bias`).
     """
     if not seconds > 0:
         raise MusicGPTError(f"--seconds must be positive, got {seconds}")
