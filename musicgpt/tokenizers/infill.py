@@ -1,8 +1,8 @@
 """The fill-in-the-middle format of performances (Bavarian et al. 2022, PSM order).
 
 A piece cut at two times S < E (10 ms steps) is three token runs: the prefix (everything before
-S, lasting exactly S), the middle (from S to E, lasting exactly E - S) and the suffix (from E
-on). A TIME_SHIFT that crosses a cut is split there, so every part lasts exactly its time. The
+S and the NOTE_OFFs at S, lasting exactly S), the middle (from S to E, lasting exactly E - S)
+and the suffix (from E on). A TIME_SHIFT that crosses a cut is split there, so every part lasts exactly its time. The
 model reads, and is trained on,
 
     prefix  FIM_SUFFIX  gap  suffix  FIM_MIDDLE  middle  FIM_END
@@ -37,16 +37,19 @@ class Cut(NamedTuple):
     suffix: np.ndarray  # from `end` on, its velocity stated (when known)
 
 
-def cut_at(ids: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+def cut_at(ids: np.ndarray, step: int, offs_before: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(before, after): events before `step` and shifts up to it; events at `step` or later.
 
-    A shift that crosses `step` is split there; `before` lasts exactly `step` (shifts are added
-    when the sequence is shorter)."""
+    With `offs_before` the NOTE_OFFs at `step` go before (the encoder writes them first at a
+    step): a note that ends where a span starts is no part of it. A shift that crosses `step`
+    is split there; `before` lasts exactly `step` (shifts are added when the sequence is shorter)."""
     ids = np.asarray(ids, np.int64)
     steps = V.shift_steps(ids)
     clock_after = np.cumsum(steps)
     clock_before = clock_after - steps
     later = np.where(steps > 0, clock_after > step, clock_before >= step)
+    if offs_before:
+        later &= ~((V.TYPE_OF_ID[ids] == EventType.NOTE_OFF) & (clock_before == step))
     a = int(np.argmax(later)) if later.any() else ids.size
     before, after = ids[:a], ids[a:]
     if a < ids.size and steps[a] > 0 and clock_before[a] < step:  # a shift across the cut
@@ -104,7 +107,7 @@ def cut_piece(ids: np.ndarray, start: int, end: int, default_velocity: int | Non
     starts mid-piece and sets no velocity before `end`)."""
     if not 0 <= start < end:
         raise ValueError(f"a span needs 0 <= start < end, got {start}..{end} steps")
-    prefix, rest = cut_at(ids, start)
+    prefix, rest = cut_at(ids, start, offs_before=True)
     middle, suffix = cut_at(rest, end - start)
     prefix, middle, suffix = merge_shifts(prefix), merge_shifts(middle), merge_shifts(suffix)
     known = velocity_before(np.concatenate([prefix, middle]))
