@@ -9,8 +9,8 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader
 
 from musicgpt.data.build import read_manifest
-from musicgpt.data.fim import FIM_SPAN_SECONDS
 from musicgpt.data.dataset import AugmentConfig, FixedWindows, RandomWindows, TokenShard
+from musicgpt.data.fim import FIM_SPAN_SECONDS
 from musicgpt.errors import ConfigError
 from musicgpt.tokenizers import is_music, tokenizer_class
 
@@ -74,7 +74,9 @@ class TokenDataModule(L.LightningDataModule):
             raise ConfigError(f"data.fim_rate must be between 0 and 1, got {fim_rate}")
         lo, hi = fim_span_seconds
         if not 0.01 <= lo <= hi:
-            raise ConfigError(f"data.fim_span_seconds must be [shortest, longest] with 0.01 <= shortest <= longest, got {list(fim_span_seconds)}")
+            raise ConfigError(
+                f"data.fim_span_seconds must be [shortest, longest] with 0.01 <= shortest <= longest, got {list(fim_span_seconds)}"
+            )
         self.fim_rate, self.fim_span_seconds = fim_rate, (float(lo), float(hi))
         manifest = read_manifest(self.data_dir)
         self.tokenizer_settings = manifest["tokenizer"]

@@ -58,6 +58,8 @@ def fim_window(
     keep_prefix = room - keep_suffix
     if keep_prefix > cut.prefix.size:
         return None
-    window = fim_sequence(Cut(cut.prefix[cut.prefix.size - keep_prefix :], cut.middle, cut.suffix[:keep_suffix]))
+    window = fim_sequence(
+        Cut(cut.prefix[cut.prefix.size - keep_prefix :], cut.middle, cut.suffix[:keep_suffix])
+    )
     assert window.size == length, (window.size, length)
     return window

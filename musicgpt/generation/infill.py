@@ -17,7 +17,12 @@ import torch
 
 from musicgpt.errors import MusicGPTError
 from musicgpt.generation.decode import generate_stream
-from musicgpt.generation.piano import MAX_TOKENS_PER_SECOND, PIANO_SAMPLING, _WholePromptGrammar, default_context
+from musicgpt.generation.piano import (
+    MAX_TOKENS_PER_SECOND,
+    PIANO_SAMPLING,
+    _WholePromptGrammar,
+    default_context,
+)
 from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.base import MusicTokenizer
@@ -42,7 +47,11 @@ class Infill:
 
     def pieces(self) -> list[np.ndarray]:
         """Each finished sample spliced into the piece: prefix, new middle, suffix."""
-        return [splice(self.cut.prefix, m, self.cut.suffix) for m, ok in zip(self.samples, self.finished) if ok]
+        return [
+            splice(self.cut.prefix, m, self.cut.suffix)
+            for m, ok in zip(self.samples, self.finished, strict=False)
+            if ok
+        ]
 
 
 def can_infill(model, tokenizer: MusicTokenizer) -> bool:
@@ -50,14 +59,20 @@ def can_infill(model, tokenizer: MusicTokenizer) -> bool:
     return getattr(tokenizer, "vocab_size", 0) >= V.VOCAB_SIZE and model.config.vocab_size >= V.VOCAB_SIZE
 
 
+def check_span_order(start: float, end: float) -> tuple[int, int]:
+    """(start, end) in 10 ms steps, or a one-line MusicGPTError for an empty or reversed span."""
+    s, e = round(start * V.STEPS_PER_SECOND), round(end * V.STEPS_PER_SECOND)
+    if e <= s:
+        what = "empty (shorter than 10 ms)" if e == s else "reversed"
+        raise MusicGPTError(f"the span {start:g}-{end:g} s is {what}: --end must come after --start")
+    return s, e
+
+
 def check_span(ids: np.ndarray, start: float, end: float, source: str = "the piece") -> tuple[int, int]:
     """(start, end) in steps, or a one-line MusicGPTError: an empty or reversed span, or one
     that does not lie inside the piece (its last event ends it)."""
-    s, e = round(start * V.STEPS_PER_SECOND), round(end * V.STEPS_PER_SECOND)
+    s, e = check_span_order(start, end)
     length = int(V.shift_steps(ids).sum())
-    if e <= s:
-        what = "empty" if e == s else "reversed"
-        raise MusicGPTError(f"the span {start:g}-{end:g} s is {what}: --end must come after --start")
     if s < 0 or e > length:
         raise MusicGPTError(
             f"{source}: the span {start:g}-{end:g} s lies outside the piece, which lasts "

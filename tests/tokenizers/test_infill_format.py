@@ -42,16 +42,19 @@ def test_a_cut_splits_the_shift_across_it_and_keeps_offs_at_the_start_before():
     ids = n("NOTE_ON_60", "TIME_SHIFT_50", "NOTE_OFF_60", "NOTE_ON_62", "TIME_SHIFT_100", "NOTE_OFF_62")
     before, after = cut_at(ids, 20)
     assert before.tolist() == n("NOTE_ON_60", "TIME_SHIFT_20").tolist()
-    assert after.tolist() == n("TIME_SHIFT_30", "NOTE_OFF_60", "NOTE_ON_62", "TIME_SHIFT_100", "NOTE_OFF_62").tolist()
+    assert (
+        after.tolist()
+        == n("TIME_SHIFT_30", "NOTE_OFF_60", "NOTE_ON_62", "TIME_SHIFT_100", "NOTE_OFF_62").tolist()
+    )
     before, after = cut_at(ids, 50, offs_before=True)
     assert before.tolist() == n("NOTE_ON_60", "TIME_SHIFT_50", "NOTE_OFF_60").tolist()
     before, after = cut_at(ids, 50)
     assert after[0] == V.name_to_id("NOTE_OFF_60")
     padded = [*ids.tolist(), *n("TIME_SHIFT_100", "TIME_SHIFT_100", "TIME_SHIFT_50").tolist()]
     assert cut_at(ids, 400)[0].tolist() == padded  # 150 steps long: 250 more
-    assert merge_shifts(n("TIME_SHIFT_3", "TIME_SHIFT_38", "NOTE_ON_1", "TIME_SHIFT_70", "TIME_SHIFT_70")).tolist() == (
-        n("TIME_SHIFT_41", "NOTE_ON_1", "TIME_SHIFT_100", "TIME_SHIFT_40").tolist()
-    )
+    assert merge_shifts(
+        n("TIME_SHIFT_3", "TIME_SHIFT_38", "NOTE_ON_1", "TIME_SHIFT_70", "TIME_SHIFT_70")
+    ).tolist() == (n("TIME_SHIFT_41", "NOTE_ON_1", "TIME_SHIFT_100", "TIME_SHIFT_40").tolist())
 
 
 def test_the_format_by_hand():
@@ -65,9 +68,18 @@ def test_the_format_by_hand():
     assert cut.prefix.tolist() == n("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_30").tolist()
     assert cut.middle.tolist() == n("TIME_SHIFT_20", "VELOCITY_24", "NOTE_ON_64", "TIME_SHIFT_70").tolist()
     # the suffix starts with its velocity, then the rest of the shift that crossed the end
-    assert cut.suffix.tolist() == n(
-        "VELOCITY_24", "TIME_SHIFT_30", "NOTE_OFF_60", "NOTE_OFF_64", "NOTE_ON_67", "TIME_SHIFT_10", "NOTE_OFF_67"
-    ).tolist()
+    assert (
+        cut.suffix.tolist()
+        == n(
+            "VELOCITY_24",
+            "TIME_SHIFT_30",
+            "NOTE_OFF_60",
+            "NOTE_OFF_64",
+            "NOTE_ON_67",
+            "TIME_SHIFT_10",
+            "NOTE_OFF_67",
+        ).tolist()
+    )
     assert np.flatnonzero(expected_at_end(cut.suffix)).tolist() == [60, 64]
     seq = fim_sequence(cut)
     assert seq.tolist() == [

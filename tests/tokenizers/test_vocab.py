@@ -15,7 +15,15 @@ def test_layout_constants():
     assert (V.FIM_SUFFIX_ID, V.FIM_MIDDLE_ID, V.FIM_END_ID, V.VOCAB_SIZE) == (390, 391, 392, 393)
     assert (V.STEPS_PER_SECOND, V.MAX_SHIFT_STEPS, V.NUM_VELOCITY_BINS) == (100, 100, 32)
     assert [r.type for r in V.EVENT_RANGES] == [
-        "NOTE_ON", "NOTE_OFF", "TIME_SHIFT", "VELOCITY", "EOS", "PAD", "FIM_SUFFIX", "FIM_MIDDLE", "FIM_END"
+        "NOTE_ON",
+        "NOTE_OFF",
+        "TIME_SHIFT",
+        "VELOCITY",
+        "EOS",
+        "PAD",
+        "FIM_SUFFIX",
+        "FIM_MIDDLE",
+        "FIM_END",
     ]
 
 
