@@ -109,7 +109,10 @@ def check_vocabularies(model_vocab: int, tokenizer: Tokenizer | None, source) ->
     if tokenizer is None:
         return
     n = tokenizer.vocab_size
-    if not n <= model_vocab <= -(-n // 128) * 128:
+    # a tokenizer whose vocabulary grew at its end (the performance FIM tokens) still reads the
+    # models trained before: they must hold its older ids
+    least = getattr(tokenizer, "base_vocab_size", n)
+    if not least <= model_vocab <= -(-n // 128) * 128:
         raise MusicGPTError(
             f"{source}: the model reads {model_vocab} token ids but its tokenizer ({tokenizer.name}) has "
             f"{n}: they were not trained together"

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "finetune",
     "evaluate",
     "generate",
+    "infill",
     "attention",
     "serve",
     "duet",

@@ -47,6 +47,18 @@ def add_parser(subparsers) -> None:
         help="per piece: the loss with and without the prompt cache, and what a naive cache of the piece "
         "still gains (the copy gap; see docs/evaluation.md)",
     )
+    p.add_argument(
+        "--infill",
+        action="store_true",
+        help="cut the span [P, P + --span-seconds) from each piece, infill it (a model trained with "
+        "the FIM tokens) and compare with the real span, a ceiling and a floor, plus the edges",
+    )
+    p.add_argument(
+        "--span-seconds",
+        type=argtypes.seconds,
+        default=None,
+        help="with --infill: the span's length (default 4); it starts at --prompt-seconds",
+    )
     c = p.add_argument_group("continuations (music models; see docs/evaluation.md)")
     c.add_argument(
         "--continuations",
@@ -108,8 +120,14 @@ def run(args) -> int:
     from musicgpt.errors import MusicGPTError
     from musicgpt.evaluate.nll import loss_table
 
-    if args.continuations and args.copy_gap:
-        raise MusicGPTError("--continuations and --copy-gap are two evaluations: run them one at a time")
+    chosen = [f for f, on in (("--continuations", args.continuations), ("--copy-gap", args.copy_gap),
+                               ("--infill", args.infill)) if on]  # fmt: skip
+    if len(chosen) > 1:
+        raise MusicGPTError(f"{' and '.join(chosen)} are separate evaluations: run them one at a time")
+    if args.span_seconds is not None and not args.infill:
+        raise MusicGPTError("--span-seconds goes with --infill")
+    if args.infill:
+        return run_infill(args)
     if args.continuations:
         return run_continuations(args)
     if args.copy_gap:
@@ -220,6 +238,54 @@ def run_continuations(args) -> int:
     print(
         f"continuations of {len(pieces)} piece{'s' if len(pieces) > 1 else ''} from {source}: "
         f"{settings.prompt_seconds:g} s prompt, {settings.num_samples} x {settings.seconds:g} s"
+    )
+    for line in report.table():
+        print(line)
+    for remark in report.remarks:
+        print(f"({remark})")
+    if args.report:
+        payload = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
+        atomic_write_json(args.report, {**payload, **report.to_json()})
+        print(f"report written to {args.report}")
+    return 0
+
+
+def run_infill(args) -> int:
+    from musicgpt.checkpoints import load_checkpoint
+    from musicgpt.commands.generate import sampling_config
+    from musicgpt.errors import MusicGPTError
+    from musicgpt.evaluate.continuations import ContinuationSettings, load_pieces, select_pieces
+    from musicgpt.evaluate.infill import evaluate_infill
+    from musicgpt.generation.infill import can_infill
+    from musicgpt.io import atomic_write_json
+    from musicgpt.tokenizers import require_music
+
+    if args.bigram_data is not None:
+        raise MusicGPTError("--bigram-data goes with --continuations (a bigram cannot infill)")
+    settings = ContinuationSettings(
+        prompt_seconds=args.prompt_seconds,
+        seconds=args.span_seconds or 4.0,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        max_pieces=args.max_pieces,
+        sampling=sampling_config(args),
+    )
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device)
+    tokenizer = require_music(tokenizer, "--infill", str(args.checkpoint))
+    if not can_infill(model, tokenizer):
+        raise MusicGPTError(
+            f"{args.checkpoint}: the model reads {model.config.vocab_size} token ids, without the "
+            "fill-in-the-middle tokens: it cannot infill (train one with data.fim_rate: docs/training.md)"
+        )
+    pieces, skipped = select_pieces(load_pieces(args.data, args.split, tokenizer), settings)
+    for s in skipped:
+        print(f"skipped {s['name']}: {s['reason']}", file=sys.stderr)
+    report = evaluate_infill(model, tokenizer, pieces, settings)
+    report.skipped.extend(skipped)
+    p0, span = settings.prompt_seconds, settings.seconds
+    print(
+        f"infilling {len(pieces)} piece{'s' if len(pieces) > 1 else ''} of {args.data}: the span "
+        f"{p0:g}-{p0 + span:g} s, {settings.num_samples} samples each"
     )
     for line in report.table():
         print(line)

@@ -492,7 +492,9 @@ def check_model_reads(data_dir: str | Path, tokenizer: Tokenizer | None, vocab_s
         raise MusicGPTError(
             f"{what} reads {tokenizer.name} tokens, but {data_dir} was built with the {name} tokenizer"
         )
-    data_vocab = load_tokenizer(settings).vocab_size
+    data_tokenizer = load_tokenizer(settings)
+    # shards hold no ids added to a vocabulary since the model's (the FIM ids live only in windows)
+    data_vocab = getattr(data_tokenizer, "base_vocab_size", data_tokenizer.vocab_size)
     if data_vocab > vocab_size:
         raise MusicGPTError(
             f"{data_dir} holds ids up to {data_vocab - 1}; {what} reads only {vocab_size} ids"

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from musicgpt.data.build import read_manifest
 from musicgpt.data.dataset import AugmentConfig, FixedWindows, RandomWindows, TokenShard
+from musicgpt.data.fim import FIM_SPAN_SECONDS
 from musicgpt.errors import ConfigError
 from musicgpt.tokenizers import is_music, tokenizer_class
 
@@ -33,6 +34,10 @@ class TokenDataModule(L.LightningDataModule):
             (data/pretrain): `mix_weight` of the training windows come from its train split.
             Validation stays on `data_dir`, the music the run is for.
         mix_weight: the share of training windows drawn from `mix_data_dir` (0 to 1).
+        fim_rate: the share of training windows rearranged for infilling (music only; 0 to 1):
+            prefix, FIM_SUFFIX, gap, suffix, FIM_MIDDLE, middle, FIM_END (docs/tokenizer.md).
+            Validation stays plain continuation windows.
+        fim_span_seconds: the shortest and longest span (seconds) of those windows.
     """
 
     def __init__(
@@ -49,6 +54,8 @@ class TokenDataModule(L.LightningDataModule):
         seed: NonNegativeInt = 0,
         mix_data_dir: str | Path | None = None,
         mix_weight: float = 0.0,
+        fim_rate: float = 0.0,
+        fim_span_seconds: tuple[float, float] = FIM_SPAN_SECONDS,
     ):
         super().__init__()
         if data_dir is None:
@@ -63,6 +70,14 @@ class TokenDataModule(L.LightningDataModule):
             raise ConfigError("data.mix_weight is set but data.mix_data_dir is not")
         self.mix_data_dir = Path(mix_data_dir) if mix_data_dir is not None else None
         self.mix_weight = mix_weight
+        if not 0.0 <= fim_rate <= 1.0:
+            raise ConfigError(f"data.fim_rate must be between 0 and 1, got {fim_rate}")
+        lo, hi = fim_span_seconds
+        if not 0.01 <= lo <= hi:
+            raise ConfigError(
+                f"data.fim_span_seconds must be [shortest, longest] with 0.01 <= shortest <= longest, got {list(fim_span_seconds)}"
+            )
+        self.fim_rate, self.fim_span_seconds = fim_rate, (float(lo), float(hi))
         manifest = read_manifest(self.data_dir)
         self.tokenizer_settings = manifest["tokenizer"]
         if tokenizer is not None and tokenizer != self.tokenizer_settings["name"]:
@@ -73,6 +88,8 @@ class TokenDataModule(L.LightningDataModule):
         music = is_music(tokenizer_class(self.tokenizer_settings["name"]))
         if augment and not music:
             augment = False  # transposition and stretch mean nothing for text
+        if fim_rate > 0 and not music:
+            raise ConfigError("data.fim_rate is for music (performance tokens); this data is text")
         self.augment = (augment_config or AugmentConfig()) if augment else None
         self.train_set: RandomWindows | None = None
         self.val_set: FixedWindows | None = None
@@ -108,6 +125,8 @@ class TokenDataModule(L.LightningDataModule):
                 augment=self.augment,
                 mix=mix,
                 mix_weight=self.mix_weight,
+                fim_rate=self.fim_rate,
+                fim_span_seconds=self.fim_span_seconds,
             )
         if stage in ("fit", "validate", None):
             self.val_set = FixedWindows(

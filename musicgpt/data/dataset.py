@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from musicgpt.data.augment import MAX_TRANSPOSE, STRETCH_FACTORS, random_augment
 from musicgpt.data.build import MANIFEST, DataDirError, read_manifest, shard_files
+from musicgpt.data.fim import FIM_SPAN_SECONDS, fim_window
 from musicgpt.errors import MusicGPTError
 
 
@@ -89,9 +90,13 @@ class RandomWindows(Dataset):
         augment: AugmentConfig | None = None,
         mix: TokenShard | None = None,
         mix_weight: float = 0.0,
+        fim_rate: float = 0.0,
+        fim_span_seconds: tuple[float, float] = FIM_SPAN_SECONDS,
     ):
         """`mix`, `mix_weight`: draw that share of the windows from a second shard instead (a
-        pretraining corpus beside the music the run is for); item i's source is fixed like its place."""
+        pretraining corpus beside the music the run is for); item i's source is fixed like its place.
+        `fim_rate`: that share of the windows rearranged for infilling (`musicgpt.data.fim`) at a
+        span of `fim_span_seconds` (music only); with 0 the windows are exactly those of before."""
         # Stretching can remove time-shift tokens, so augmented windows read a margin more.
         self.read_len = block_size + 1 if augment is None else int((block_size + 1) * 1.25) + 8
         if len(shard) < self.read_len + 1:
@@ -105,6 +110,9 @@ class RandomWindows(Dataset):
         self.shard, self.block_size, self.samples = shard, block_size, samples
         self.mix, self.mix_weight = (mix, mix_weight) if mix is not None and mix_weight > 0 else (None, 0.0)
         self.seed, self.epoch, self.augment = seed, 0, augment
+        self.fim_rate, self.fim_span_seconds = fim_rate, tuple(fim_span_seconds)
+        # a FIM window cuts its prefix and suffix from a stretch of about two windows
+        self.fim_read_len = 2 * (block_size + 1) if augment is None else int(2 * (block_size + 1) * 1.25) + 8
         self.resume_batches = 0  # batches of this epoch a resumed run skips (see ResumableLoader)
 
     def set_epoch(self, epoch: int) -> None:
@@ -116,6 +124,11 @@ class RandomWindows(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng((self.seed, self.epoch, i))
         shard = self.mix if self.mix is not None and rng.random() < self.mix_weight else self.shard
+        if self.fim_rate > 0 and rng.random() < self.fim_rate:
+            window = self._fim_window(shard, rng)
+            if window is not None:
+                window = torch.from_numpy(window)
+                return window[:-1], window[1:]
         start = int(rng.integers(0, len(shard) - self.read_len + 1))
         window = np.asarray(shard.tokens[start : start + self.read_len]).astype(np.int64)
         if self.augment is not None:
@@ -126,6 +139,18 @@ class RandomWindows(Dataset):
                 window = np.asarray(shard.tokens[start : start + self.block_size + 1]).astype(np.int64)
         window = torch.from_numpy(window[: self.block_size + 1])
         return window[:-1], window[1:]
+
+    def _fim_window(self, shard: TokenShard, rng: np.random.Generator) -> np.ndarray | None:
+        """A fill-in-the-middle window (augmented first, like any other), or None (see `fim_window`)."""
+        read = min(self.fim_read_len, len(shard))
+        start = int(rng.integers(0, len(shard) - read + 1))
+        stretch = np.asarray(shard.tokens[start : start + read]).astype(np.int64)
+        if self.augment is not None:
+            want = min(2 * (self.block_size + 1), read)
+            stretch = random_augment(
+                stretch, want, rng, self.augment.max_transpose, self.augment.stretch_factors
+            )
+        return fim_window(stretch, self.block_size + 1, rng, self.fim_span_seconds)
 
 
 class FixedWindows(Dataset):

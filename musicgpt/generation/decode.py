@@ -244,6 +244,8 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
             mask.start(idx.cpu().numpy())
             groups = getattr(mask, "group_of_id", None)
             group_of_id = None if groups is None else torch.as_tensor(np.asarray(groups), dtype=torch.long)
+            if group_of_id is not None:  # a model older than ids its grammar knows (see _allowed)
+                group_of_id = group_of_id[: logits.shape[-1]]
         cache = None
         if run.sampling.prompt_cache > 0:
             heard = idx if run.history is None else torch.cat([run.history.to(idx.device), idx], dim=1)
@@ -275,7 +277,7 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
             allowed = _allowed(mask, logits) if mask is not None else None
             spread = None
             if allowed is not None and run.sampling.mask_mode == "spread" and hasattr(mask, "spread"):
-                spread = torch.from_numpy(np.asarray(mask.spread(), dtype=np.float32))
+                spread = torch.from_numpy(np.asarray(mask.spread(), dtype=np.float32)[:, : logits.shape[-1]])
             tok = next_token(logits, run.sampling, allowed, group_of_id, run.generator, spread)
             if run.stops is not None:
                 tok = torch.where(finished, stop_emitted, tok)  # finished rows repeat their stop token
@@ -313,6 +315,10 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
 
 def _allowed(logits_mask: LogitsMask, logits: torch.Tensor) -> torch.Tensor:
     allowed = np.asarray(logits_mask.allowed())
+    # A vocabulary grows at its end (the performance FIM tokens came after EOS and PAD): a model
+    # trained before reads fewer ids than its grammar knows, and those it lacks must be forbidden.
+    if allowed.ndim == 2 and allowed.shape[1] > logits.shape[1] and not allowed[:, logits.shape[1] :].any():
+        allowed = allowed[:, : logits.shape[1]]
     if allowed.dtype != np.bool_ or allowed.shape != tuple(logits.shape):
         raise SamplingError(
             f"logits_mask.allowed() must return a bool array of shape {tuple(logits.shape)}, "

@@ -9,6 +9,7 @@
     GET  /api/jobs/{id}/samples/{k}.mid      a sample as MIDI (k from 1)
     GET  /api/jobs/{id}/samples/{k}/attention   the attention page of a sample (made on first request)
     GET  /duet, WS /duet/ws, ...             the live duet (serve/duet.py)
+    GET  /infill, /api/infill...             mark a span and infill it (serve/infill.py)
 
 Every error is JSON {"error": message} with a 4xx code (5xx only for a bug), and the server goes on.
 Uploads are written to a temporary folder only while they are read, and the folder is removed at
@@ -43,6 +44,7 @@ from musicgpt.errors import MidiReadError, MusicGPTError
 from musicgpt.serve.duet import DuetEngine
 from musicgpt.serve.duet_socket import duet_routes
 from musicgpt.serve.form import MAX_UPLOAD_BYTES, BadRequest, limits, parse_request
+from musicgpt.serve.infill import infill_routes
 from musicgpt.serve.jobs import Job, Worker, prompt_seconds_of
 from musicgpt.serve.security import SameOrigin, allowed_hosts
 from musicgpt.tokenizers import require_music
@@ -326,6 +328,7 @@ def create_app(
         Route("/api/jobs/{job}/samples/{k}.mid", midi),
         Route("/api/jobs/{job}/samples/{k}/attention", attention),
         *duet_routes(duet, about=about),
+        *infill_routes(model, tokenizer, pieces),  # the infill page (serve/infill.py)
     ]
     if tuner is not None:
         routes += finetune.routes(tuner, on_use=lambda name: shown.update(about=name))

@@ -14,6 +14,10 @@ from musicgpt.tokenizers.vocab import EventType
 # a shift shorter than 1 s ends a gap (the encoder writes 100, ..., then the rest): no shift follows it
 _IS_SHORT_SHIFT = (V.STEPS_OF_ID > 0) & (V.STEPS_OF_ID < V.MAX_SHIFT_STEPS)
 
+# Where a row is in a fill-in-the-middle sequence (docs/tokenizer.md, "Infilling"):
+# prefix, FIM_SUFFIX, the gap as TIME_SHIFTs, the suffix, FIM_MIDDLE, the middle, FIM_END.
+PLAIN, GAP, SUFFIX, MIDDLE = 0, 1, 2, 3
+
 
 class PerformanceGrammar:
     """A LogitsMask keeping generated performances well formed, batch-wise in numpy.
@@ -27,7 +31,13 @@ class PerformanceGrammar:
       and no longer than lets every sounding note stay within `max_note_steps`;
     * VELOCITY of a bin other than the current one, and then only a NOTE_ON may follow;
     * EOS when no note sounds (and not right after VELOCITY); it resets the row's state;
-    * never PAD.
+    * never PAD, and never a FIM token outside a fill-in-the-middle prompt.
+    In a fill-in-the-middle sequence (see `advance_infill` below and docs/tokenizer.md) the tokens
+    after FIM_SUFFIX only record the gap and what the suffix expects; after FIM_MIDDLE the row
+    goes on from the prefix's state under an exact deadline: no TIME_SHIFT past the gap's end;
+    the shift that reaches it only once every note the suffix ends is sounding; there, only
+    NOTE_OFFs of the notes the suffix does not end, then FIM_END, exactly when the notes sounding
+    are the ones the suffix ends (no EOS before).
     When a note has sounded for `max_note_steps`, or (with `max_note_tokens`) its NOTE_ON lies that
     many tokens back, only NOTE_OFFs of such overdue notes are allowed. The second rule is for
     notes the model cannot see: it reads a window of the last tokens, and a note struck before
@@ -70,6 +80,13 @@ class PerformanceGrammar:
         self.after_short_shift = np.zeros(b, bool)
         # how long the row's notes have lasted, in steps (prompt and generated): `spread` reads it
         self.lengths_heard = np.zeros((b, max_note_steps + 1), np.int64)
+        # fill in the middle: the row's place (PLAIN, GAP, SUFFIX, MIDDLE), the gap's length, the
+        # clock at which the middle must end, and the suffix's pitches: seen, and ended before struck
+        self.fim = np.zeros(b, np.int8)
+        self.gap = np.zeros(b, np.int64)
+        self.end_clock = np.zeros(b, np.int64)
+        self.suffix_seen = np.zeros((b, 128), bool)
+        self.expected = np.zeros((b, 128), bool)  # must be sounding when the middle ends
 
     def _reset(self, rows: np.ndarray) -> None:
         self.sounding[rows] = False
@@ -82,8 +99,13 @@ class PerformanceGrammar:
             self.after_velocity,
             self.on_this_step,
             self.after_short_shift,
+            self.fim,
+            self.gap,
+            self.end_clock,
         ):
             state[rows] = 0
+        self.suffix_seen[rows] = False
+        self.expected[rows] = False
 
     def start(self, prompt: np.ndarray) -> None:
         prompt = np.asarray(prompt)
@@ -124,8 +146,45 @@ class PerformanceGrammar:
         np.not_equal(self._BINS, self.velocity_bin[:, None], out=velocities)
         velocities &= ~(overdue | after_velocity | crowded)[:, None]
         mask[:, V.EOS_ID] = (self.n_sounding == 0) & ~after_velocity
-        mask[:, V.PAD_ID] = False
+        mask[:, V.PAD_ID :] = False  # PAD and the FIM tokens
+        if self.fim.any():
+            self._mask_infill(mask)
         return mask
+
+    def _mask_infill(self, mask: np.ndarray) -> None:
+        """The exact-time rules of rows inside a fill-in-the-middle sequence (PLAIN rows untouched)."""
+        reading = (self.fim == GAP) | (self.fim == SUFFIX)
+        if reading.any():  # the prompt's gap and suffix: never sampled, any event may come
+            mask[reading, : V.EOS_ID] = True
+            mask[reading, V.EOS_ID :] = False
+            mask[reading, V.FIM_MIDDLE_ID] = True
+        rows = np.flatnonzero(self.fim == MIDDLE)
+        if rows.size == 0:
+            return
+        m = mask[rows]
+        sounding, expected = self.sounding[rows], self.expected[rows]
+        remaining = self.end_clock[rows] - self.clock[rows]  # >= 0: no shift goes past the end
+        at_end = remaining <= 0
+        missing = expected & ~sounding
+        complete = ~missing.any(1)  # every note the suffix ends is sounding
+        ons = m[:, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128]
+        # a note the suffix ends may be struck however many notes sound (else a full row could not
+        # finish), but not where a due note must end first
+        overdue = self.clock[rows] >= self.deadline[rows].min(1)
+        ons |= missing & ~overdue[:, None]
+        ons[at_end] = False  # at the end only NOTE_OFFs: a note struck there would last no time
+        shifts = m[:, V.TIME_SHIFT_OFFSET : V.VELOCITY_OFFSET]
+        shifts &= self._SHIFT_STEPS <= remaining[:, None]
+        # the shift that reaches the end only once the suffix's notes all sound
+        shifts[~complete] &= self._SHIFT_STEPS < remaining[~complete, None]
+        m[at_end, V.VELOCITY_OFFSET : V.EOS_ID] = False
+        # at the end: end the notes the suffix does not end, never those it does (their deadline
+        # included: the suffix ends them), then FIM_END once the sounding notes are just those
+        offs = m[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
+        offs[at_end] = (sounding & ~expected)[at_end]
+        m[:, V.EOS_ID] = False
+        m[:, V.FIM_END_ID] = at_end & ~(sounding ^ expected).any(1) & ~self.after_velocity[rows]
+        mask[rows] = m
 
     def spread(self) -> np.ndarray:
         """(batch, vocab) where the sampler hands the mass the mask forbids (`SamplingConfig.mask_mode`
@@ -175,6 +234,13 @@ class PerformanceGrammar:
         tokens = np.asarray(tokens).reshape(-1)
         kind = V.TYPE_OF_ID[tokens]
         value = V.VALUE_OF_ID[tokens]
+        # rows reading the prompt's gap and suffix keep the prefix's state as it was at FIM_SUFFIX
+        # (the middle goes on from it); what they read goes to `_read_suffix`
+        reading = (self.fim == GAP) | (self.fim == SUFFIX)
+        if reading.any():
+            self._read_suffix(reading, tokens, kind, value)
+            tokens = np.where(reading, V.PAD_ID, tokens)  # PAD: changes nothing below
+            kind, value = V.TYPE_OF_ID[tokens], V.VALUE_OF_ID[tokens]
         notes = kind <= EventType.NOTE_OFF
         if notes.any():
             on = kind == EventType.NOTE_ON
@@ -194,9 +260,36 @@ class PerformanceGrammar:
         shift = V.STEPS_OF_ID[tokens]
         self.clock += shift
         self.on_this_step &= shift == 0
-        self.after_velocity = velocity = kind == EventType.VELOCITY
-        self.velocity_bin = np.where(velocity, value, self.velocity_bin)
-        self.after_short_shift = _IS_SHORT_SHIFT[tokens]
+        self.after_velocity = np.where(reading, self.after_velocity, kind == EventType.VELOCITY)
+        self.velocity_bin = np.where(kind == EventType.VELOCITY, value, self.velocity_bin)
+        self.after_short_shift = np.where(reading, self.after_short_shift, _IS_SHORT_SHIFT[tokens])
         self.n_tokens += 1
-        if (tokens == V.EOS_ID).any():
-            self._reset(tokens == V.EOS_ID)
+        ends = (tokens == V.EOS_ID) | (tokens == V.FIM_END_ID)  # FIM_END: the infilled piece is whole
+        if ends.any():
+            self._reset(ends)
+        starts = (tokens == V.FIM_SUFFIX_ID) & (self.fim == PLAIN)
+        if starts.any():
+            self.fim[starts] = GAP
+            self.gap[starts] = 0
+            self.suffix_seen[starts] = self.expected[starts] = False
+
+    def _read_suffix(self, rows: np.ndarray, tokens: np.ndarray, kind: np.ndarray, value: np.ndarray) -> None:
+        """Rows after FIM_SUFFIX: TIME_SHIFTs first add up the gap; then the suffix's notes say which
+        pitches must sound when the middle ends (those whose first event there is a NOTE_OFF)."""
+        shift = V.STEPS_OF_ID[tokens]
+        in_gap = rows & (self.fim == GAP)
+        self.gap += np.where(in_gap & (shift > 0), shift, 0)
+        self.fim[in_gap & (shift == 0)] = SUFFIX
+        in_suffix = rows & (self.fim == SUFFIX)
+        note = in_suffix & (kind <= EventType.NOTE_OFF)
+        if note.any():
+            r, p = np.flatnonzero(note), value[note]
+            first = ~self.suffix_seen[r, p]
+            self.expected[r[first], p[first]] = kind[note][first] == EventType.NOTE_OFF
+            self.suffix_seen[r, p] = True
+        middle = rows & (tokens == V.FIM_MIDDLE_ID)
+        if middle.any():
+            self.fim[middle] = MIDDLE
+            self.end_clock[middle] = self.clock[middle] + self.gap[middle]
+            # the prefix may end on part of a shift (a span starts anywhere): the middle may go on with one
+            self.after_short_shift[middle] = False

@@ -78,6 +78,8 @@ class PerformanceTokenizer:
     modality: ClassVar[Literal["music"]] = "music"
     suffixes: ClassVar[tuple[str, ...]] = (".mid", ".midi")  # what `musicgpt data build` reads
     vocab_size: ClassVar[int] = V.VOCAB_SIZE
+    # the ids before the FIM tokens: a model trained on these alone (390) still continues
+    base_vocab_size: ClassVar[int] = V.BASE_VOCAB_SIZE
     eos_id: ClassVar[int] = V.EOS_ID
     pad_id: ClassVar[int] = V.PAD_ID
 
@@ -183,8 +185,9 @@ class PerformanceTokenizer:
         * notes still open at the end close at the final time, lasting at least one step and at
           most `max_note_seconds`;
         * before any VELOCITY event notes play at bin 16 (velocity 61);
-        * EOS and PAD are skipped: they neither move time nor close notes.
-        Raises TokenIdError for an id outside 0..389.
+        * EOS and PAD are skipped: they neither move time nor close notes;
+        * the FIM tokens are skipped too (decode a spliced piece: `musicgpt.tokenizers.infill.splice`).
+        Raises TokenIdError for an id outside 0..392.
         """
         ids = V.check_ids(ids)
         kind, value = V.TYPE_OF_ID[ids], V.VALUE_OF_ID[ids].astype(np.int64)

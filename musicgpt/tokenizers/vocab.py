@@ -10,6 +10,12 @@ lives in one place:
     ids 356-387   VELOCITY   bin 1-32
     id  388       EOS        end of piece (the data builder puts one after every piece)
     id  389       PAD        padding; never a target, never generated
+    id  390       FIM_SUFFIX fill in the middle: the prefix ends; the gap (as TIME_SHIFTs), then the suffix
+    id  391       FIM_MIDDLE the suffix ends; the middle follows
+    id  392       FIM_END    the middle ends (see docs/tokenizer.md, "Infilling")
+
+The three FIM ids came after EOS and PAD, so every older id kept its value: a model trained on
+the 390 ids before them still loads and continues exactly as before (`BASE_VOCAB_SIZE`).
 
 Velocity bins are note-seq's (`performance_lib.velocity_to_bin`): MIDI velocities 1-127 in
 32 bins of ceil(127 / 32) = 4 values, bin = (velocity - 1) // 4 + 1, so bin 1 holds 1-4 and
@@ -44,6 +50,9 @@ class EventType(IntEnum):
     VELOCITY = 3
     EOS = 4
     PAD = 5
+    FIM_SUFFIX = 6
+    FIM_MIDDLE = 7
+    FIM_END = 8
 
 
 class Event(NamedTuple):
@@ -76,8 +85,12 @@ EVENT_RANGES: tuple[EventRange, ...] = (
     EventRange("VELOCITY", 1, NUM_VELOCITY_BINS),
     EventRange("EOS", 0, 0),
     EventRange("PAD", 0, 0),
+    # fill in the middle (Bavarian et al. 2022, PSM order): appended, so no older id moved
+    EventRange("FIM_SUFFIX", 0, 0),
+    EventRange("FIM_MIDDLE", 0, 0),
+    EventRange("FIM_END", 0, 0),
 )
-SPECIAL_TYPES = ("EOS", "PAD")
+SPECIAL_TYPES = ("EOS", "PAD", "FIM_SUFFIX", "FIM_MIDDLE", "FIM_END")
 
 
 def _offsets() -> dict[str, int]:
@@ -97,12 +110,18 @@ TIME_SHIFT_OFFSET = OFFSETS["TIME_SHIFT"]
 VELOCITY_OFFSET = OFFSETS["VELOCITY"]
 EOS_ID = OFFSETS["EOS"]
 PAD_ID = OFFSETS["PAD"]
+FIM_SUFFIX_ID = OFFSETS["FIM_SUFFIX"]
+FIM_MIDDLE_ID = OFFSETS["FIM_MIDDLE"]
+FIM_END_ID = OFFSETS["FIM_END"]
 NUM_EVENT_IDS = EOS_ID  # ids below this are musical events
 VOCAB_SIZE = sum(r.size for r in EVENT_RANGES)
+# the ids before the FIM tokens: what a model must read to continue (models trained before them read 390)
+BASE_VOCAB_SIZE = FIM_SUFFIX_ID
 
 # Other modules code against these numbers; a change to the table that moves them is a bug.
 assert (NOTE_ON_OFFSET, NOTE_OFF_OFFSET, TIME_SHIFT_OFFSET, VELOCITY_OFFSET) == (0, 128, 256, 356)
-assert (NUM_EVENT_IDS, EOS_ID, PAD_ID, VOCAB_SIZE) == (388, 388, 389, 390)
+assert (NUM_EVENT_IDS, EOS_ID, PAD_ID, BASE_VOCAB_SIZE) == (388, 388, 389, 390)
+assert (FIM_SUFFIX_ID, FIM_MIDDLE_ID, FIM_END_ID, VOCAB_SIZE) == (390, 391, 392, 393)
 
 assert [t.name for t in EventType] == [r.type for r in EVENT_RANGES]
 
@@ -170,7 +189,8 @@ def id_to_event(i: int) -> Event:
 
 
 def id_to_name(i: int) -> str:
-    """A readable name: "NOTE_ON_60", "NOTE_OFF_60", "TIME_SHIFT_50", "VELOCITY_20", "EOS", "PAD"."""
+    """A readable name: "NOTE_ON_60", "NOTE_OFF_60", "TIME_SHIFT_50", "VELOCITY_20", "EOS", "PAD",
+    "FIM_SUFFIX", "FIM_MIDDLE", "FIM_END"."""
     event = id_to_event(i)
     return event.type if event.type in SPECIAL_TYPES else f"{event.type}_{event.value}"
 

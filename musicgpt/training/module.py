@@ -59,7 +59,8 @@ class MusicGPTModule(L.LightningModule):
         """`tokenizer`: the data's tokenizer settings (`musicgpt train` links them from the data,
         with `config.vocab_size`); they travel in every checkpoint and exported model.
         `init_from`: start from a trained model's weights (a shipped model's name, a model or run
-        directory, a .ckpt) instead of random ones; its config must equal `config`. A resumed run
+        directory, a .ckpt) instead of random ones; its config must equal `config`, but for a
+        smaller vocabulary (ids appended since: its rows are copied, see `grow_vocabulary`). A resumed run
         loads its checkpoint over them, so `--resume` works the same."""
         super().__init__()
         self.config = config
@@ -157,6 +158,10 @@ def _initial_weights(source: str, config: GPTConfig) -> dict[str, torch.Tensor]:
 
     model, _ = load_checkpoint(source)
     theirs, ours = model.config.to_dict(), config.to_dict()
+    # a vocabulary that grew at its end (the FIM tokens after EOS and PAD): the old rows carry over
+    grows = theirs["vocab_size"] < ours["vocab_size"]
+    if grows:
+        theirs.pop("vocab_size"), ours.pop("vocab_size")
     if ours["position_encoding"] != "learned":
         # Relative and rotary positions have no table sized by the window: a model trained on
         # 512-token windows can go on training on longer ones.
@@ -167,7 +172,29 @@ def _initial_weights(source: str, config: GPTConfig) -> dict[str, torch.Tensor]:
         )
         raise ConfigError(f"model.init_from {source}: its config differs from model.config ({diff})")
     # fp32 master weights whatever the source was stored in (the shipped models are bf16)
-    return {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    if grows:
+        weights = grow_vocabulary(weights, config.vocab_size)
+    return weights
+
+
+def grow_vocabulary(weights: dict[str, torch.Tensor], vocab_size: int) -> dict[str, torch.Tensor]:
+    """`weights` with the token table (wte, and the lm_head tied to it) grown to `vocab_size` rows.
+
+    The old rows stay; each new row is the mean of the old ones plus a little noise (a tenth of
+    their spread, seeded): a new token starts as an average token, whose logit is the average
+    logit, rather than as a random direction the model has never read; the noise lets the new
+    tokens part as they train. The output layer follows, being the same matrix."""
+    old = weights["transformer.wte.weight"]
+    n_new = vocab_size - old.shape[0]
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(n_new, old.shape[1], generator=generator) * (0.1 * old.std(dim=0))
+    grown = torch.cat([old, old.mean(dim=0, keepdim=True) + noise])
+    out = dict(weights)
+    out["transformer.wte.weight"] = grown
+    if "lm_head.weight" in out:
+        out["lm_head.weight"] = grown
+    return out
 
 
 def _loss_scaler(trainer) -> object | None:

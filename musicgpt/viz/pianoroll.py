@@ -30,11 +30,11 @@ def _shade(color: str, velocity: np.ndarray) -> np.ndarray:
     return rgba
 
 
-def _draw_notes(ax, notes: Notes, prompt_tokens: int) -> None:
+def _draw_notes(ax, notes: Notes, prompt_tokens: int, is_given: np.ndarray | None = None) -> None:
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
 
-    is_prompt = notes.on_token < prompt_tokens
+    is_prompt = notes.on_token < prompt_tokens if is_given is None else is_given
     for keep, color in ((is_prompt, PROMPT_COLOR), (~is_prompt, GENERATED_COLOR)):
         if not keep.any():
             continue
@@ -103,6 +103,55 @@ def render_continuations_png(
     )  # fmt: skip
     _legend(fig)
     fig.suptitle(title or "prompt and continuation", color=TEXT, fontsize=11, x=0.06, ha="left",
+                 y=1 - 0.12 / fig.get_figheight(), va="top")  # fmt: skip
+    _save(fig, path, dpi)
+    return Path(path).stat().st_size
+
+
+def render_infill_png(
+    pieces: Sequence[Notes],
+    path: str | Path,
+    *,
+    middles: Sequence[tuple[int, int]],
+    span: tuple[float, float],
+    margin: float = 4.0,
+    title: str | None = None,
+    dpi: int = 110,
+) -> int:
+    """Each infilled piece in its own panel, from `margin` seconds before the span to after it.
+
+    middles: per piece, the token range [first, end) of its new middle (those notes are drawn as
+    generated, the rest as given); span: (start, end) seconds, shaded. Returns the PNG's bytes."""
+    if not pieces:
+        raise ValueError("render_infill_png needs at least one piece")
+    t0, t1 = max(0.0, span[0] - margin), span[1] + margin
+    shown = [(n.end > t0) & (n.start < t1) for n in pieces]
+    pitches = np.concatenate([n.pitch[k] for n, k in zip(pieces, shown, strict=True)])
+    lo, hi = (int(pitches.min()) - 2, int(pitches.max()) + 2) if pitches.size else (58, 72)
+    n = len(pieces)
+    panel_height = 2.3 if n <= 4 else 1.6
+    fig = _figure(13, 0.9 + panel_height * n)
+    top, bottom = 1 - 0.55 / fig.get_figheight(), 0.5 / fig.get_figheight()
+    axes = fig.subplots(n, 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    fig.subplots_adjust(left=0.06, right=0.985, top=top, bottom=bottom, hspace=0.12)
+    octaves = [p for p in range(lo, hi + 1) if p % 12 == 0]
+    for i, (ax, notes, (a, b)) in enumerate(zip(axes, pieces, middles, strict=True)):
+        _style(ax)
+        ax.axvspan(span[0], span[1], color=CUT_COLOR, alpha=0.08, zorder=0, lw=0)
+        for p in octaves:
+            ax.axhline(p, color="#262b36", lw=0.6, zorder=1)
+        if len(notes):
+            _draw_notes(ax, notes, 0, is_given=~((notes.on_token >= a) & (notes.on_token < b)))
+        for t in span:
+            ax.axvline(t, color=CUT_COLOR, lw=1.2, ls=(0, (4, 3)), zorder=3)
+        ax.text(0.005, 0.93, f"sample {i + 1}" if n > 1 else "infilled", transform=ax.transAxes, ha="left",
+                va="top", color=TEXT, fontsize=9, fontweight="bold", zorder=4)  # fmt: skip
+    axes[0].set_xlim(t0, t1)
+    axes[0].set_ylim(lo, hi)
+    axes[0].set_yticks(octaves, [pitch_name(p) for p in octaves])
+    axes[-1].set_xlabel("time (s)", color=MUTED, fontsize=9)
+    _legend(fig)
+    fig.suptitle(title or "infilled span", color=TEXT, fontsize=11, x=0.06, ha="left",
                  y=1 - 0.12 / fig.get_figheight(), va="top")  # fmt: skip
     _save(fig, path, dpi)
     return Path(path).stat().st_size

@@ -20,7 +20,7 @@ def sample_with_grammar(mask_mode: str, steps: int = 100, batch: int = 32):
     """Sample `steps` tokens per row under the grammar; per step the model's NOTE_OFF mass among the
     allowed event types, and whether a NOTE_OFF was drawn (only steps where one was allowed)."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig.preset("music-tiny")).eval()
+    model = GPT(GPTConfig.preset("music-tiny", vocab_size=V.VOCAB_SIZE)).eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:

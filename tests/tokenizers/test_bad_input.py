@@ -120,5 +120,5 @@ def test_cli_detokenize_bad_ids(tmp_path, capsys):
 def test_token_errors_are_value_errors_and_musicgpt_errors():
     with pytest.raises(ValueError, match="token id -3"):
         TOK.decode([-3])
-    with pytest.raises(MusicGPTError, match="token id 390"):
-        TOK.decode_notes(np.array([390]))
+    with pytest.raises(MusicGPTError, match="token id 393"):
+        TOK.decode_notes(np.array([393]))

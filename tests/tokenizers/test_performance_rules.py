@@ -280,7 +280,8 @@ def test_settings_save_and_load(tmp_path):
     assert PerformanceTokenizer.load(tmp_path / "tok.json") == tok
     assert load_tokenizer(tmp_path / "tok.json") == tok
     assert load_tokenizer("performance") == PerformanceTokenizer()
-    assert (tok.vocab_size, tok.eos_id, tok.pad_id, tok.name) == (390, 388, 389, "performance")
+    assert (tok.vocab_size, tok.eos_id, tok.pad_id, tok.name) == (393, 388, 389, "performance")
+    assert tok.base_vocab_size == 390  # the ids of models trained before the FIM tokens
     assert tok.id_to_token(60) == "NOTE_ON_60" and tok.id_to_event(300) == ("TIME_SHIFT", 45)
 
 

@@ -11,9 +11,20 @@ from musicgpt.tokenizers import vocab as V
 
 def test_layout_constants():
     assert (V.NOTE_ON_OFFSET, V.NOTE_OFF_OFFSET, V.TIME_SHIFT_OFFSET, V.VELOCITY_OFFSET) == (0, 128, 256, 356)
-    assert (V.NUM_EVENT_IDS, V.EOS_ID, V.PAD_ID, V.VOCAB_SIZE) == (388, 388, 389, 390)
+    assert (V.NUM_EVENT_IDS, V.EOS_ID, V.PAD_ID, V.BASE_VOCAB_SIZE) == (388, 388, 389, 390)
+    assert (V.FIM_SUFFIX_ID, V.FIM_MIDDLE_ID, V.FIM_END_ID, V.VOCAB_SIZE) == (390, 391, 392, 393)
     assert (V.STEPS_PER_SECOND, V.MAX_SHIFT_STEPS, V.NUM_VELOCITY_BINS) == (100, 100, 32)
-    assert [r.type for r in V.EVENT_RANGES] == ["NOTE_ON", "NOTE_OFF", "TIME_SHIFT", "VELOCITY", "EOS", "PAD"]
+    assert [r.type for r in V.EVENT_RANGES] == [
+        "NOTE_ON",
+        "NOTE_OFF",
+        "TIME_SHIFT",
+        "VELOCITY",
+        "EOS",
+        "PAD",
+        "FIM_SUFFIX",
+        "FIM_MIDDLE",
+        "FIM_END",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -33,6 +44,8 @@ def test_layout_constants():
         (387, ("VELOCITY", 32), "VELOCITY_32"),
         (388, ("EOS", 0), "EOS"),
         (389, ("PAD", 0), "PAD"),
+        (390, ("FIM_SUFFIX", 0), "FIM_SUFFIX"),
+        (392, ("FIM_END", 0), "FIM_END"),
     ],
 )
 def test_known_ids(i, event, name):
@@ -52,9 +65,9 @@ def test_every_id_round_trips_through_event_and_name():
     assert V.id_to_event(np.int64(300)) == ("TIME_SHIFT", 45)
 
 
-@pytest.mark.parametrize("bad", [-1, 390, 1000])
+@pytest.mark.parametrize("bad", [-1, 393, 1000])
 def test_id_outside_vocabulary_is_a_clear_error(bad):
-    with pytest.raises(V.TokenIdError, match=f"token id {bad} .*0..389"):
+    with pytest.raises(V.TokenIdError, match=f"token id {bad} .*0..392"):
         V.id_to_event(bad)
     with pytest.raises(ValueError):
         V.id_to_name(bad)
@@ -117,8 +130,8 @@ def test_shift_steps_and_seconds():
     assert V.shift_steps(ids).tolist() == [0, 50, 0, 100, 0]
     assert V.shift_steps(ids.reshape(1, -1)).shape == (1, 5)  # any shape, e.g. a batch
     assert V.seconds_of(ids) == 1.5 and V.seconds_of([]) == 0.0
-    with pytest.raises(V.TokenIdError, match="token id 390"):
-        V.shift_steps([1, 390])
+    with pytest.raises(V.TokenIdError, match="token id 393"):
+        V.shift_steps([1, 393])
 
 
 @pytest.mark.parametrize(

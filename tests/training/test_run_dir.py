@@ -49,7 +49,7 @@ def test_the_run_dir_is_the_only_place_a_run_is_named(data_dir, tmp_path):
     assert [c.dirpath for c in checkpoints] == [f"{run}/checkpoints"] * 2
     assert [(c.monitor, c.save_last) for c in checkpoints] == [("val/loss", None), (None, True)]
     # linked, not typed twice: the vocabulary from the data's tokenizer, the window from the model
-    assert cli.model.config.vocab_size == 390 and cli.datamodule.block_size == 64
+    assert cli.model.config.vocab_size == 393 and cli.datamodule.block_size == 64
     assert (
         cli.model.tokenizer
         == cli.datamodule.tokenizer_settings

@@ -104,7 +104,37 @@ def test_the_base_recipe_trains_a_warm_start_on_the_mix(piano_dir, bach_dir, tmp
     config.write_text(yaml.safe_dump(settings))
     cli = train_cli(["--config", str(config)], run=False)
     first = cli.model.model.transformer.wte.weight.detach().clone()
-    assert torch.equal(first, GPT.from_pretrained(start).transformer.wte.weight)
+    # the saved model reads the 390 ids from before the FIM tokens; the data's tokenizer has 393
+    assert first.shape[0] == 393
+    assert torch.equal(first[:390], GPT.from_pretrained(start).transformer.wte.weight)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 4
     assert not torch.equal(first, cli.model.model.transformer.wte.weight)
+
+
+def test_init_from_a_smaller_vocabulary_copies_its_rows_and_grows_the_tied_table(tmp_path):
+    """A model trained before the FIM tokens warm-starts one that has them: its 390 rows carry
+    over, the 3 new ones start near the mean row, and the output layer is the same matrix."""
+    torch.manual_seed(1)
+    source = GPT(GPTConfig(**TINY))
+    source.save_pretrained(tmp_path / "m")
+    module = MusicGPTModule(GPTConfig(**{**TINY, "vocab_size": 393}), init_from=str(tmp_path / "m"))
+    ours, theirs = module.model.state_dict(), source.state_dict()
+    for name, value in theirs.items():
+        if name in ("transformer.wte.weight", "lm_head.weight"):
+            assert torch.equal(ours[name][:390], value), name
+        else:
+            assert torch.equal(ours[name], value), name
+    wte = module.model.transformer.wte.weight
+    assert wte.shape == (393, 64) and module.model.lm_head.weight is wte  # still tied
+    old = theirs["transformer.wte.weight"]
+    new = wte[390:].detach()
+    assert (new - old.mean(0)).abs().max() < (old - old.mean(0)).abs().max() / 2  # near the mean row
+    assert not torch.equal(new[0], new[1])  # but not one row three times
+    with pytest.raises(ConfigError, match=r"vocab_size: 393 vs 390"):  # never shrinks
+        MusicGPTModule(GPTConfig(**TINY), init_from=str(module_dir(module, tmp_path)))
+
+
+def module_dir(module: MusicGPTModule, tmp_path: Path) -> Path:
+    module.model.save_pretrained(tmp_path / "grown")
+    return tmp_path / "grown"
