@@ -4,17 +4,19 @@
 (batch, T) prompt: every row has the same length, so the rows share their positions. How each
 token is chosen is one `SamplingConfig` (or its fields as keyword arguments).
 
-The model sees at most `max_context` tokens (default `block_size`). Past that:
-* learned positions (GPT-2): the window slides. When it would grow past `max_context` tokens, it
-  is cut to its last `max_context - window_shift` tokens, which are run again (re-prefilled) at
-  positions 0.. so the model always sees positions it was trained on.
-* relative attention: the KV cache is a ring buffer of `max_context` slots; each new token
-  overwrites the oldest, with no re-prefill (a relative model does not care where its window
-  starts), and `max_context` may exceed the training window `block_size`.
-The uncached path (`use_cache=False`) computes the same from scratch every step, the slow
-reference that the cached path must equal: the same windows for learned positions; for relative
-attention the whole history with sliding-window attention (each token sees the last
-`max_context` in every layer: a ring buffer's keys were computed when their tokens were new).
+The model sees at most `max_context` tokens (default `block_size`). How it reads them is one
+small object per decoding mode, each with `prefill(prompt)` and `step(token, history)`:
+* `SlidingCache`, learned positions (GPT-2): when the window would grow past `max_context`
+  tokens, it is cut to its last `max_context - window_shift` tokens, which are run again
+  (re-prefilled) at positions 0.. so the model always sees positions it was trained on.
+* `RingCache`, relative attention: the KV cache is a ring buffer of `max_context` slots; each new
+  token overwrites the oldest, with no re-prefill (a relative model does not care where its
+  window starts), and `max_context` may exceed the training window `block_size`.
+* `Uncached` (`use_cache=False`): the same from scratch every step, the slow reference that the
+  cached modes must equal (and the benchmark's baseline): the same windows for learned positions;
+  for relative attention the whole history with sliding-window attention (each token sees the
+  last `max_context` in every layer: a ring buffer's keys were computed when their tokens were new).
+The loop in `_stream` (sampling, the grammar, stop tokens, the prompt cache) is the same for all.
 """
 
 from __future__ import annotations
@@ -44,19 +46,17 @@ def decode_step(model: GPT, token: torch.Tensor, input_pos: torch.Tensor) -> tor
     return model(token.view(-1, 1), input_pos, validate=False)[:, -1]
 
 
-# model -> (weights fingerprint, compiled step); weak, so a dropped model frees its compiled code
+# model -> (weights key, compiled step); weak, so a dropped model frees its compiled code
 _compiled_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _weights_fingerprint(model: GPT) -> tuple:
-    """What the frozen weights of a compiled step depend on: each parameter's storage, dtype and a
-    strided sample of its values (an optimizer step changes every value, so the sample sees it)."""
-    key = []
-    for p in model.parameters():
-        flat = p.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 16)].float().cpu()
-        key.append((p.data_ptr(), p.dtype, p.device, tuple(p.shape), tuple(sample.tolist())))
-    return tuple(key)
+def _weights_key(model: GPT) -> tuple:
+    """What the frozen weights of a compiled step depend on, read without touching their values:
+    each parameter's identity, storage, dtype and version counter. torch bumps a tensor's
+    `_version` at every in-place write (an optimizer step, `load_state_dict`, `p.mul_()` under
+    no_grad or inference_mode); a parameter replaced or moved (`model.to(...)`) has new storage.
+    Writes through `p.data` (a tensor with a version counter of its own) are not seen."""
+    return tuple((id(p), p.data_ptr(), p.dtype, p._version) for p in model.parameters())
 
 
 def compiled_decode_step(model: GPT) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -66,9 +66,10 @@ def compiled_decode_step(model: GPT) -> Callable[[torch.Tensor, torch.Tensor], t
     on AMX where the CPU has it), max-autotune GEMMs and the C++ wrapper. On CUDA: max-autotune
     with CUDA graphs. Compiling takes seconds to a minute, and again for each new batch size or
     cache length. Frozen weights are constants of the compiled code, so the step is rebuilt
-    whenever a parameter was replaced or its values changed since it was compiled.
+    whenever a parameter was replaced or written in place since it was compiled (`_weights_key`,
+    a few integers per parameter: checking it costs nothing beside a step).
     """
-    key = _weights_fingerprint(model)
+    key = _weights_key(model)
     cached = _compiled_steps.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -213,6 +214,84 @@ def generate_stream(
     return _stream(model, idx.to(device=device, dtype=torch.long), max_new_tokens, run)
 
 
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (token (B,), input_pos (1,)) -> logits (B, V)
+
+
+class RingCache:
+    """Relative attention: a ring buffer of `context` slots, never re-prefilled."""
+
+    def __init__(self, model: GPT, step: Step, context: int, total: int):
+        self.model, self._step = model, step
+        self.cache_len = min(context, total)
+        # token positions, which go on growing (the cache maps them to slots); sliced into views,
+        # so a step allocates no tensor of its own
+        self.positions = torch.arange(total, device=model.device)
+
+    def prefill(self, idx: torch.Tensor) -> torch.Tensor:
+        self.model.setup_cache(idx.shape[0], self.cache_len)
+        return prefill(self.model, idx, self.positions[: idx.shape[1]])
+
+    def step(self, token: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        n = history.shape[1]  # the token is the n-th
+        return self._step(token, self.positions[n - 1 : n])
+
+
+class SlidingCache:
+    """Learned positions: a window at positions 0..context-1 that, once full, is cut to its last
+    `keep` tokens, re-prefilled at 0.."""
+
+    def __init__(self, model: GPT, step: Step, context: int, total: int, keep: int):
+        self.model, self._step, self.keep = model, step, keep
+        self.cache_len = min(context, total)  # full only when cache_len == context: then it slides
+        self.positions = torch.arange(self.cache_len, device=model.device)
+        self.n_cached = 0  # the window's length
+
+    def prefill(self, idx: torch.Tensor) -> torch.Tensor:
+        self.model.setup_cache(idx.shape[0], self.cache_len)
+        self.n_cached = idx.shape[1]
+        return prefill(self.model, idx, self.positions[: self.n_cached])
+
+    def step(self, token: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        if self.n_cached == self.cache_len:
+            logits = prefill(self.model, history[:, -self.keep :], self.positions[: self.keep])
+            self.n_cached = self.keep
+            return logits
+        logits = self._step(token, self.positions[self.n_cached : self.n_cached + 1])
+        self.n_cached += 1
+        return logits
+
+
+class Uncached:
+    """The reference: every step runs the model over the window from scratch (no KV cache)."""
+
+    def __init__(self, model: GPT, context: int, keep: int):
+        self.model, self.context, self.keep = model, context, keep
+        self.ring = model.config.relative
+        self.start = 0  # learned positions: the window is history[:, start:]
+
+    def prefill(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx, validate=False, last_only=True)[:, -1]
+
+    def step(self, token: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        if self.ring:  # every token so far, each attending to the last `context` (the ring's view)
+            return self.model(history, validate=False, last_only=True, window=self.context)[:, -1]
+        n = history.shape[1]
+        if n - self.start > self.context:
+            self.start = n - self.keep
+        return self.model(history[:, self.start :], validate=False, last_only=True)[:, -1]
+
+
+def _decoder(model: GPT, run: _Decoding, total: int) -> RingCache | SlidingCache | Uncached:
+    """The decoding mode of this generation, `total` tokens long (prompt and new ones)."""
+    keep = run.max_context - run.window_shift  # learned positions: the window's length after a slide
+    if not run.use_cache:
+        return Uncached(model, run.max_context, keep)
+    step = compiled_decode_step(model) if run.compile else functools.partial(decode_step, model)
+    if model.config.relative:
+        return RingCache(model, step, run.max_context, total)
+    return SlidingCache(model, step, run.max_context, total, keep)
+
+
 @torch.inference_mode()  # applied around each resumption, so the caller's code is not in inference mode
 def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) -> Iterator[torch.Tensor]:
     if max_new_tokens == 0:
@@ -221,23 +300,10 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
     model.eval()
     try:
         B, T = idx.shape
-        ring = model.config.relative  # a ring buffer, never re-prefilled; else slide by re-prefilling
-        context = run.max_context
-        keep = context - run.window_shift  # learned: window length right after a slide
         tokens = torch.empty(B, T + max_new_tokens, dtype=torch.long, device=idx.device)  # the whole history
         tokens[:, :T] = idx
-        if run.use_cache:
-            step = compiled_decode_step(model) if run.compile else functools.partial(decode_step, model)
-            cache_len = min(context, T + max_new_tokens)
-            model.setup_cache(B, cache_len)
-            # learned: window positions 0..cache_len-1; relative: token positions, which go on
-            # growing (the ring buffer maps them to slots). Sliced into views: no per-step tensors.
-            positions = torch.arange(T + max_new_tokens if ring else cache_len, device=idx.device)
-            logits = prefill(model, idx, positions[:T])
-            n_cached = T  # learned: the window's length
-        else:
-            start = 0  # the window is tokens[:, start:n]
-            logits = model(idx, validate=False, last_only=True)[:, -1]
+        decoder = _decoder(model, run, T + max_new_tokens)
+        logits = decoder.prefill(idx)
         mask = run.logits_mask
         group_of_id = None
         if mask is not None:
@@ -293,22 +359,9 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
             yield tok
             if i == max_new_tokens - 1 or (finished is not None and bool(finished.all())):
                 return
-            n = T + i + 1  # tokens so far
-            if not run.use_cache:
-                if ring:  # every token so far, each attending to the last `context` (the ring's view)
-                    logits = model(tokens[:, :n], validate=False, last_only=True, window=context)[:, -1]
-                    continue
-                if n - start > context:
-                    start = n - keep
-                logits = model(tokens[:, start:n], validate=False, last_only=True)[:, -1]
-            elif ring:
-                logits = step(tok, positions[n - 1 : n])
-            elif n_cached == cache_len:  # full (only when cache_len == context): slide the window
-                logits = prefill(model, tokens[:, n - keep : n], positions[:keep])
-                n_cached = keep
-            else:
-                logits = step(tok, positions[n_cached : n_cached + 1])
-                n_cached += 1
+            # the token apart from the history (its last column), so that a compiled step always
+            # sees a contiguous (B,) tensor
+            logits = decoder.step(tok, tokens[:, : T + i + 1])
     finally:
         model.train(was_training)
 

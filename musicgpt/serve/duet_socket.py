@@ -196,26 +196,13 @@ def duet_routes(engine: DuetEngine, *, about: str = "") -> list:
 
     from starlette.exceptions import HTTPException
     from starlette.responses import HTMLResponse, Response
-    from starlette.routing import Route, WebSocketRoute
+    from starlette.routing import Mount, Route, WebSocketRoute
     from starlette.websockets import WebSocket, WebSocketDisconnect
 
-    from musicgpt.serve.app import _asset
+    from musicgpt.serve.static import PackageFiles, page
 
-    assets = {  # name -> (package, media type)
-        "duet.js": ("musicgpt.serve", "text/javascript; charset=utf-8"),
-        "duet.css": ("musicgpt.serve", "text/css; charset=utf-8"),
-        "player.js": ("musicgpt.viz", "text/javascript; charset=utf-8"),
-    }
-
-    async def page(request) -> Response:
-        return HTMLResponse(_asset("musicgpt.serve", "duet.html"))
-
-    async def asset(request) -> Response:
-        name = request.path_params["name"]
-        if name not in assets:
-            raise HTTPException(404, f"no asset {name!r}")
-        package, media_type = assets[name]
-        return Response(_asset(package, name), media_type=media_type)
+    async def duet_page(request) -> Response:
+        return HTMLResponse(page("duet.html"))
 
     def find(request) -> DuetSession:
         session = engine.get(request.path_params["sid"])
@@ -276,8 +263,8 @@ def duet_routes(engine: DuetEngine, *, about: str = "") -> list:
             conn.close()
 
     return [
-        Route("/duet", page),
-        Route("/duet/assets/{name}", asset),
+        Route("/duet", duet_page),
+        Mount("/duet/assets", PackageFiles()),  # duet.js, duet.css, player.js
         WebSocketRoute("/duet/ws", socket),
         Route("/duet/{sid}/session.mid", midi),
         Route("/duet/{sid}/attention", attention),

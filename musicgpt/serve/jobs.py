@@ -8,6 +8,7 @@ refused rather than queued for ever; only the newest `keep` jobs' results are ke
 
 from __future__ import annotations
 
+import enum
 import io
 import itertools
 import secrets
@@ -36,19 +37,70 @@ class Sample:
     attention_html: str | None = None  # made on first request
 
 
+class JobState(enum.StrEnum):
+    """queued -> running -> done | failed. A str, so the status JSON and the page read "done"."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+FINISHED = (JobState.DONE, JobState.FAILED)
+
+
 @dataclass
 class Job:
+    """One generation. The worker thread writes `state`, `done_seconds`, `error`, `samples`,
+    `started` and `finished` through `start`/`progress`/`finish`, and the request handlers read
+    them through `view()`: both under the job's lock, so a handler never sees a job "done" without
+    its samples (or half-way between two fields)."""
+
     id: str
     label: str  # the piece's name, or the upload's
     request: GenerationRequest
     prompt: np.ndarray
-    state: str = "queued"  # queued -> running -> done | failed
+    state: JobState = JobState.QUEUED
     done_seconds: float = 0.0  # music every sample has reached so far
     error: str | None = None
     samples: list[Sample] = field(default_factory=list)
     started: float | None = None
     finished: float | None = None
     status_body: bytes | None = None  # the status JSON once finished (a dense one is megabytes)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def view(self) -> JobView:
+        """The fields the worker writes, read at one moment."""
+        with self._lock:
+            return JobView(self.state, self.done_seconds, self.error, list(self.samples), self.started,
+                           self.finished)  # fmt: skip
+
+    def start(self) -> None:
+        with self._lock:
+            self.state, self.started = JobState.RUNNING, time.monotonic()
+
+    def progress(self, seconds: float) -> None:
+        with self._lock:
+            self.done_seconds = seconds
+
+    def finish(self, samples: list[Sample] | None = None, error: str | None = None) -> None:
+        """Done with its samples, or failed with an error."""
+        with self._lock:
+            if error is None:
+                self.state, self.samples = JobState.DONE, samples or []
+            else:
+                self.state, self.error = JobState.FAILED, error
+            self.finished = time.monotonic()
+
+
+@dataclass(frozen=True)
+class JobView:
+    state: JobState
+    done_seconds: float
+    error: str | None
+    samples: list[Sample]
+    started: float | None
+    finished: float | None
 
 
 def prompt_seconds_of(ids: np.ndarray) -> float:
@@ -92,7 +144,7 @@ class Worker:
             self._check_room()
 
     def _check_room(self) -> None:  # with self._lock held
-        waiting = sum(j.state == "queued" for j in self._jobs.values())
+        waiting = sum(j.view().state == JobState.QUEUED for j in self._jobs.values())
         if waiting >= self.max_waiting:
             raise BadRequest(
                 f"{waiting} generations are already waiting; try again when one has finished", 503
@@ -120,28 +172,25 @@ class Worker:
 
     def position(self, job: Job) -> int:
         """Jobs ahead of this one (the running one included); 0 once it runs."""
-        if job.state != "queued":
+        if job.view().state != JobState.QUEUED:
             return 0
         with self._lock:
             ahead = itertools.takewhile(lambda j: j is not job, self._jobs.values())
-            return sum(j.state in ("queued", "running") for j in ahead)
+            return sum(j.view().state not in FINISHED for j in ahead)
 
     def _forget_old(self) -> None:
-        finished = [j for j in self._jobs.values() if j.state in ("done", "failed")]
+        finished = [j for j in self._jobs.values() if j.view().state in FINISHED]
         for j in finished[: max(0, len(self._jobs) - self.keep)]:
             del self._jobs[j.id]
 
     def _run(self, job: Job) -> None:
-        job.state, job.started = "running", time.monotonic()
+        job.start()
         try:
-            job.samples = self._generate(job)
-            job.state = "done"
+            job.finish(self._generate(job))
         except _Stopped:
-            job.state, job.error = "failed", "the server is shutting down"
+            job.finish(error="the server is shutting down")
         except Exception as e:  # a bug or a model failure: the job reports it, the worker goes on
-            job.state, job.error = "failed", f"{type(e).__name__}: {e}"
-        finally:
-            job.finished = time.monotonic()
+            job.finish(error=f"{type(e).__name__}: {e}")
 
     def _generate(self, job: Job) -> list[Sample]:
         from musicgpt.generation.piano import continue_piano
@@ -152,7 +201,7 @@ class Worker:
         def progress(seconds: float) -> None:
             if self._stopping.is_set():
                 raise _Stopped
-            job.done_seconds = seconds
+            job.progress(seconds)
 
         result = continue_piano(
             self.model,

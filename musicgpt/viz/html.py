@@ -3,20 +3,20 @@
 The static part (the piano roll, or the row of text tokens) is SVG written here, so the page
 shows every note even before its script runs; `assets/attention.js` draws the arcs and the
 heatmap from the data embedded as JSON, its arrays base64 (little-endian). CSS and JS are read
-from `assets/` and inlined when the page is built.
+from `assets/` and inlined when the page is built (`assets/page.html`, a jinja2 template).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import html
-import json
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
 from musicgpt.io import atomic_write_text
@@ -98,20 +98,6 @@ def _compact_json(c: CompactAttention) -> dict[str, Any]:
         "weight": _b64(weight, weight.dtype.str[1:]),
         "scale": _b64(c.scale, "f4"),
     }
-
-
-def _script_json(obj: Any) -> str:
-    """JSON safe inside <script>: nothing in it can close the element or start a comment."""
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-    for ch, esc in (
-        ("<", "\\u003c"),
-        (">", "\\u003e"),
-        ("&", "\\u0026"),
-        ("\u2028", "\\u2028"),
-        ("\u2029", "\\u2029"),
-    ):
-        text = text.replace(ch, esc)
-    return text
 
 
 def _init(
@@ -222,33 +208,27 @@ def _asset(name: str) -> str:
     return resources.files("musicgpt.viz").joinpath("assets", name).read_text(encoding="utf-8")
 
 
-# The music page plays its notes (assets/player.js: a WebAudio synth, inlined like the rest).
-_PLAYBACK_CONTROLS = (
-    '<button id="play" type="button" title="play / pause (space)">&#9654; play</button> '
-    '<output id="clock">0.00 s</output>'
-)
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """assets/page.html's environment: every value HTML-escaped unless marked `| safe` (the CSS, the
+    scripts and the SVG, all made here); `tojson` embeds the data compactly, with <, >, & and '
+    escaped, so nothing in it can close the <script> that holds it."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("musicgpt.viz", "assets"), autoescape=True, keep_trailing_newline=True
+    )
+    env.policies["json.dumps_kwargs"] = {"separators": (",", ":"), "ensure_ascii": True}
+    return env
 
 
 def _page(
     *, mode: str, title: str, subtitle: str, item: str, explain: str, top_k: int, view: str, payload: dict
 ) -> str:
     music = mode == "music"
-    fields = {
-        "{{MODE}}": mode,
-        "{{TITLE}}": html.escape(title),
-        "{{SUBTITLE}}": html.escape(subtitle),
-        "{{ITEM}}": item,
-        "{{EXPLAIN}}": html.escape(explain),
-        "{{TOPK}}": str(top_k),
-        "{{VIEW}}": view,
-        "{{CSS}}": _asset("attention.css"),
-        "{{DATA}}": _script_json(payload),
-        "{{JS}}": _asset("attention.js"),
-        "{{PLAYBACK}}": _PLAYBACK_CONTROLS if music else "",
-        "{{PLAYER}}": f"<script>\n{_asset('player.js')}</script>" if music else "",
-    }
-    # one pass over the template: a value (say, a title holding "{{JS}}") is never searched again
-    return re.sub(r"\{\{[A-Z]+\}\}", lambda m: fields[m.group(0)], _asset("page.html"))
+    return _templates().get_template("page.html").render(
+        mode=mode, music=music, title=title, subtitle=subtitle, item=item, explain=explain, top_k=top_k,
+        view=view, payload=payload, css=_asset("attention.css"), js=_asset("attention.js"),
+        player=_asset("player.js") if music else "",
+    )  # fmt: skip
 
 
 def _common_payload(data: AttentionData, mode: str, top_k: int, precision: str) -> dict[str, Any]:

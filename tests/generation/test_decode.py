@@ -240,3 +240,26 @@ def test_compiled_decode_step_gives_the_eager_tokens():
     assert torch.equal(
         generate(model, idx, 60, greedy=True, compile=True), generate(model, idx, 60, greedy=True)
     )
+
+
+def test_the_compiled_step_is_kept_until_a_weight_changes():
+    """torch.compile is lazy, so this builds steps without compiling any: the step is the same object
+    while the weights stay, and a new one after each kind of write to them."""
+    from musicgpt.generation.decode import compiled_decode_step
+
+    torch.manual_seed(3)
+    model = GPT(GPTConfig.preset("music-tiny", n_layer=1)).eval()
+    first = compiled_decode_step(model)
+    assert compiled_decode_step(model) is first
+    list(generate_stream(model, prompt(1, 4), 3, greedy=True))  # running the model writes no weight
+    assert compiled_decode_step(model) is first
+
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight.mul_(2.0)  # in place, under no_grad
+    second = compiled_decode_step(model)
+    assert second is not first and compiled_decode_step(model) is second
+    model.load_state_dict(GPT(model.config).state_dict())  # other values copied into the same tensors
+    third = compiled_decode_step(model)
+    assert third is not second
+    model.to(torch.bfloat16)  # new storage, another dtype
+    assert compiled_decode_step(model) is not third

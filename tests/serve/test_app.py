@@ -255,6 +255,31 @@ def test_jobs_queue_and_run_one_at_a_time(client, app):
         assert before.finished <= after.started
 
 
+def test_a_job_is_read_at_one_moment():
+    """The worker thread moves a job through its states; a handler's view has the state and the
+    fields that go with it together (a "done" job with its samples, a "failed" one with its error)."""
+    from musicgpt.serve.form import parse_request
+    from musicgpt.serve.jobs import Job, JobState
+
+    job = Job(id="j", label="x.mid", request=parse_request({}), prompt=np.zeros(0, dtype=np.int64))
+    assert job.view().state is JobState.QUEUED and job.view().started is None
+    job.start()
+    job.progress(1.5)
+    view = job.view()
+    assert (view.state, view.done_seconds, view.samples) == (JobState.RUNNING, 1.5, [])
+    assert view.started is not None and view.finished is None
+    job.finish(["sample"])
+    view = job.view()
+    assert (view.state, view.samples, view.error) == (JobState.DONE, ["sample"], None)
+    assert view.finished >= view.started
+    assert JobState.DONE == "done"  # the JSON the page reads
+
+    failed = Job(id="k", label="y.mid", request=parse_request({}), prompt=np.zeros(0, dtype=np.int64))
+    failed.start()
+    failed.finish(error="the server is shutting down")
+    assert (failed.view().state, failed.view().error) == (JobState.FAILED, "the server is shutting down")
+
+
 def test_a_text_model_is_refused(model):
     from musicgpt.errors import MusicGPTError
 

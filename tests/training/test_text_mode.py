@@ -138,3 +138,48 @@ def test_huggingface_gpt2_directory_generates_what_transformers_generates(tmp_pa
         == 0
     )
     assert capsys.readouterr().out == prompt + expected_text + "\n"
+
+
+@pytest.mark.parametrize("encoding", ["learned", "relative"])
+def test_text_prompts_are_cut_to_the_models_real_context(tmp_path, capsys, encoding):
+    """A relative model reads RELATIVE_CONTEXT_FACTOR training windows (as piano continuations do);
+    a learned-position model reads exactly one. The prompt limit says which (was block_size for both)."""
+    from musicgpt.generation.piano import RELATIVE_CONTEXT_FACTOR
+    from musicgpt.model.gpt import GPT, GPTConfig
+    from musicgpt.tokenizers.text import ByteTokenizer
+
+    block = 32
+    config = GPTConfig(
+        block_size=block,
+        vocab_size=257,
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        dropout=0.0,
+        position_encoding=encoding,
+    )
+    torch.manual_seed(0)
+    GPT(config).save_pretrained(tmp_path)
+    ByteTokenizer().save(tmp_path / "tokenizer.json")
+    context = block * RELATIVE_CONTEXT_FACTOR if encoding == "relative" else block
+    assert RELATIVE_CONTEXT_FACTOR > 1
+
+    def generate(prompt: str) -> int:
+        argv = [
+            "generate",
+            "--checkpoint",
+            str(tmp_path),
+            "--text",
+            prompt,
+            "--max-new-tokens",
+            "4",
+            "--temperature",
+            "0",
+        ]
+        return main(argv)
+
+    capsys.readouterr()
+    assert generate("x" * (context - 1)) == 0
+    assert capsys.readouterr().out.startswith("x" * (context - 1))
+    assert generate("x" * context) == 2
+    assert f"the prompt is {context} tokens; the model's context is {context}" in capsys.readouterr().err
