@@ -7,7 +7,7 @@ from pathlib import Path
 
 from musicgpt import argtypes
 from musicgpt.commands.generate import output_paths, partial_path
-from musicgpt.models import DEFAULT_MODEL
+from musicgpt.models import INFILL_MODEL
 
 
 def add_parser(subparsers) -> None:
@@ -29,9 +29,9 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--checkpoint",
         type=argtypes.checkpoint,
-        default=DEFAULT_MODEL,
+        default=INFILL_MODEL,
         help="a model trained with the fill-in-the-middle tokens (model dir, run dir, .ckpt or a "
-        f"shipped model's name; default: {DEFAULT_MODEL})",
+        f"shipped model's name; default: {INFILL_MODEL})",
     )
     p.add_argument("--png", type=argtypes.output_file, help="also draw the span of every sample to this PNG")
     p.add_argument("--wav", action="store_true", help="also render each MIDI to .wav with fluidsynth")
