@@ -6,7 +6,10 @@ are parsed, as one line naming the argument, before any model is loaded or any w
 The training command (LightningCLI) checks its own values with the jsonargparse types in the
 signatures of `TokenDataModule` and `GPTConfig`; `output_dir` serves it too.
 
-Paths are checked, never created: a command that fails later leaves nothing behind.
+Parsing has no side effects: paths are checked, never created. The two checks that must act to
+know (a probe file written and removed where an output goes; a query of the GPU driver) are each
+type's `probe`, which `probe_arguments` runs once every argument has parsed, before the command
+starts (`check` runs both for a value from a config file).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import math
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 # Counts are bounded by C's int: larger ones overflow in numpy and torch before they mean anything.
@@ -68,6 +71,9 @@ seed = _named("seed", int_range(0, SEED_MAX))
 # Samples are drawn as one batch, whose memory grows with it: more than this, run the command again.
 MAX_SAMPLES = 256
 sample_count = _named("sample count", int_range(1, MAX_SAMPLES))
+# --mask-mode's choices: SamplingConfig.mask_mode's values (generation/sampling.MASK_MODES), spelt
+# here so that building the parser imports no torch; a test holds the two equal.
+MASK_MODES = ("per_group", "spread", "renormalize")
 
 
 def non_negative_float(text: str) -> float:
@@ -130,18 +136,23 @@ def fraction(text: str) -> float:
     return value
 
 
-def device(text: str) -> str:
-    """A torch device that exists on this machine: cpu, cuda, cuda:1, mps, ..."""
-    if text == "cpu":
-        return text  # no torch import for the default
+def _probes(probe: Callable[[object], None]) -> Callable[[Callable], Callable]:
+    """Give a type the check that `probe_arguments` runs after parsing."""
+
+    def mark(parse: Callable) -> Callable:
+        parse.probe = probe
+        return parse
+
+    return mark
+
+
+def _device_exists(text: str) -> None:
+    """The device is on this machine (asks the driver: run after parsing, not while)."""
     import torch
 
-    try:
-        d = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise _Error(f"{text!r} is not a device (cpu, cuda, cuda:1, mps, ...)") from None
-    if d.type == "cpu":
-        return text
+    d = torch.device(text)
+    if d.type in ("cpu", "meta"):
+        return
     if d.type == "mps":
         available, count = torch.backends.mps.is_available(), 1
     else:
@@ -155,6 +166,19 @@ def device(text: str) -> str:
         raise _Error(
             f"{text}: this machine has {count} {d.type} device(s), {d.type}:0 to {d.type}:{count - 1}"
         )
+
+
+@_probes(_device_exists)
+def device(text: str) -> str:
+    """A torch device name: cpu, cuda, cuda:1, mps, ... (its probe: one this machine has)."""
+    if text == "cpu":
+        return text  # no torch import for the default
+    import torch
+
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise _Error(f"{text!r} is not a device (cpu, cuda, cuda:1, mps, ...)") from None
     return text
 
 
@@ -196,30 +220,53 @@ def checkpoint(text: str) -> str:
     )
 
 
+@_probes(lambda path: _writable_from(path.parent, str(path)))
 def output_file(text: str) -> Path:
-    """A file that can be written: not a folder, in a folder that exists or can be made, writable."""
+    """A file that can be written: not a folder, in a folder that exists or can be made (its probe:
+    a file can be created there)."""
     path = Path(text)
     if text.endswith(("/", os.sep)) or path.is_dir():
         raise _Error(f"{text}: a folder; give a file name")
-    _writable_from(path.parent, text)
+    _nearest_folder(path.parent, text)
     return path
 
 
+@_probes(lambda path: _writable_from(path, str(path)))
 def output_dir(text: str | Path) -> Path:
-    """A folder that exists and is writable, or that can be made."""
+    """A folder that exists, or that can be made (its probe: a file can be created in it)."""
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise _Error(f"{text}: a file, not a folder")
-    _writable_from(path, str(text))
+    _nearest_folder(path, str(text))
     return path
 
 
+def probe(parse: Callable[[str], object], value) -> None:
+    """Run the probe of the type `parse` (if it has one) on its parsed `value`."""
+    check_by_acting = getattr(parse, "probe", None)
+    if check_by_acting is not None and value is not None:
+        check_by_acting(value)
+
+
+def probe_arguments(actions: Iterable[argparse.Action], namespace: argparse.Namespace) -> None:
+    """The probes of every argument that has a value, once all have parsed; a bad value raises
+    argparse.ArgumentError (worded as argparse words a value its type refused)."""
+    for action in actions:
+        try:
+            probe(action.type, getattr(namespace, action.dest, None))
+        except _Error as e:
+            raise argparse.ArgumentError(action, str(e)) from None
+
+
 def check(parse: Callable[[str], object], value, name: str):
-    """`parse(value)` outside argparse (a value from a config file): a bad one is a ConfigError naming `name`."""
+    """`parse(value)` and its probe outside argparse (a value from a config file): a bad one is a
+    ConfigError naming `name`."""
     from musicgpt.errors import ConfigError
 
     try:
-        return parse(str(value))
+        parsed = parse(str(value))
+        probe(parse, parsed)
+        return parsed
     except argparse.ArgumentTypeError as e:
         raise ConfigError(f"{name}: {e}") from None
 
@@ -229,18 +276,23 @@ def _must_exist(path: Path) -> None:
         raise _Error(f"{path}: no such file or folder")
 
 
-def _writable_from(folder: Path, text: str) -> None:
-    """The nearest existing folder on the way to `folder` must be a folder we can create files in."""
-    folder = folder.absolute()
-    existing = folder
+def _nearest_folder(folder: Path, text: str) -> Path:
+    """The nearest folder on the way to `folder` that exists; a file there is an error."""
+    existing = folder.absolute()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         raise _Error(f"{text}: {existing} is a file, not a folder")
+    return existing
+
+
+def _writable_from(folder: Path, text: str) -> None:
+    """The nearest existing folder on the way to `folder` must be a folder we can create files in."""
+    existing = _nearest_folder(folder, text)
     try:
         # Create a file, rather than trust os.access: root passes access() on a read-only mount.
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".musicgpt-probe-")
+        fd, probe_file = tempfile.mkstemp(dir=existing, prefix=".musicgpt-probe-")
     except OSError as e:
         raise _Error(f"{text}: cannot write in {existing} ({e.strerror or e})") from None
     os.close(fd)
-    os.unlink(probe)
+    os.unlink(probe_file)

@@ -159,6 +159,6 @@ def _from_lightning_ckpt(path: Path) -> tuple[GPT, Tokenizer | None]:
         if isinstance(tensor, torch.Tensor) and not tensor.is_floating_point():
             raise MusicGPTError(f"{path}: {name} holds {tensor.dtype} values; model weights are floats")
     model = GPT(config)
-    model.load_state_dict(state)
+    model.load_weights(state, str(path))  # a mismatch is one line naming the file
     settings = ckpt.get("tokenizer")
     return model, load_tokenizer(settings) if settings else None

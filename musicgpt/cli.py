@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module under `musicgpt/commands/`, which exposes
 `add_parser(subparsers)` (argparse only, cheap to import) and `run(args) -> int | None`
-(imports torch and friends lazily). `musicgpt train` hands its arguments to LightningCLI.
+(imports torch and friends lazily). `musicgpt train` hands its arguments to LightningCLI, before
+argparse sees them.
 """
 
 from __future__ import annotations
@@ -33,10 +34,22 @@ COMMAND_MODULES = (
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line like every other `musicgpt: error:` (no usage block)."""
+    """argparse, with its errors on one line like every other `musicgpt: error:` (no usage block),
+    and the probes of its argument types (argtypes: can this output be written, is this device
+    here) run once every argument has parsed, before the command starts."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        from musicgpt.argtypes import probe_arguments
+
+        namespace, extras = super().parse_known_args(args, namespace)
+        try:
+            probe_arguments(self._actions, namespace)  # argparse keeps no public list of them
+        except argparse.ArgumentError as e:
+            self.error(str(e))
+        return namespace, extras
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,13 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"musicgpt.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"musicgpt.commands.{name}":
-                raise
-            continue  # a command still being built; not listed
-        module.add_parser(sub)
+        importlib.import_module(f"musicgpt.commands.{name}").add_parser(sub)
     return parser
 
 
@@ -60,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "train":
-            # LightningCLI owns the whole argument list of `train` (config files, dotted overrides).
+            # LightningCLI owns the whole argument list of `train` (config files, dotted overrides):
+            # it is handed over here, not parsed (commands/train.py only lists it in --help).
             from musicgpt.commands.train import run_train
 
             return run_train(argv[1:]) or 0

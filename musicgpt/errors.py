@@ -20,3 +20,11 @@ class MidiReadError(MusicGPTError):
 
 class ConfigError(MusicGPTError):
     """A config file or value that does not make sense."""
+
+
+def check_known_keys(given, known, noun: str, where: str = "") -> None:
+    """A ConfigError listing the keys of `given` that are not `known` ("{where}unknown {noun} [...];
+    known: [...]"), so that a misspelt setting is refused rather than dropped without a word."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}unknown {noun} {unknown}; known: {sorted(known)}")

@@ -23,7 +23,7 @@ def _package_path(*parts: str) -> Path:
 
 
 def configs() -> dict[str, Path]:
-    """Bundled training configs by name (`piano_cpu`, `piano_gpu`, `text_bytes`)."""
+    """Bundled training configs by name (the YAML files of musicgpt/configs: `piano_cpu`, ...)."""
     return {p.stem: p for p in sorted(_package_path("configs").glob("*.yaml"))}
 
 

@@ -48,8 +48,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from musicgpt.checkpoints import load_checkpoint
-    from musicgpt.io import atomic_write_text
+    from musicgpt.io import atomic_write_text, read_json_mapping
 
+    # read before the long work: a bad file is refused at once
+    continuations = (
+        read_json_mapping(args.continuations, "continuation table") if args.continuations else None
+    )
     model, tokenizer = load_checkpoint(args.model)
     data = Path(args.data)
     fp32 = validation_losses(model, data)
@@ -69,8 +73,8 @@ def main() -> None:
         },
         "quick_check": validation_losses(shipped.float(), data, QUICK_CHECK_WINDOWS),
     }
-    if args.continuations:
-        metrics["continuations"] = json.loads(Path(args.continuations).read_text())
+    if continuations is not None:
+        metrics["continuations"] = continuations
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     from musicgpt.evaluate.copying import write_index
 

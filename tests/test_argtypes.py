@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import pytest
 from conftest import PIANO_DIR
@@ -17,6 +18,17 @@ def refusal(parse, text: str) -> str:
     with pytest.raises(argparse.ArgumentTypeError) as info:
         parse(text)
     return str(info.value)
+
+
+def probed(parse):
+    """The type's parse, then its probe (what a command line gets, after all arguments parsed)."""
+
+    def parse_and_probe(text: str):
+        value = parse(text)
+        argtypes.probe(parse, value)
+        return value
+
+    return parse_and_probe
 
 
 def test_counts():
@@ -60,14 +72,16 @@ def test_devices():
     import torch
 
     assert argtypes.device("cpu") == "cpu" and argtypes.device("cpu:0") == "cpu:0"
+    assert probed(argtypes.device)("cpu:0") == "cpu:0"
     assert refusal(argtypes.device, "banana") == "'banana' is not a device (cpu, cuda, cuda:1, mps, ...)"
+    assert argtypes.device("cuda:7") == "cuda:7"  # parsing asks no driver: the probe does
     if not torch.cuda.is_available():
         why = " (this PyTorch is a CPU build)" if torch.version.cuda is None else ""
-        assert refusal(argtypes.device, "cuda") == f"cuda: no cuda device on this machine{why}"
+        assert refusal(probed(argtypes.device), "cuda") == f"cuda: no cuda device on this machine{why}"
     else:
         n = torch.cuda.device_count()
-        assert argtypes.device("cuda:0") == "cuda:0"
-        assert refusal(argtypes.device, f"cuda:{n}") == (
+        assert probed(argtypes.device)("cuda:0") == "cuda:0"
+        assert refusal(probed(argtypes.device), f"cuda:{n}") == (
             f"cuda:{n}: this machine has {n} cuda device(s), cuda:0 to cuda:{n - 1}"
         )
 
@@ -111,10 +125,39 @@ def test_output_paths_are_checked_never_created(tmp_path):
         f"{tmp_path / 'f' / 'x.mid'}: {tmp_path / 'f'} is a file, not a folder"
     )
     assert refusal(argtypes.output_dir, str(tmp_path / "f")) == f"{tmp_path / 'f'}: a file, not a folder"
-    # /proc takes no new files, even from root (who passes every os.access check)
-    assert refusal(argtypes.output_file, "/proc/musicgpt/x.mid").startswith(
+    # /proc takes no new files, even from root (who passes every os.access check): only a probe
+    # file tells, and parsing writes none
+    assert argtypes.output_file("/proc/musicgpt/x.mid") == Path("/proc/musicgpt/x.mid")
+    assert refusal(probed(argtypes.output_file), "/proc/musicgpt/x.mid").startswith(
         "/proc/musicgpt/x.mid: cannot write in /proc ("
     )
-    assert refusal(argtypes.output_dir, "/proc/musicgpt").startswith(
+    assert refusal(probed(argtypes.output_dir), "/proc/musicgpt").startswith(
         "/proc/musicgpt: cannot write in /proc ("
     )
+    assert probed(argtypes.output_file)(str(tmp_path / "a" / "x.mid")) == tmp_path / "a" / "x.mid"
+    assert probed(argtypes.output_dir)(str(tmp_path / "new")) == tmp_path / "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # the probes left nothing behind
+
+
+def test_probes_run_after_every_argument_parsed(tmp_path, capsys):
+    """A command line with a bad number and an unwritable output names the number: parsing acts on
+    nothing, and the probe (a file written in /proc) runs only for a command line that parsed."""
+    from musicgpt.cli import main
+
+    argv = ["tokenize", str(FUR_ELISE), "--out", "/proc/musicgpt/x.npy", "--width"]
+    assert main([*argv, "0"]) == 2
+    assert "argument --width: must be at least 1, got 0" in capsys.readouterr().err
+    assert main([*argv, "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "musicgpt tokenize: error: argument --out: /proc/musicgpt/x.npy: cannot write in /proc ("
+    )
+
+
+def test_the_mask_modes_the_commands_offer_are_the_samplers():
+    from musicgpt.cli import build_parser
+    from musicgpt.generation.sampling import MASK_MODES
+
+    assert argtypes.MASK_MODES == MASK_MODES
+    for argv in (["generate"], ["evaluate", "--data", str(PIANO_DIR)]):
+        assert build_parser().parse_args([*argv, "--mask-mode", "spread"]).mask_mode == "spread"

@@ -517,3 +517,27 @@ def test_tokenize_of_a_fifo_is_refused_not_a_hang(tmp_path):  # row 15, in a rea
         f"musicgpt tokenize: error: argument midi: {tmp_path / 'fifo.mid'}: not a regular file "
         "(see musicgpt tokenize --help)\n"
     )
+
+
+def test_train_reads_dash_c_as_its_config(tmp_path, capsys):
+    """`-c` is LightningCLI's short `--config`: a bundled name or a file checked the same way."""
+    from musicgpt.resources import config_path
+    from musicgpt.training.cli import _bundled_configs
+
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    for argv in (
+        ["-c", listed],
+        [f"-c{listed}"],
+        [f"-c={listed}"],
+        ["--config", listed],
+        [f"--config={listed}"],
+    ):
+        assert one_line_error(["train", *argv], capsys) == (
+            f"musicgpt: error: {listed}: a YAML config must be a mapping of settings, not a list"
+        )
+    bundled = str(config_path("piano_cpu"))
+    assert _bundled_configs(["-c", "piano_cpu", "--trainer.max_steps", "3"]) == [
+        "-c", bundled, "--trainer.max_steps", "3"
+    ]  # fmt: skip
+    assert _bundled_configs(["-cpiano_cpu", "-c=piano_cpu"]) == [f"-c{bundled}", f"-c={bundled}"]

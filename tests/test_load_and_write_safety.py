@@ -252,3 +252,23 @@ def test_a_full_disk_in_a_library_write_is_one_line_too(monkeypatch, capsys):
         capsys.readouterr().err
         == "musicgpt: error: runs/x/logs/metrics.csv: cannot write: no space left on device\n"
     )
+
+
+def test_a_training_checkpoint_whose_weights_do_not_fit_is_one_line(tmp_path):
+    """A .ckpt whose weights miss a tensor, or have another shape, is refused naming the file (it
+    was a RuntimeError from load_state_dict, many lines long)."""
+    from musicgpt.model.gpt import GPT, GPTConfig
+
+    config = GPTConfig.preset("music-tiny", n_layer=1)
+    state = {f"model.{k}": v for k, v in GPT(config).state_dict().items()}
+    good = tmp_path / "good.ckpt"
+    torch.save({"hyper_parameters": {"config": config.to_dict()}, "state_dict": state}, good)
+    assert load_checkpoint(good)[0].config == config
+    missing = tmp_path / "missing.ckpt"
+    state.pop("model.transformer.ln_f.weight")
+    torch.save({"hyper_parameters": {"config": config.to_dict()}, "state_dict": state}, missing)
+    with pytest.raises(MusicGPTError) as info:
+        load_checkpoint(missing)
+    assert str(info.value) == (
+        f"{missing}: weights do not fit the config: missing ['transformer.ln_f.weight'], unexpected []"
+    )

@@ -100,7 +100,7 @@ def add_parser(subparsers) -> None:
     c.add_argument("--top-p", type=argtypes.probability, default=None, help="in (0, 1]")
     c.add_argument(
         "--mask-mode",
-        choices=["per_group", "spread", "renormalize"],
+        choices=argtypes.MASK_MODES,
         default="per_group",
         help="how the grammar hands on forbidden probability (see `musicgpt generate --help`)",
     )

@@ -59,7 +59,7 @@ def add_parser(subparsers) -> None:
     s.add_argument("--top-p", type=argtypes.probability, default=None, help="in (0, 1]")
     s.add_argument(
         "--mask-mode",
-        choices=["per_group", "spread", "renormalize"],
+        choices=argtypes.MASK_MODES,
         default="per_group",
         help="music: how the grammar hands on forbidden probability: per_group keeps each event "
         "type's mass (default), renormalize spreads it over all allowed tokens (for comparison)",

@@ -5,9 +5,6 @@ from __future__ import annotations
 from musicgpt import argtypes
 from musicgpt.models import DEFAULT_MODEL
 
-# The model used without --checkpoint: the piano model shipped in the package.
-DEFAULT_CHECKPOINT: str = DEFAULT_MODEL
-
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -23,7 +20,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--checkpoint",
         type=argtypes.checkpoint,
-        default=DEFAULT_CHECKPOINT,
+        default=DEFAULT_MODEL,  # the piano model shipped in the package
         help="a trained piano model: model dir, run dir or .ckpt (`musicgpt demo` writes runs/piano/model)",
     )
     p.add_argument(

@@ -1,18 +1,18 @@
-"""`musicgpt train`: see musicgpt/training/cli.py (LightningCLI owns the arguments)."""
+"""`musicgpt train`: see musicgpt/training/cli.py (LightningCLI owns the arguments).
+
+`musicgpt.cli.main` hands `train`'s arguments to `run_train` before argparse reads anything (so
+`--help` is LightningCLI's); the parser added here only lists the command in `musicgpt --help`.
+"""
 
 from __future__ import annotations
 
-import argparse
-
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    subparsers.add_parser(
         "train",
         help="train a model from a YAML config (LightningCLI: --config FILE, dotted overrides, --resume)",
         add_help=False,
     )
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(run=lambda args: run_train(args.rest))
 
 
 def run_train(argv: list[str]) -> int:

@@ -48,14 +48,16 @@ def cut_at_seconds(ids: np.ndarray, seconds: float) -> np.ndarray:
 
 def default_context(model) -> int:
     """How many tokens a continuation lets the model read: its training window for learned
-    positions; for relative attention RELATIVE_CONTEXT_FACTOR times that (it reads further than it
-    trained on, and the further it reads, the fewer sounding notes it cannot see)."""
+    positions; RELATIVE_CONTEXT_FACTOR times that where attention sees only distances (relative
+    attention, rotary positions: `config.relative`), which reads further than it trained on, and
+    the further it reads, the fewer sounding notes it cannot see."""
     block_size = model.config.block_size
     return block_size * RELATIVE_CONTEXT_FACTOR if model.config.relative else block_size
 
 
 class _WholePromptGrammar:
-    """Starts the grammar on the whole prompt when the model sees only its last `block_size` tokens.
+    """Starts the grammar on the whole prompt when the model sees only its last `default_context`
+    tokens.
 
     Notes that began before the model's window are still sounding; the grammar must know them so
     that the continuation can (and eventually must) end them.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from musicgpt.errors import ConfigError
+from musicgpt.errors import ConfigError, check_known_keys
 
 POSITION_ENCODINGS = ("learned", "relative", "rope")
 
@@ -117,10 +117,7 @@ class GPTConfig:
         """Build from a dict; unknown or missing keys are a ConfigError naming `source`."""
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a mapping of GPTConfig fields, got {type(d).__name__}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise ConfigError(f"{source}: unknown GPTConfig field(s) {unknown}; known: {sorted(fields)}")
+        check_known_keys(d, [f.name for f in dataclasses.fields(cls)], "GPTConfig field(s)", f"{source}: ")
         required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
         missing = sorted(required - set(d))
         if missing:

@@ -7,7 +7,6 @@ transpose of `nn.Linear`; the names are otherwise ours. Its attention-mask buffe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,11 +108,9 @@ def load_hf_checkpoint(directory: str | Path) -> tuple[GPTConfig, dict[str, torc
     """Read a HF GPT-2 directory: config.json plus model.safetensors (preferred) or pytorch_model.bin."""
     directory = Path(directory)
     config_path = directory / "config.json"
-    try:
-        d = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{config_path}: cannot read ({e})") from None
-    config = config_from_hf(d, source=str(config_path))
+    from musicgpt.io import read_json_mapping
+
+    config = config_from_hf(read_json_mapping(config_path, "Hugging Face config"), source=str(config_path))
     if (directory / "model.safetensors").exists():
         from musicgpt.io import read_safetensors
 

@@ -85,7 +85,9 @@ def load_pieces(directory: Path | None, tokenizer) -> dict[str, np.ndarray]:
 
 class LimitBody:
     """Refuse a request body over `max_bytes` with 413: at once when Content-Length says so, else
-    as soon as the bytes received pass it (a chunked upload), before the form parser reads on."""
+    as soon as the bytes received pass it (a chunked upload), before the form parser reads on.
+    `max_bytes` is the upload limit plus room for the form around the file; the message names
+    the upload limit, the number a user can act on."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes

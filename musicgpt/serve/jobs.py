@@ -103,11 +103,6 @@ class JobView:
     finished: float | None
 
 
-def prompt_seconds_of(ids: np.ndarray) -> float:
-    """Where the prompt's clock stands at its end: the time the continuation starts."""
-    return V.seconds_of(ids)
-
-
 def summarize(tokenizer, ids: np.ndarray, prompt_tokens: int) -> dict:
     """A sample's notes for the page: columns of numbers, and which notes the prompt played."""
     notes = tokenizer.decode_notes(ids)
@@ -119,7 +114,7 @@ def summarize(tokenizer, ids: np.ndarray, prompt_tokens: int) -> dict:
             "end": np.round(notes.end, 3).tolist(),
         },
         "fromPrompt": (notes.on_token < prompt_tokens).astype(int).tolist(),
-        "promptEnd": prompt_seconds_of(ids[:prompt_tokens]),
+        "promptEnd": V.seconds_of(ids[:prompt_tokens]),  # where the continuation starts
         "end": float(np.round(notes.end.max(), 3)) if len(notes.pitch) else 0.0,
     }
 

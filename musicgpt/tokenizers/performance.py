@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from musicgpt.errors import ConfigError, MidiReadError
+from musicgpt.errors import ConfigError, MidiReadError, check_known_keys
 from musicgpt.tokenizers import midi_io
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.grammar import PerformanceGrammar
@@ -264,10 +264,7 @@ class PerformanceTokenizer:
         name = d.pop("name", cls.name)
         if name != cls.name:
             raise ConfigError(f"not a performance tokenizer config (name {name!r})")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise ConfigError(f"unknown performance tokenizer settings {unknown}; known: {sorted(fields)}")
+        check_known_keys(d, [f.name for f in dataclasses.fields(cls)], "performance tokenizer settings")
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
@@ -277,12 +274,13 @@ class PerformanceTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> PerformanceTokenizer:
-        import json
+        from musicgpt.io import read_json_mapping
 
+        settings = read_json_mapping(path, "tokenizer settings file")  # not JSON, not an object: one line
         try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"{path}: cannot load tokenizer settings ({e})") from None
+            return cls.from_dict(settings)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     def grammar(self, batch_size: int, max_note_tokens: int | None = None) -> PerformanceGrammar:
         """A LogitsMask that keeps generated sequences well formed (see PerformanceGrammar).

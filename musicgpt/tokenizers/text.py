@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from musicgpt.errors import ConfigError, MusicGPTError
+from musicgpt.errors import ConfigError, MusicGPTError, check_known_keys
 from musicgpt.io import atomic_write_json
 
 EOS_TEXT = "<|endoftext|>"
@@ -120,11 +120,7 @@ class _TextTokenizer(ABC):
     def from_dict(cls, d: dict[str, Any]):
         if d.get("name") != cls.name:
             raise ConfigError(f"not a {cls.name!r} tokenizer: {d!r}")
-        unknown = set(d) - cls._settings - {"name"}
-        if unknown:
-            raise ConfigError(
-                f"{cls.name} tokenizer: unknown settings {sorted(unknown)}; known: {sorted(cls._settings)}"
-            )
+        check_known_keys(set(d) - {"name"}, cls._settings, "settings", f"{cls.name} tokenizer: ")
         return cls(**{k: v for k, v in d.items() if k != "name"})
 
     def save(self, path: str | Path) -> None:

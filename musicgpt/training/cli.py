@@ -4,7 +4,9 @@
 
 Every field of `MusicGPTModule` (model config, optimizer), `TokenDataModule` and Lightning's
 `Trainer` can be set in the YAML or overridden as a dotted flag. `--config` takes a YAML file or
-the name of a bundled config (musicgpt/configs: piano_cpu, piano_gpu, text_bytes).
+the name of a bundled config (musicgpt/configs: piano_cpu, piano_gpu, piano_base, ...;
+`musicgpt.resources.configs()` lists them, and an unknown name's error names them all). `-c` is
+the same as `--config`.
 
 One run, one directory: `run_dir` is the only place a config names where a run lives. The
 trainer's root, the CSV logs, both checkpoints and the exported model are derived from it, and the
@@ -82,7 +84,7 @@ class MusicGPTCLI(LightningCLI):
             config.data.data_dir = str(Path(run_dir) / "data")
 
     def instantiate_trainer(self, **kwargs):
-        trainer = self._get(self.config_init, "trainer", default={})
+        trainer = self.config_init.get("trainer", {})  # no subcommand (run=False): a top-level key
         callbacks = [*(trainer.get("callbacks") or []), NewWindowsEachEpoch()]
         # A progress bar counted in steps, unless the config turns the bar off or names its own.
         wants_bar = trainer.get("enable_progress_bar") is not False
@@ -196,7 +198,8 @@ def train_cli(args: list[str], run: bool = True) -> MusicGPTCLI:
 
 
 def _bundled_configs(args: list[str]) -> list[str]:
-    """`--config NAME` for a bundled config; every config file checked to be a YAML mapping.
+    """`--config NAME` (or `-c NAME`, as LightningCLI spells it too) for a bundled config; every
+    config file checked to be a YAML mapping.
 
     jsonargparse would take a missing file name for inline YAML, and a binary file for text.
     """
@@ -205,15 +208,18 @@ def _bundled_configs(args: list[str]) -> list[str]:
 
     out = list(args)
     for i, arg in enumerate(out):
-        if arg == "--config" and i + 1 < len(out):
-            value, at = out[i + 1], i + 1
-        elif arg.startswith("--config="):
-            value, at = arg.removeprefix("--config="), i
+        if arg in ("--config", "-c") and i + 1 < len(out):
+            at, prefix, value = i + 1, "", out[i + 1]
+        elif arg.startswith(("--config=", "-c=")):
+            at, prefix = i, arg[: arg.index("=") + 1]
+            value = arg.removeprefix(prefix)
+        elif arg.startswith("-c") and len(arg) > 2:  # argparse reads -cFILE as -c FILE
+            at, prefix, value = i, "-c", arg[2:]
         else:
             continue
         path = config_path(value)
         read_yaml_mapping(path)
-        out[at] = str(path) if at == i + 1 else f"--config={path}"
+        out[at] = prefix + str(path)
     return out
 
 

@@ -16,7 +16,6 @@ from musicgpt.checkpoints import load_checkpoint
 from musicgpt.generation.piano import cut_at_seconds
 from musicgpt.serve.app import create_app
 from musicgpt.serve.form import MAX_UPLOAD_BYTES
-from musicgpt.serve.jobs import prompt_seconds_of
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 from musicgpt.tokenizers.text import ByteTokenizer
@@ -83,7 +82,7 @@ def test_page_assets_and_info(client):
     expected = sorted(p.name for p in PIANO_DIR.glob("*.mid") if p.name != "empty.mid")  # no notes: left out
     assert names == expected
     fur = next(p for p in info["pieces"] if p["name"] == PIECE)
-    assert fur["seconds"] == round(prompt_seconds_of(TOK.encode(PIANO_DIR / PIECE)), 1)
+    assert fur["seconds"] == round(V.seconds_of(TOK.encode(PIANO_DIR / PIECE)), 1)
     assert info["maxUploadBytes"] == MAX_UPLOAD_BYTES == 5 * 2**20
     assert info["fields"]["seconds"]["max"] == 60 and info["contextTokens"] == 256
 
@@ -99,7 +98,7 @@ def test_a_bundled_piece_is_continued(client):
     prompt_notes = TOK.decode_notes(prompt)
     for k, sample in enumerate(status["samples"], 1):
         assert sample["midi"] == f"/api/jobs/{status['id']}/samples/{k}.mid"
-        assert sample["promptEnd"] == prompt_seconds_of(prompt) == 3.95  # the last shift that ends by 4 s
+        assert sample["promptEnd"] == V.seconds_of(prompt) == 3.95  # the last shift that ends by 4 s
         # the prompt's notes are the piece's own (their ends may fall in the continuation)
         flags = np.array(sample["fromPrompt"], bool)
         notes = sample["notes"]
