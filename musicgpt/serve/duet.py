@@ -495,8 +495,10 @@ class DuetSession:
                 allowed[V.TIME_SHIFT_OFFSET : V.VELOCITY_OFFSET] = False
             if not allowed.any():
                 allowed = self.grammar.allowed()[0]
-            token = int(next_token(logits[None], a.sampling, torch.from_numpy(allowed)[None],
-                                   self.group_of_id, self.generator))  # fmt: skip
+            # a model trained before the vocabulary grew (the FIM ids) reads fewer ids than the grammar
+            width = logits.shape[-1]
+            token = int(next_token(logits[None], a.sampling, torch.from_numpy(allowed[:width])[None],
+                                   self.group_of_id[:width], self.generator))  # fmt: skip
             kind, value = int(V.TYPE_OF_ID[token]), int(V.VALUE_OF_ID[token])
             n_answer = len(self.live) - a.first
             if n_answer >= a.max_tokens or (
