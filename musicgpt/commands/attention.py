@@ -101,7 +101,8 @@ def _model_and_tokenizer(args):
         raise MusicGPTError(
             "--text needs a text tokenizer, but this model reads performance events; use --midi"
         )
-    if tokenizer.vocab_size > model.config.vocab_size:
+    # a tokenizer whose vocabulary grew at its end (the FIM ids) still reads older models
+    if getattr(tokenizer, "base_vocab_size", tokenizer.vocab_size) > model.config.vocab_size:
         raise MusicGPTError(
             f"the {tokenizer.name} tokenizer has {tokenizer.vocab_size} ids; the model reads only {model.config.vocab_size}"
         )

@@ -56,6 +56,7 @@ def test_a_few_steps_lower_the_loss(data_dir, tmp_path):
     exported = GPT.from_pretrained(tmp_path / "model")
     assert exported.config.to_dict() == {
         **TINY,
+        "vocab_size": 393,  # linked from the data's tokenizer: the events, EOS, PAD and the 3 FIM ids
         "layer_norm_epsilon": 1e-5,
         "position_encoding": "learned",
         "max_relative_distance": None,
