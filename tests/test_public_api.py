@@ -16,7 +16,7 @@ def test_public_names_are_what_they_say():
     assert callable(generate) and generate.__name__ == "generate"
     assert callable(generate_stream) and generate_stream.__name__ == "generate_stream"
     assert GPT.__name__ == "GPT" and GPTConfig.__name__ == "GPTConfig"
-    assert PerformanceTokenizer().vocab_size == 390
+    assert PerformanceTokenizer().vocab_size == 393  # 390 events and specials, then the 3 FIM ids
     assert load_tokenizer("bytes").vocab_size == 257
     assert sorted(musicgpt.__all__) == sorted(
         [
