@@ -17,6 +17,7 @@ import torch
 
 from musicgpt.errors import MusicGPTError
 from musicgpt.generation.decode import generate_stream
+from musicgpt.generation import piano
 from musicgpt.generation.piano import (
     MAX_TOKENS_PER_SECOND,
     PIANO_SAMPLING,
@@ -120,7 +121,9 @@ def infill_piano(
     device = model.device
     idx = torch.as_tensor(prompt, device=device).unsqueeze(0).repeat(num_samples, 1)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    grammar = _WholePromptGrammar(tokenizer.grammar(num_samples), np.tile(whole, (num_samples, 1)))
+    grammar = _WholePromptGrammar(
+        tokenizer.grammar(num_samples), np.tile(whole, (num_samples, 1)), release_prior=piano.RELEASE_PRIOR
+    )
     budget = int(gap / V.STEPS_PER_SECOND * MAX_TOKENS_PER_SECOND) + EDGE_TOKENS
     stream = generate_stream(
         model,
