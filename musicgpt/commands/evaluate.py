@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from musicgpt import argtypes
+from musicgpt.commands.generate import add_sampling_arguments
 from musicgpt.models import DEFAULT_MODEL
 
 
@@ -95,22 +96,7 @@ def add_parser(subparsers) -> None:
         help="a built data folder whose train split counts the bigram floor (default: --data, when built)",
     )
     # the model's sampling, as `musicgpt generate` takes it (the floors keep the defaults)
-    c.add_argument("--temperature", type=argtypes.non_negative_float, default=1.0, help="0 means greedy")
-    c.add_argument("--top-k", type=argtypes.positive_int, default=None)
-    c.add_argument("--top-p", type=argtypes.probability, default=None, help="in (0, 1]")
-    c.add_argument(
-        "--mask-mode",
-        choices=argtypes.MASK_MODES,
-        default="per_group",
-        help="how the grammar hands on forbidden probability (see `musicgpt generate --help`)",
-    )
-    c.add_argument(
-        "--prompt-cache",
-        type=argtypes.prompt_cache_strength,
-        default=1.0,
-        help="how strongly to copy what followed the same events earlier in the prompt and sample: "
-        "0 off, 1 the fitted weight (default), up to 2",
-    )
+    add_sampling_arguments(c)
     p.set_defaults(run=run)
 
 
@@ -149,6 +135,7 @@ def run_copy_gap(args) -> int:
     import numpy as np
 
     from musicgpt.checkpoints import load_checkpoint
+    from musicgpt.commands.generate import sampling_config
     from musicgpt.evaluate.continuations import load_pieces
     from musicgpt.evaluate.copy_gap import TABLE_HEADER, copy_gap, total
     from musicgpt.generation.piano import default_context
@@ -171,7 +158,7 @@ def run_copy_gap(args) -> int:
                 np.asarray(piece.ids),
                 context,
                 piece.name,
-                strength=args.prompt_cache,
+                strength=sampling_config(args).prompt_cache,  # --prompt-cache, or the music default
                 key_of_id=key_of_id,
             )
         )
@@ -198,7 +185,6 @@ def run_continuations(args) -> int:
         load_pieces,
         select_pieces,
     )
-    from musicgpt.io import atomic_write_json
     from musicgpt.tokenizers import require_music
 
     settings = ContinuationSettings(
@@ -239,14 +225,7 @@ def run_continuations(args) -> int:
         f"continuations of {len(pieces)} piece{'s' if len(pieces) > 1 else ''} from {source}: "
         f"{settings.prompt_seconds:g} s prompt, {settings.num_samples} x {settings.seconds:g} s"
     )
-    for line in report.table():
-        print(line)
-    for remark in report.remarks:
-        print(f"({remark})")
-    if args.report:
-        payload = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
-        atomic_write_json(args.report, {**payload, **report.to_json()})
-        print(f"report written to {args.report}")
+    print_report(report, args)
     return 0
 
 
@@ -256,8 +235,7 @@ def run_infill(args) -> int:
     from musicgpt.errors import MusicGPTError
     from musicgpt.evaluate.continuations import ContinuationSettings, load_pieces, select_pieces
     from musicgpt.evaluate.infill import evaluate_infill
-    from musicgpt.generation.infill import can_infill
-    from musicgpt.io import atomic_write_json
+    from musicgpt.generation.infill import require_infill
     from musicgpt.tokenizers import require_music
 
     if args.bigram_data is not None:
@@ -272,11 +250,7 @@ def run_infill(args) -> int:
     )
     model, tokenizer = load_checkpoint(args.checkpoint, args.device)
     tokenizer = require_music(tokenizer, "--infill", str(args.checkpoint))
-    if not can_infill(model, tokenizer):
-        raise MusicGPTError(
-            f"{args.checkpoint}: the model reads {model.config.vocab_size} token ids, without the "
-            "fill-in-the-middle tokens: it cannot infill (train one with data.fim_rate: docs/training.md)"
-        )
+    require_infill(model, tokenizer, str(args.checkpoint))
     pieces, skipped = select_pieces(load_pieces(args.data, args.split, tokenizer), settings)
     for s in skipped:
         print(f"skipped {s['name']}: {s['reason']}", file=sys.stderr)
@@ -287,14 +261,7 @@ def run_infill(args) -> int:
         f"infilling {len(pieces)} piece{'s' if len(pieces) > 1 else ''} of {args.data}: the span "
         f"{p0:g}-{p0 + span:g} s, {settings.num_samples} samples each"
     )
-    for line in report.table():
-        print(line)
-    for remark in report.remarks:
-        print(f"({remark})")
-    if args.report:
-        payload = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
-        atomic_write_json(args.report, {**payload, **report.to_json()})
-        print(f"report written to {args.report}")
+    print_report(report, args)
     return 0
 
 
@@ -314,3 +281,17 @@ def _bigram(args, vocab_size: int):
     if len(train) < 2:
         return None, f"no bigram floor: the train split of {source} is empty"
     return BigramLM.count(np.asarray(train), vocab_size), None
+
+
+def print_report(report, args) -> None:
+    """A continuation or infill report's table and remarks; with --report, every number as JSON."""
+    from musicgpt.io import atomic_write_json
+
+    for line in report.table():
+        print(line)
+    for remark in report.remarks:
+        print(f"({remark})")
+    if args.report:
+        payload = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
+        atomic_write_json(args.report, {**payload, **report.to_json()})
+        print(f"report written to {args.report}")

@@ -54,23 +54,7 @@ def add_parser(subparsers) -> None:
     text.add_argument("--text", help="a text prompt (text models)")
     text.add_argument("--max-new-tokens", type=argtypes.positive_int, default=200)
     s = p.add_argument_group("sampling")
-    s.add_argument("--temperature", type=argtypes.non_negative_float, default=1.0, help="0 means greedy")
-    s.add_argument("--top-k", type=argtypes.positive_int, default=None)
-    s.add_argument("--top-p", type=argtypes.probability, default=None, help="in (0, 1]")
-    s.add_argument(
-        "--mask-mode",
-        choices=argtypes.MASK_MODES,
-        default="per_group",
-        help="music: how the grammar hands on forbidden probability: per_group keeps each event "
-        "type's mass (default), renormalize spreads it over all allowed tokens (for comparison)",
-    )
-    s.add_argument(
-        "--prompt-cache",
-        type=argtypes.prompt_cache_strength,
-        default=None,
-        help="how strongly to copy what followed the same events earlier in the prompt and sample: "
-        "0 off, 1 the weight fitted on piano, up to 2 (default: 1 for music, 0 for text)",
-    )
+    add_sampling_arguments(s)
     s.add_argument("--seed", type=argtypes.seed, default=None, help="the same seed gives the same output")
     s.add_argument(
         "--num-samples",
@@ -185,6 +169,27 @@ def text_prompt(args) -> str | None:
             f"--text is not valid UTF-8 (a byte that is no UTF-8 character at position {e.start})"
         ) from None
     return args.text
+
+
+def add_sampling_arguments(group) -> None:
+    """The flags `sampling_config` reads, for every command that samples (generate, infill, evaluate)."""
+    group.add_argument("--temperature", type=argtypes.non_negative_float, default=1.0, help="0 means greedy")
+    group.add_argument("--top-k", type=argtypes.positive_int, default=None)
+    group.add_argument("--top-p", type=argtypes.probability, default=None, help="in (0, 1]")
+    group.add_argument(
+        "--mask-mode",
+        choices=argtypes.MASK_MODES,
+        default="per_group",
+        help="music: how the grammar hands on forbidden probability: per_group keeps each event "
+        "type's mass (default), renormalize spreads it over all allowed tokens (for comparison)",
+    )
+    group.add_argument(
+        "--prompt-cache",
+        type=argtypes.prompt_cache_strength,
+        default=None,
+        help="how strongly to copy what followed the same events earlier in the prompt and sample: "
+        "0 off, 1 the weight fitted on piano, up to 2 (default: 1 for music, 0 for text)",
+    )
 
 
 def sampling_config(args, music: bool = True):

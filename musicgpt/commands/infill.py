@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from musicgpt import argtypes
-from musicgpt.commands.generate import output_paths, partial_path
+from musicgpt.commands.generate import add_sampling_arguments, output_paths, partial_path
 from musicgpt.models import INFILL_MODEL
 
 
@@ -36,17 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--png", type=argtypes.output_file, help="also draw the span of every sample to this PNG")
     p.add_argument("--wav", action="store_true", help="also render each MIDI to .wav with fluidsynth")
     s = p.add_argument_group("sampling")
-    s.add_argument("--temperature", type=argtypes.non_negative_float, default=1.0, help="0 means greedy")
-    s.add_argument("--top-k", type=argtypes.positive_int, default=None)
-    s.add_argument("--top-p", type=argtypes.probability, default=None, help="in (0, 1]")
-    s.add_argument(
-        "--mask-mode", choices=["per_group", "spread", "renormalize"], default="per_group",
-        help="how the grammar hands on forbidden probability (see generate --help)",
-    )  # fmt: skip
-    s.add_argument(
-        "--prompt-cache", type=argtypes.prompt_cache_strength, default=None,
-        help="how strongly to copy what followed the same events earlier (0 off, default 1)",
-    )  # fmt: skip
+    add_sampling_arguments(s)
     s.add_argument("--seed", type=argtypes.seed, default=None, help="the same seed gives the same output")
     s.add_argument(
         "--num-samples",
@@ -78,7 +68,7 @@ def run(args) -> int:
     from musicgpt.checkpoints import load_checkpoint
     from musicgpt.commands.generate import check_request_size
     from musicgpt.errors import MusicGPTError
-    from musicgpt.generation.infill import can_infill, check_span, check_span_order
+    from musicgpt.generation.infill import check_span, check_span_order, require_infill
     from musicgpt.tokenizers import require_music
 
     # everything that can be refused is refused before the model is loaded and before any output
@@ -93,11 +83,7 @@ def run(args) -> int:
     if tokenizer is None:
         raise MusicGPTError(f"{args.checkpoint}: no tokenizer.json beside the model")
     require_music(tokenizer, "infill", str(args.checkpoint))
-    if not can_infill(model, tokenizer):
-        raise MusicGPTError(
-            f"{args.checkpoint}: the model reads {model.config.vocab_size} token ids, without the "
-            "fill-in-the-middle tokens: it cannot infill (train one with data.fim_rate: docs/training.md)"
-        )
+    require_infill(model, tokenizer, str(args.checkpoint))
     ids = tokenizer.encode(args.input)
     if ids.size == 0:
         raise MusicGPTError(f"{args.input}: nothing to infill: {tokenizer.why_empty(args.input)}")

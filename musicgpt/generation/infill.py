@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from musicgpt.errors import MusicGPTError
-from musicgpt.generation.decode import generate_stream
 from musicgpt.generation import piano
+from musicgpt.generation.decode import generate_stream
 from musicgpt.generation.piano import (
     MAX_TOKENS_PER_SECOND,
     PIANO_SAMPLING,
@@ -60,6 +60,15 @@ def can_infill(model, tokenizer: MusicTokenizer) -> bool:
     return getattr(tokenizer, "vocab_size", 0) >= V.VOCAB_SIZE and model.config.vocab_size >= V.VOCAB_SIZE
 
 
+def require_infill(model, tokenizer: MusicTokenizer, source: str = "this model") -> None:
+    """A one-line MusicGPTError naming `source` unless the model reads the FIM tokens."""
+    if not can_infill(model, tokenizer):
+        raise MusicGPTError(
+            f"{source}: the model reads {model.config.vocab_size} token ids, without the "
+            "fill-in-the-middle tokens: it cannot infill (train one with data.fim_rate: docs/training.md)"
+        )
+
+
 def check_span_order(start: float, end: float) -> tuple[int, int]:
     """(start, end) in 10 ms steps, or a one-line MusicGPTError for an empty or reversed span."""
     s, e = round(start * V.STEPS_PER_SECOND), round(end * V.STEPS_PER_SECOND)
@@ -100,11 +109,7 @@ def infill_piano(
     every sample has filled so far. Ctrl-C stops the sampling: the samples that finished are kept
     (`interrupted`), the others are marked unfinished.
     """
-    if not can_infill(model, tokenizer):
-        raise MusicGPTError(
-            f"this model reads {model.config.vocab_size} token ids, without the fill-in-the-middle "
-            f"tokens ({V.VOCAB_SIZE} ids): it cannot infill; fine-tune it with data.fim_rate (docs/training.md)"
-        )
+    require_infill(model, tokenizer)
     ids = np.asarray(ids, np.int64)
     s, e = check_span(ids, start, end)
     cut = cut_piece(ids, s, e, DEFAULT_VELOCITY_BIN)

@@ -78,7 +78,7 @@ class PerformanceGrammar:
         self.after_velocity = np.zeros(b, bool)
         self.on_this_step = np.zeros(b, bool)
         self.after_short_shift = np.zeros(b, bool)
-        # how long the row's notes have lasted, in steps (prompt and generated): `spread` reads it
+        # how long the row's notes have lasted, in steps (prompt and generated): `release_bias` reads it
         self.lengths_heard = np.zeros((b, max_note_steps + 1), np.int64)
         # fill in the middle: the row's place (PLAIN, GAP, SUFFIX, MIDDLE), the gap's length, the
         # clock at which the middle must end, and the suffix's pitches: seen, and ended before struck
@@ -188,20 +188,12 @@ class PerformanceGrammar:
 
     def spread(self) -> np.ndarray:
         """(batch, vocab) where the sampler hands the mass the mask forbids (`SamplingConfig.mask_mode`
-        "spread"): within NOTE_OFF, to the sounding notes that are due, by this piece's own note
-        lengths: each in proportion to the share of the notes heard so far (prompt and sample) that
-        had ended by its age, plus a little for every note (a model that wants to end a note that
-        is not sounding has lost track of which notes are; the ones it loses are those that have
-        outlived the piece's notes). With no note heard yet, in proportion to age. -1 elsewhere
-        (in proportion to the model)."""
+        "spread"): within NOTE_OFF, to each sounding note in proportion to how long it has sounded
+        (a model that wants to end a note that is not sounding has lost track of which notes are,
+        and the ones it loses are those struck longest ago); -1 elsewhere (in proportion to the model)."""
         out = np.full((self.batch_size, V.VOCAB_SIZE), -1.0, np.float32)
-        start = self.deadline - self.max_note_steps
-        age = np.clip(self.clock[:, None] - start, 0, self.max_note_steps)  # steps since NOTE_ON
-        heard = self.lengths_heard.sum(1)
-        ended_by = np.cumsum(self.lengths_heard, axis=1) / np.maximum(heard, 1)[:, None]  # (B, steps + 1)
-        due = np.take_along_axis(ended_by, age, axis=1) + 0.01
-        due = np.where(heard[:, None] > 0, due, age + 1)
-        out[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128] = np.where(self.sounding, due, 0)
+        age = self.clock[:, None] - (self.deadline - self.max_note_steps) + 1  # steps since NOTE_ON, >= 1
+        out[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128] = np.where(self.sounding, age, 0)
         return out
 
     def release_bias(self, strength: float) -> np.ndarray:
