@@ -2,7 +2,7 @@
 
     python docs/serve_screenshot.py CHECKPOINT [OUT.png]
 
-Runs the app in this process on a free port, drives Chromium with the tests' WebDriver client
+Runs the app in this process on a free port, drives Chromium with the tests' selenium client
 (tests/browser.py; needs Debian's chromium and chromium-driver), and writes the screenshot.
 """
 
@@ -40,7 +40,7 @@ def main(checkpoint: str, out: str = str(ROOT / "docs/images/serve.png")) -> Non
         time.sleep(0.05)
     browser = Browser(Path(tempfile.mkdtemp(prefix="chromium-")))
     try:
-        browser.cmd("POST", "/window/rect", {"width": 1280, "height": 900})
+        browser.driver.set_window_size(1280, 900)
         browser.open(f"http://127.0.0.1:{sock.getsockname()[1]}/")
         browser.wait_for("return document.body.dataset.ready === '1'")
         browser.js("document.getElementById('piece').value = 'debussy-arabesque-no1.mid'")

@@ -1,23 +1,19 @@
-"""Headless Chromium for the browser tests, driven over WebDriver by chromedriver.
+"""Headless Chromium for the browser tests, driven by selenium through Debian's chromedriver.
 
-The client is a few calls of the W3C WebDriver protocol over urllib (no selenium): open a page,
-click, press keys, run a script, take a screenshot, read the console. Needs Debian's `chromium`
-and `chromium-driver` (installed by .ci/run); a test module marks itself with `BROWSER_MARKS` to
-be skipped, with the reason, without them.
+`Browser` is a thin layer over selenium's `webdriver.Chrome` with the few verbs the tests use:
+open a page, click, type, run a script, wait for one, press keys, drag, take a screenshot, read
+the console. The driver and browser are the system's (`chromium`, `chromium-driver`, installed
+by .ci/run), named explicitly so that Selenium Manager never looks for (or downloads) its own. A
+test module marks itself with `BROWSER_MARKS` to be skipped, with the reason, without them.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import shutil
 import socket
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -59,58 +55,33 @@ BROWSER_MARKS = [
 
 
 class Browser:
-    """One headless Chromium session behind chromedriver."""
+    """One headless Chromium session behind chromedriver (selenium's Chrome driver)."""
 
     def __init__(self, profile: Path, downloads: Path | None = None):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.base = f"http://127.0.0.1:{port}"
-        self.driver = subprocess.Popen(
-            [CHROMEDRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        for _ in range(100):
-            try:
-                self._call("GET", "/status")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.1)
-        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                # WebAudio starts without a click (the tests press play through scripts too)
-                "--autoplay-policy=no-user-gesture-required",
-                f"--user-data-dir={profile}", "--window-size=1400,1000"]  # fmt: skip
-        options = {"binary": str(CHROMIUM), "args": args}
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for arg in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    # WebAudio starts without a click (the tests press play through scripts too)
+                    "--autoplay-policy=no-user-gesture-required",
+                    f"--user-data-dir={profile}", "--window-size=1400,1000"]:  # fmt: skip
+            options.add_argument(arg)
         if downloads is not None:  # a link with `download` saves there, without asking
-            options["prefs"] = {
-                "download.default_directory": str(downloads),
-                "download.prompt_for_download": False,
-            }
-        caps = {
-            "browserName": "chrome",
-            "goog:chromeOptions": options,
-            "goog:loggingPrefs": {"browser": "ALL"},
-        }
-        self.session = self._call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})["sessionId"]
-
-    def _call(self, method: str, path: str, body: dict | None = None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return json.loads(r.read())["value"]
-        except urllib.error.HTTPError as e:  # WebDriver errors come back as JSON bodies
-            raise AssertionError(f"WebDriver {method} {path}: {e.read().decode()[:500]}") from None
-
-    def cmd(self, method: str, path: str, body: dict | None = None):
-        return self._call(method, f"/session/{self.session}{path}", body)
+            options.add_experimental_option(
+                "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+            )
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console() reads it
+        self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+        self.driver.set_script_timeout(60)
 
     def open(self, url: str) -> None:
-        self.cmd("POST", "/url", {"url": url})
+        self.driver.get(url)
 
     def js(self, script: str, *args):
-        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
+        return self.driver.execute_script(script, *args)
 
     def wait_for(self, script: str, *args, timeout: float = 15.0):
         """Run `script` every 50 ms until it returns something truthy, and return that (bounded)."""
@@ -122,38 +93,58 @@ class Browser:
                 return value
             time.sleep(0.05)
 
-    def element(self, css: str) -> str:
-        return next(iter(self.cmd("POST", "/element", {"using": "css selector", "value": css}).values()))
+    def element(self, css: str):
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, css)
 
     def click(self, css: str) -> None:
-        self.cmd("POST", f"/element/{self.element(css)}/click", {})
+        self.element(css).click()
 
     def type(self, css: str, text: str) -> None:
         """Clear an input and type `text` into it."""
         element = self.element(css)
-        self.cmd("POST", f"/element/{element}/clear", {})
-        self.cmd("POST", f"/element/{element}/value", {"text": text})
+        element.clear()
+        element.send_keys(text)
 
     def choose_file(self, css: str, path: Path) -> None:
         """Choose a file in an <input type=file>, as a user picking it would."""
-        self.cmd("POST", f"/element/{self.element(css)}/value", {"text": str(path)})
+        self.element(css).send_keys(str(path))
 
     def press(self, key: str) -> None:
-        """Press and release one key (WebDriver key codes, e.g. "\ue012" is ArrowLeft) on the page."""
-        keys = [{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]
-        self.cmd("POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": keys}]})
+        """Press and release one key (e.g. selenium's Keys.ARROW_LEFT, "\ue012") on the page."""
+        self.keys([key], hold_ms=0, gap_ms=0)
+
+    def keys(self, keys, hold_ms: int = 150, gap_ms: int = 100) -> None:
+        """Press and release each key in turn, holding each `hold_ms`: real key events."""
+        from selenium.webdriver import ActionChains
+
+        chain = ActionChains(self.driver, duration=0)
+        for k in keys:
+            chain.key_down(k).pause(hold_ms / 1000).key_up(k).pause(gap_ms / 1000)
+        chain.perform()
+
+    def drag(self, css: str, x0: int, x1: int, step: int = 40) -> None:
+        """Press at x0 px from the element's centre, move to x1 in steps, release."""
+        from selenium.webdriver import ActionChains
+
+        element = self.element(css)
+        chain = (
+            ActionChains(self.driver, duration=20)
+            .move_to_element_with_offset(element, x0, 0)
+            .click_and_hold()
+        )
+        for x in range(x0, x1 + 1, step):
+            chain.move_to_element_with_offset(element, x, 0)
+        chain.move_to_element_with_offset(element, x1, 0).release().perform()
 
     def screenshot(self, path: Path) -> bytes:
-        png = base64.b64decode(self.cmd("GET", "/screenshot"))
+        png = self.driver.get_screenshot_as_png()
         path.write_bytes(png)
         return png
 
     def console(self) -> list[dict]:
-        return self.cmd("POST", "/se/log", {"type": "browser"})
+        return self.driver.get_log("browser")
 
     def close(self) -> None:
-        try:
-            self.cmd("DELETE", "")
-        finally:
-            self.driver.terminate()
-            self.driver.wait(timeout=10)
+        self.driver.quit()

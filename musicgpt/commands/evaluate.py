@@ -160,11 +160,18 @@ def run_copy_gap(args) -> int:
                 piece.name,
                 strength=sampling_config(args).prompt_cache,  # --prompt-cache, or the music default
                 key_of_id=key_of_id,
+                tokenizer=tokenizer,
             )
         )
         print(rows[-1].row(), flush=True)
     if rows:
-        print(total(rows).row())
+        everything = total(rows)
+        print(everything.row())
+        if everything.off_grammar:
+            print(
+                f"({everything.off_grammar:,} real tokens the sampler's grammar forbids, mostly notes held "
+                f"past {context} tokens, which it ends: scored by the model alone)"
+            )
     return 0
 
 

@@ -6,11 +6,15 @@ model that does not copy gains a lot. Per piece, scored as a continuation reads 
 the model's continuation context):
 
     model            the model alone
-    + prompt cache   the model mixed with the sampler's prompt cache (`SamplingConfig.prompt_cache`)
+    sampler          the distribution the sampler draws from by default, scored on the real tokens
+                     (teacher-forced; temperature 1, nothing truncated). Piano: the grammar with
+                     the release prior and the note cache, exactly as `continue_piano` applies
+                     them (`sampler_log_probs`); other tokenizers: the token prompt cache
+                     (`SamplingConfig.prompt_cache`)
     + naive          the model with the naive cache
     copy gap         model - (model + naive): what the model leaves to copy
-    gap with cache   (model + prompt cache) - (model + prompt cache + naive): what the sampler, as
-                     it generates by default, still leaves
+    gap w/ sampler   sampler - (sampler + naive): what the sampler, as it generates by default,
+                     still leaves
 
 `musicgpt evaluate --copy-gap` prints the table; benchmarks/prompt_cache.py fits the cache's gate
 with the same numbers.
@@ -21,8 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from musicgpt.evaluate.nll import token_log_probs
+from musicgpt.evaluate.nll import position_log_probs, token_log_probs
 from musicgpt.generation.prompt_cache import (
     FITTED_GATE,
     NAIVE_GATE,
@@ -37,9 +42,10 @@ class CopyGap:
     name: str
     tokens: int  # scored tokens (all but the first)
     model: float  # summed NLL in nats of each variant over those tokens
-    cached: float
+    cached: float  # the sampler's default distribution
     naive: float
-    both: float
+    both: float  # the sampler's with the naive cache
+    off_grammar: int = 0  # real tokens the sampler's grammar forbids (scored by the model alone)
 
     def row(self) -> str:
         n = max(self.tokens, 1)
@@ -47,9 +53,7 @@ class CopyGap:
         return f"{self.name[:40]:<40} {self.tokens:>8,} {m:>7.3f} {c:>7.3f} {v:>7.3f} {m - v:>9.3f} {c - b:>11.3f}"
 
 
-TABLE_HEADER = (
-    f"{'piece':<40} {'tokens':>8} {'model':>7} {'+cache':>7} {'+naive':>7} {'copy gap':>9} {'with cache':>11}"
-)
+TABLE_HEADER = f"{'piece':<40} {'tokens':>8} {'model':>7} {'sampler':>7} {'+naive':>7} {'copy gap':>9} {'w/ sampler':>11}"
 
 
 def copy_gap(
@@ -60,18 +64,86 @@ def copy_gap(
     gate: CacheGate = FITTED_GATE,
     strength: float = 1.0,
     key_of_id: np.ndarray | None = None,
+    tokenizer=None,
+    priors=None,
 ) -> CopyGap:
-    """The four losses of one piece (token ids without EOS)."""
+    """The four losses of one piece (token ids without EOS). With a piano `tokenizer` the sampler
+    is piano's (`sampler_log_probs`); without one, the model mixed with the token prompt cache."""
     ids = np.asarray(ids, dtype=np.int64)
-    lp = token_log_probs(model, ids, context)
-    lp[0] = 0.0  # the first token has no context: not scored
-    cached = mixture_log_probs(
-        lp, cache_features(ids, model.config.vocab_size, gate, key_of_id), gate, strength
-    )
+    off_grammar = 0
+    if tokenizer is not None and hasattr(tokenizer.grammar(1), "release_bias"):
+        lp, cached, off_grammar = sampler_log_probs(model, tokenizer, ids, context, strength, priors)
+    else:
+        lp = token_log_probs(model, ids, context)
+        lp[0] = 0.0  # the first token has no context: not scored
+        cached = mixture_log_probs(
+            lp, cache_features(ids, model.config.vocab_size, gate, key_of_id), gate, strength
+        )
     naive_features = cache_features(ids, model.config.vocab_size, NAIVE_GATE)
     naive = mixture_log_probs(lp, naive_features, NAIVE_GATE)
     both = mixture_log_probs(cached, naive_features, NAIVE_GATE)
-    return CopyGap(name, len(ids) - 1, *(float(-x[1:].sum()) for x in (lp, cached, naive, both)))
+    return CopyGap(name, len(ids) - 1, *(float(-x[1:].sum()) for x in (lp, cached, naive, both)), off_grammar)
+
+
+def sampler_log_probs(
+    model, tokenizer, ids: np.ndarray, context: int, strength: float = 1.0, priors=None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Piano's sampler on a real piece, teacher-forced: (model log p, sampler log p, off-grammar).
+
+    Every token i is scored under what `continue_piano` would draw it from after tokens[:i]
+    (`sampler_distributions`). A real token the grammar forbids (a note held past `context`
+    tokens, which the grammar ends) is scored by the model alone and counted. Index 0 has no
+    context: 0 in both.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    model_lp, sampler_lp, off_grammar = np.zeros(len(ids)), np.zeros(len(ids)), 0
+    for i, model_logp, sampler_logp in sampler_distributions(
+        model, tokenizer, ids, context, strength, priors
+    ):
+        model_lp[i] = model_logp[ids[i]]
+        sampler_lp[i] = sampler_logp[ids[i]]
+        if not np.isfinite(sampler_lp[i]):
+            sampler_lp[i] = model_lp[i]
+            off_grammar += 1
+    return model_lp, sampler_lp, off_grammar
+
+
+def sampler_distributions(
+    model, tokenizer, ids: np.ndarray, context: int, strength: float = 1.0, priors=None
+):
+    """Yield (i, model log p, sampler log p) over the vocabulary for every token i >= 1 of `ids`.
+
+    The sampler's is what `continue_piano` draws token i from after tokens[:i]: the model read
+    through windows of `context`, the release prior added to its logits, the note cache mixed in
+    at `strength`, the grammar's mask with each event type keeping its mass; the same
+    `PianoSamplingGrammar` and steps as generation/decode.py, before temperature and truncation.
+    """
+    from musicgpt.generation.piano import PianoSamplingGrammar
+    from musicgpt.generation.sampling import mask_per_group
+
+    ids = np.asarray(ids, dtype=np.int64)
+    rows = position_log_probs(model, ids, context)
+    width = rows.shape[1]
+    first = ids[None, :1]
+    grammar = PianoSamplingGrammar(
+        tokenizer.grammar(1, max_note_tokens=context),
+        first,
+        priors,
+    )
+    grammar.start(first)
+    cache = grammar.copy_cache(first, strength) if strength > 0 else None
+    groups = torch.as_tensor(np.asarray(grammar.group_of_id)[:width], dtype=torch.long)
+    for i in range(1, len(ids)):
+        logits = torch.from_numpy(rows[i][None].copy())
+        bias = np.asarray(grammar.logit_bias(), dtype=np.float32)[:, :width]
+        logits[:, : bias.shape[1]] += torch.from_numpy(bias)
+        if cache is not None:
+            logits = cache.mix(logits)
+        allowed = torch.from_numpy(np.asarray(grammar.allowed())[:, :width])
+        yield i, rows[i], mask_per_group(logits, allowed, groups).log_softmax(-1)[0].numpy()
+        grammar.advance(ids[i : i + 1])
+        if cache is not None:
+            cache.append(ids[i : i + 1])
 
 
 def total(rows: list[CopyGap]) -> CopyGap:
@@ -80,4 +152,5 @@ def total(rows: list[CopyGap]) -> CopyGap:
         "all pieces (per token)",
         sum(r.tokens for r in rows),
         *(sum(getattr(r, k) for r in rows) for k in ("model", "cached", "naive", "both")),
+        sum(r.off_grammar for r in rows),
     )

@@ -143,17 +143,12 @@ def context_loss(
     return HeldOutLoss(name or f"context {context}", total / max(count, 1), count)
 
 
-@torch.inference_mode()
-def token_log_probs(model, tokens: np.ndarray, context: int) -> np.ndarray:
-    """(N,) the model's log p of every token of one piece given the ones before it, read through
-    windows of `context` tokens as a continuation reads them: token i sees the last
-    context // 2 to context tokens (all of them near the start). Index 0 has no context: NaN."""
-    was_training = model.training
-    model.eval()
+def _continuation_windows(model, tokens: np.ndarray, context: int):
+    """Yield (first, end, logp): log-distributions (end - first, V) of tokens[first:end], each
+    given the ones before it, read through windows of `context` tokens as a continuation reads
+    them: token i sees the last context // 2 to context tokens (all of them near the start)."""
     device = next(model.parameters()).device
-    tokens = np.asarray(tokens, dtype=np.int64)
     N = len(tokens)
-    out = np.full(N, np.nan)
     stride = max(1, context // 2)
     # a window reads tokens[s : end] and scores the targets the previous window left (from `first`)
     for s in range(0, max(1, N - 1), stride):
@@ -161,9 +156,36 @@ def token_log_probs(model, tokens: np.ndarray, context: int) -> np.ndarray:
         first = 1 if s == 0 else s + context - stride + 1
         x = torch.as_tensor(tokens[s : end - 1], device=device)[None]
         logp = model(x).float().log_softmax(-1)[0]  # (T, V): position t predicts tokens[s + t + 1]
-        targets = torch.as_tensor(tokens[s + 1 : end], device=device)
-        out[first:end] = logp.gather(-1, targets[:, None])[:, 0].cpu().numpy()[first - s - 1 :]
+        yield first, end, logp[first - s - 1 :]
         if end == N:
             break
+
+
+@torch.inference_mode()
+def token_log_probs(model, tokens: np.ndarray, context: int) -> np.ndarray:
+    """(N,) the model's log p of every token of one piece given the ones before it, read through
+    windows of `context` tokens as a continuation reads them (`_continuation_windows`). Index 0
+    has no context: NaN."""
+    was_training = model.training
+    model.eval()
+    tokens = np.asarray(tokens, dtype=np.int64)
+    out = np.full(len(tokens), np.nan)
+    for first, end, logp in _continuation_windows(model, tokens, context):
+        targets = torch.as_tensor(tokens[first:end], device=logp.device)
+        out[first:end] = logp.gather(-1, targets[:, None])[:, 0].cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+@torch.inference_mode()
+def position_log_probs(model, tokens: np.ndarray, context: int) -> np.ndarray:
+    """(N, V) float32: the whole log-distribution of each token given the ones before it (windows
+    as `token_log_probs` reads them), for a sampler to reshape. Row 0 has no context: NaN."""
+    was_training = model.training
+    model.eval()
+    tokens = np.asarray(tokens, dtype=np.int64)
+    out = np.full((len(tokens), model.config.vocab_size), np.nan, dtype=np.float32)
+    for first, end, logp in _continuation_windows(model, tokens, context):
+        out[first:end] = logp.cpu().numpy()
     model.train(was_training)
     return out

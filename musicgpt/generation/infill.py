@@ -21,7 +21,7 @@ from musicgpt.generation.decode import generate_stream
 from musicgpt.generation.piano import (
     MAX_TOKENS_PER_SECOND,
     PIANO_SAMPLING,
-    _WholePromptGrammar,
+    PianoSamplingGrammar,
     default_context,
 )
 from musicgpt.generation.sampling import SamplingConfig
@@ -126,8 +126,8 @@ def infill_piano(
     device = model.device
     idx = torch.as_tensor(prompt, device=device).unsqueeze(0).repeat(num_samples, 1)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    grammar = _WholePromptGrammar(
-        tokenizer.grammar(num_samples), np.tile(whole, (num_samples, 1)), release_prior=piano.RELEASE_PRIOR
+    grammar = PianoSamplingGrammar(
+        tokenizer.grammar(num_samples), np.tile(whole, (num_samples, 1)), priors=piano.PianoPriors()
     )
     budget = int(gap / V.STEPS_PER_SECOND * MAX_TOKENS_PER_SECOND) + EDGE_TOKENS
     stream = generate_stream(

@@ -45,7 +45,9 @@ from musicgpt.tokenizers.vocab import EventType
 
 # The default gate, set by hand (a six-item match with agreeing votes gets lam ~0.7); min_match 6
 # as the token cache's, and 4 measured no better in the continuation table (docs/model.md).
-NOTE_GATE = CacheGate(min_match=6, max_match=64, length_weight=0.15, bias=-2.0, length_coef=1.0, agreement_coef=1.0)
+NOTE_GATE = CacheGate(
+    min_match=6, max_match=64, length_weight=0.15, bias=-2.0, length_coef=1.0, agreement_coef=1.0
+)
 
 # Onsets closer than this are one chord: a pianist's chord spreads over 10-30 ms, and whether two
 # of its notes are 1 or 2 steps apart says nothing about the passage.

@@ -28,6 +28,21 @@ PIANO_SAMPLING = SamplingConfig(prompt_cache=1.0)
 # How strongly the piece's own note lengths press a sounding note to end (`PerformanceGrammar.
 # release_bias`; 0: the model alone). Chosen by the continuation table (docs/model.md, "Note lengths").
 RELEASE_PRIOR = 2.0
+# How strongly the piece's own gaps between onsets say when the next note comes
+# (`PerformanceGrammar.onset_bias`; 0: the model alone). Chosen by the continuation table
+# (docs/model.md, "Onsets").
+ONSET_PRIOR = 0.0
+
+
+@dataclass(frozen=True)
+class PianoPriors:
+    """The piece's own habits, as priors the sampler multiplies into the model's distribution:
+    `release` its note lengths (`PerformanceGrammar.release_bias`), `onset` its gaps between
+    onsets (`PerformanceGrammar.onset_bias`); 0 turns one off."""
+
+    release: float = RELEASE_PRIOR
+    onset: float = ONSET_PRIOR
+
 
 # A guard on runaway sampling: dense piano music runs at ~50-100 tokens per second of music.
 MAX_TOKENS_PER_SECOND = 400
@@ -55,16 +70,19 @@ def default_context(model) -> int:
     return block_size * RELATIVE_CONTEXT_FACTOR if model.config.relative else block_size
 
 
-class _WholePromptGrammar:
-    """Starts the grammar on the whole prompt when the model sees only its last `default_context`
-    tokens.
+class PianoSamplingGrammar:
+    """The performance grammar as piano sampling uses it: the LogitsMask of `generate_stream`,
+    which also supplies the release prior (`logit_bias`) and the note cache (`copy_cache`).
 
-    Notes that began before the model's window are still sounding; the grammar must know them so
-    that the continuation can (and eventually must) end them.
+    It starts on the whole prompt when the model sees only its last `default_context` tokens:
+    notes that began before the model's window are still sounding, and the grammar must know them
+    so that the continuation can (and eventually must) end them. `evaluate --copy-gap` scores
+    held-out pieces through the same object (evaluate/copy_gap.py).
     """
 
-    def __init__(self, grammar, whole_prompt: np.ndarray, release_prior: float = 0.0):
-        self.grammar, self.whole_prompt, self.release_prior = grammar, whole_prompt, release_prior
+    def __init__(self, grammar, whole_prompt: np.ndarray, priors: PianoPriors | None = None):
+        self.grammar, self.whole_prompt = grammar, whole_prompt
+        self.priors = PianoPriors() if priors is None else priors
 
     def start(self, prompt) -> None:
         self.grammar.start(self.whole_prompt)
@@ -88,8 +106,11 @@ class _WholePromptGrammar:
 
     def logit_bias(self) -> np.ndarray:
         """What the sampler adds to the logits before it samples: the piece's note lengths as a
-        prior on releases (`PerformanceGrammar.release_bias`)."""
-        return self.grammar.release_bias(self.release_prior)
+        prior on releases, its gaps between onsets as one on when to strike (`PianoPriors`)."""
+        bias = self.grammar.release_bias(self.priors.release)
+        if self.priors.onset > 0:
+            bias += self.grammar.onset_bias(self.priors.onset)
+        return bias
 
     def copy_cache(self, history: np.ndarray, strength: float) -> NoteCache:
         """The prompt cache of piano continuations: repeats found and copied note by note."""
@@ -116,7 +137,7 @@ def continue_piano(
     seed: int | None = None,
     max_context: int | None = None,
     on_progress: Callable[[float], None] | None = None,
-    release_prior: float | None = None,
+    priors: PianoPriors | None = None,
 ) -> Continuation:
     """Sample `num_samples` continuations of `seconds` of music each, in one batched call.
 
@@ -125,9 +146,9 @@ def continue_piano(
     (default `default_context(model)`); the prompt's last `max_context - 1` tokens condition it,
     and longer continuations slide the window (see `generate_stream`). A note is ended once its
     NOTE_ON has left that window (the grammar's `max_note_tokens`). `on_progress(seconds)` gets
-    the seconds of music every sample has reached so far. release_prior: how strongly the piece's
-    own note lengths (prompt and sample so far) press sounding notes to end (default
-    `RELEASE_PRIOR`; 0 leaves releases to the model; see `PerformanceGrammar.release_bias`).
+    the seconds of music every sample has reached so far. priors: how strongly the piece's own
+    note lengths and gaps between onsets (prompt and sample so far) shape the sample (default
+    `PianoPriors()`; `PianoPriors(0, 0)` leaves both to the model).
     """
     if not seconds > 0:
         raise MusicGPTError(f"--seconds must be positive, got {seconds}")
@@ -146,10 +167,10 @@ def continue_piano(
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
-    grammar = _WholePromptGrammar(
+    grammar = PianoSamplingGrammar(
         tokenizer.grammar(num_samples, max_note_tokens=context_len),
         np.tile(prompt_ids, (num_samples, 1)),
-        release_prior=RELEASE_PRIOR if release_prior is None else release_prior,
+        priors=priors,
     )
 
     limit = round(seconds * V.STEPS_PER_SECOND)

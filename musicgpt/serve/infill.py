@@ -5,6 +5,8 @@
     POST /api/infill                      JSON {piece, start, end, numSamples, seed} -> the alternatives:
                                           each one's notes from 1 s before to 1 s after the span, and its MIDI
     GET  /api/infill/{id}/{k}.mid         alternative k (from 1): the whole piece with the span replaced
+    GET  /api/infill/{id}/{k}/attention   its attention page: the model reading the infilled piece in
+                                          order, over the block of tokens that ends a second after the span
 
 One request samples at a time (`musicgpt.generation.infill.infill_piano`, as `musicgpt infill`);
 the last few results are kept for their downloads. Errors are JSON {"error"} with a 4xx code.
@@ -17,6 +19,7 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
@@ -32,6 +35,18 @@ KEEP_RESULTS = 8  # results kept for their downloads
 MAX_ALTERNATIVES = 8
 MAX_SPAN_SECONDS = 30.0
 PLAY_MARGIN = 1.0  # each alternative plays from a second before the span to a second after
+
+
+@dataclass
+class _Result:
+    """One request's alternatives, kept for their downloads and attention pages."""
+
+    label: str
+    start: float
+    end: float
+    midis: list[bytes]
+    wholes: list[np.ndarray]  # each alternative's ids: the whole piece with the span filled
+    attention: list[str | None]  # each one's attention page, made on first request
 
 
 def _asset(name: str) -> str:
@@ -64,7 +79,7 @@ def infill_routes(model, tokenizer, pieces: dict[str, np.ndarray]) -> list[Route
 
     able = can_infill(model, tokenizer)
     one_at_a_time = threading.Lock()
-    results: OrderedDict[str, tuple[str, list[bytes]]] = OrderedDict()
+    results: OrderedDict[str, _Result] = OrderedDict()
 
     def piece_ids(name) -> np.ndarray:
         if not isinstance(name, str) or name not in pieces:
@@ -87,14 +102,14 @@ def infill_routes(model, tokenizer, pieces: dict[str, np.ndarray]) -> list[Route
     def run(ids, label, start, end, n, seed) -> dict:
         with one_at_a_time:
             result = infill_piano(model, tokenizer, ids, start, end, num_samples=n, seed=seed)
-        midis, shown = [], []
-        for whole in result.pieces():
+        midis, shown, wholes = [], [], result.pieces()
+        for whole in wholes:
             buffer = io.BytesIO()
             tokenizer.decode(whole).write(buffer)
             midis.append(buffer.getvalue())
             shown.append(_notes_json(tokenizer.decode_notes(whole), start - PLAY_MARGIN, end + PLAY_MARGIN))
         key = uuid.uuid4().hex[:12]
-        results[key] = (label, midis)
+        results[key] = _Result(label, start, end, midis, wholes, [None] * len(wholes))
         while len(results) > KEEP_RESULTS:
             results.popitem(last=False)
         base = f"/api/infill/{key}"
@@ -104,7 +119,10 @@ def infill_routes(model, tokenizer, pieces: dict[str, np.ndarray]) -> list[Route
             "end": end,
             "from": max(0.0, start - PLAY_MARGIN),
             "to": end + PLAY_MARGIN,
-            "samples": [{"midi": f"{base}/{k}.mid", "notes": s} for k, s in enumerate(shown, 1)],
+            "samples": [
+                {"midi": f"{base}/{k}.mid", "attention": f"{base}/{k}/attention", "notes": s}
+                for k, s in enumerate(shown, 1)
+            ],
         }
 
     async def create(request: Request) -> Response:
@@ -132,17 +150,51 @@ def infill_routes(model, tokenizer, pieces: dict[str, np.ndarray]) -> list[Route
             raise BadRequest(str(e)) from None
         return JSONResponse(await run_in_threadpool(run, ids, label, start, end, n, seed))
 
-    async def midi(request: Request) -> Response:
+    def result_of(request: Request) -> tuple[_Result, int]:
         key, k = request.path_params["id"], request.path_params["k"]
-        if key not in results or not (k.isdecimal() and len(k) <= 2 and 1 <= int(k) <= len(results[key][1])):
+        if key not in results or not (
+            k.isdecimal() and len(k) <= 2 and 1 <= int(k) <= len(results[key].midis)
+        ):
             raise BadRequest(f"no infill result {key[:20]}/{k[:4]} (the server keeps only the latest)", 404)
-        label, midis = results[key]
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", label.rsplit(".", 1)[0])[:60] or "piece"
+        return results[key], int(k)
+
+    async def midi(request: Request) -> Response:
+        result, k = result_of(request)
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", result.label.rsplit(".", 1)[0])[:60] or "piece"
         return Response(
-            midis[int(k) - 1],
+            result.midis[k - 1],
             media_type="audio/midi",
             headers={"Content-Disposition": f'attachment; filename="{stem}-infill{k}.mid"'},
         )
+
+    def attention_html(result: _Result, k: int) -> str:
+        from musicgpt.tokenizers import vocab as V
+        from musicgpt.viz.attention import AttentionData
+        from musicgpt.viz.html import attention_page
+
+        with one_at_a_time:
+            if result.attention[k - 1] is None:
+                whole = result.wholes[k - 1]
+                times = tokenizer.token_times(whole)
+                # the block of the model's window that ends a second after the span: the filled
+                # notes look back at what came before them, the notes after at the fill
+                last = int(np.searchsorted(times, result.end + PLAY_MARGIN))
+                first = last - model.config.block_size
+                start = None if first <= 0 else float(times[first]) + 0.5 / V.STEPS_PER_SECOND
+                data = AttentionData.from_music(model, whole, tokenizer, start, None)
+                t0, t1 = data.token_times[0], data.token_times[-1]
+                subtitle = (
+                    f"the piece with the span {result.start:.2f}-{result.end:.2f} s filled, read in order: "
+                    f"{data.n_tokens} tokens, {len(data.notes)} notes, {t0:.2f}-{t1:.2f} s · "
+                    f"{model.config.n_layer} layers x {model.config.n_head} heads"
+                )
+                title = f"{result.label}: alternative {k}, attention"
+                result.attention[k - 1] = attention_page(data, title=title, subtitle=subtitle)
+            return result.attention[k - 1]
+
+    async def attention(request: Request) -> Response:
+        result, k = result_of(request)
+        return HTMLResponse(await run_in_threadpool(attention_html, result, k))
 
     return [
         Route("/infill", page),
@@ -150,4 +202,5 @@ def infill_routes(model, tokenizer, pieces: dict[str, np.ndarray]) -> list[Route
         Route("/api/infill/pieces/{name}", piece),
         Route("/api/infill", create, methods=["POST"]),
         Route("/api/infill/{id}/{k}.mid", midi),
+        Route("/api/infill/{id}/{k}/attention", attention),
     ]

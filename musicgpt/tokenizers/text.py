@@ -26,9 +26,6 @@ from musicgpt.errors import ConfigError, MusicGPTError, check_known_keys
 from musicgpt.io import atomic_write_json
 
 EOS_TEXT = "<|endoftext|>"
-# How tokenizers saved before the vocabulary moved into the package named the bundled copy;
-# such settings (in built data dirs and trained models) still mean that copy.
-LEGACY_GPT2_FILES = {"vocab_file": "data/gpt2/encoder.json", "merges_file": "data/gpt2/vocab.bpe"}
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -217,8 +214,7 @@ class GPT2BPETokenizer(_TextTokenizer):
             self._source = {"hf_dir": str(hf_dir)}
             model = _hf_dir_model(Path(hf_dir))
         elif hf_dir is None and (vocab_file is None) == (merges_file is None):
-            files = {"vocab_file": vocab_file, "merges_file": merges_file}
-            if vocab_file is None or files == LEGACY_GPT2_FILES:
+            if vocab_file is None:
                 from musicgpt.resources import gpt2_vocabulary
 
                 self._source = {}

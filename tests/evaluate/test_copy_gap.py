@@ -11,10 +11,10 @@ from conftest import PIANO_DIR
 
 from musicgpt.checkpoints import load_checkpoint
 from musicgpt.cli import main
-from musicgpt.evaluate.copy_gap import copy_gap, total
+from musicgpt.evaluate.copy_gap import copy_gap, sampler_distributions, total
 from musicgpt.evaluate.nll import token_log_probs
-from musicgpt.generation.piano import cut_at_seconds
-from musicgpt.tokenizers import vocab as V
+from musicgpt.generation.piano import continue_piano, cut_at_seconds, default_context
+from musicgpt.generation.sampling import SamplingConfig
 
 
 def test_token_log_probs_read_every_token_once_through_overlapping_windows(tiny_checkpoint):
@@ -36,10 +36,10 @@ def test_cli_prints_the_library_numbers(tiny_checkpoint, tmp_path, capsys):
         main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path), "--copy-gap"]) == 0
     )
     out = capsys.readouterr().out.splitlines()
-    assert out[1].split() == "piece tokens model +cache +naive copy gap with cache".split()
+    assert out[1].split() == "piece tokens model sampler +naive copy gap w/ sampler".split()
     model, tok = load_checkpoint(tiny_checkpoint)
     rows = [
-        copy_gap(model, tok.encode(tmp_path / name).astype(np.int64), 256, name, key_of_id=V.MATCH_KEY_OF_ID)
+        copy_gap(model, tok.encode(tmp_path / name).astype(np.int64), 256, name, tokenizer=tok)
         for name in ("fur-elise.mid", "maple-leaf-rag.mid")
     ]
     assert out[2:5] == [rows[0].row(), rows[1].row(), total(rows).row()]
@@ -52,3 +52,22 @@ def test_copy_gap_and_continuations_are_two_runs(tiny_checkpoint, tmp_path, caps
     args = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path)]
     assert main([*args, "--copy-gap", "--continuations"]) == 2
     assert "one at a time" in capsys.readouterr().err
+
+
+def test_the_scored_sampler_is_the_one_that_samples():
+    """Greedy piano continuation picks, at every step, the argmax of what `sampler_distributions`
+    scores on the same tokens: the grammar, release prior and note cache applied as decode.py does."""
+    model, tok = load_checkpoint("piano-small")
+    prompt = cut_at_seconds(tok.encode(PIANO_DIR / "maple-leaf-rag.mid"), 6.0).astype(np.int64)
+    greedy = SamplingConfig(temperature=0, prompt_cache=1.0)
+    sample = continue_piano(model, tok, prompt, seconds=3.0, sampling=greedy, seed=0).samples[0]
+    ids = np.concatenate([prompt, sample])
+    context = default_context(model)
+    assert len(ids) <= context  # one window: the scorer reads what the decoder read
+    picked, model_picked = [], []
+    for i, model_logp, sampler_logp in sampler_distributions(model, tok, ids, context):
+        if len(prompt) <= i < len(ids) - 1:  # the last token may be a shift cut to end on time
+            picked.append(int(np.argmax(sampler_logp)))
+            model_picked.append(int(np.argmax(model_logp)))
+    assert picked == sample[:-1].tolist()
+    assert len(picked) > 20 and model_picked != picked  # the sampler is not the model alone here

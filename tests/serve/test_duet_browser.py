@@ -38,11 +38,7 @@ def browser(tmp_path_factory):
 
 def play(browser: Browser, keys: str, hold_ms: int = 150, gap_ms: int = 100) -> None:
     """Press and release each key in turn: real key events, as the page gets them from a person."""
-    actions = []
-    for k in keys:
-        actions += [{"type": "keyDown", "value": k}, {"type": "pause", "duration": hold_ms},
-                    {"type": "keyUp", "value": k}, {"type": "pause", "duration": gap_ms}]  # fmt: skip
-    browser.cmd("POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})
+    browser.keys(keys, hold_ms=hold_ms, gap_ms=gap_ms)
 
 
 def set_field(browser: Browser, css: str, value: str) -> None:

@@ -45,6 +45,20 @@ def test_a_span_is_filled_and_downloads_as_the_whole_piece(client):
     assert 'filename="fur-elise-infill2.mid"' in midi.headers["content-disposition"]
 
 
+def test_an_alternative_opens_in_the_attention_view(client):
+    r = client.post(
+        "/api/infill", json={"piece": "fur-elise.mid", "start": 4, "end": 5.5, "numSamples": 1, "seed": 2}
+    )
+    sample = r.json()["samples"][0]
+    page = client.get(sample["attention"])
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "fur-elise.mid: alternative 1, attention" in page.text
+    assert "the span 4.00-5.50 s filled, read in order" in page.text
+    assert client.get(sample["attention"]).text == page.text  # made once, then kept
+    missing = client.get(sample["attention"].replace("/1/attention", "/2/attention"))
+    assert missing.status_code == 404 and "no infill result" in missing.json()["error"]
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

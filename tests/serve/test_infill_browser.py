@@ -1,5 +1,6 @@
 """The infill page in headless Chromium (tests/browser.py): drag across the roll to mark a span,
-generate, play an alternative in place, download it; the download equals the piece outside the span."""
+generate, play an alternative in place, download it; the download equals the piece outside the span;
+its attention view opens."""
 
 from __future__ import annotations
 
@@ -40,23 +41,6 @@ def browser(tmp_path_factory):
     b.close()
 
 
-def drag(browser: Browser, css: str, x0: int, x1: int) -> None:
-    """Press at x0 px from the element's centre, move to x1, release (WebDriver pointer actions)."""
-    element = browser.element(css)
-    origin = {"element-6066-11e4-a52e-4f735466cecf": element}
-    steps = [
-        {"type": "pointerMove", "origin": origin, "x": x0, "y": 0},
-        {"type": "pointerDown", "button": 0},
-        *(
-            {"type": "pointerMove", "origin": origin, "x": x, "y": 0, "duration": 20}
-            for x in range(x0, x1 + 1, 40)
-        ),
-        {"type": "pointerMove", "origin": origin, "x": x1, "y": 0},
-        {"type": "pointerUp", "button": 0},
-    ]
-    browser.cmd("POST", "/actions", {"actions": [{"type": "pointer", "id": "mouse", "actions": steps}]})
-
-
 def notes(path) -> list[tuple]:
     n = TOK.decode_notes(TOK.encode(path))
     return sorted(
@@ -77,7 +61,7 @@ def test_mark_generate_play_download(browser, server):
     browser.wait_for("return document.querySelectorAll('#roll rect.note').length > 20")
     width = browser.js("return document.getElementById('roll').getBoundingClientRect().width")
     # the roll shows 30 s: from 0.2 to 0.3 of its width is about 6 s to 9 s
-    drag(browser, "#roll", int(-0.3 * width), int(-0.2 * width))
+    browser.drag("#roll", int(-0.3 * width), int(-0.2 * width))
     start, end = browser.js(
         "return [+document.getElementById('start').value, +document.getElementById('end').value]"
     )
@@ -110,4 +94,13 @@ def test_mark_generate_play_download(browser, server):
     assert sorted((p, t, v) for p, t, _, v in new if t < start) == sorted(
         (p, t, v) for p, t, _, v in original if t < start
     )
+    assert [e for e in browser.console() if e["level"] == "SEVERE"] == []
+
+    # the attention view opens on the alternative: its notes on the piano roll, arcs on a click
+    attention = browser.js("return document.querySelector('.alt[data-k=\"1\"] a.attention').href")
+    browser.open(attention)
+    count = browser.wait_for("return document.querySelectorAll('.note-r[data-i]').length")
+    assert count >= 2  # the tiny model reads a short window
+    browser.click(f'.note-r[data-i="{count - 1}"]')
+    assert int(browser.wait_for("return document.body.dataset.arcs")) > 0
     assert [e for e in browser.console() if e["level"] == "SEVERE"] == []

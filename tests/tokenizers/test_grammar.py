@@ -204,3 +204,43 @@ def test_release_bias_is_zero_before_any_note_has_ended_and_at_strength_zero():
     g.advance([V.name_to_id("TIME_SHIFT_60")])  # longer than the one note heard
     assert (g.release_bias(0.0) == 0).all()
     assert g.release_bias(1.0).any()
+
+
+def _logit(h: float) -> float:
+    return float(np.log(h) - np.log1p(-h))
+
+
+def test_onset_bias_is_the_logit_of_the_piece_hazard_of_striking_now():
+    from musicgpt.tokenizers.grammar import MIN_GAPS_HEARD, ONSET_PRIOR_HAZARD, ONSET_PRIOR_WEIGHT
+
+    # a grid: MIN_GAPS_HEARD gaps of exactly 15 steps, chords of two notes (one onset each)
+    beats = ["NOTE_ON_60 NOTE_ON_64 TIME_SHIFT_15 NOTE_OFF_60 NOTE_OFF_64"] * (MIN_GAPS_HEARD + 1)
+    g = grammar_after("VELOCITY_20 " + " ".join(beats))
+    onsets = (V.TYPE_OF_ID == V.EventType.NOTE_ON) | (V.TYPE_OF_ID == V.EventType.VELOCITY)
+    n = MIN_GAPS_HEARD
+    # 15 steps since the last onset: every gap lies within 14-16, spread over those 3 steps
+    bias = g.onset_bias(1.0)[0]
+    # against the piece's mean rate: one onset in 15 steps
+    on_grid = _logit((n / 3 + ONSET_PRIOR_WEIGHT * ONSET_PRIOR_HAZARD) / (n + ONSET_PRIOR_WEIGHT)) - _logit(
+        1 / 15
+    )
+    assert bias[onsets] == pytest.approx(on_grid) and (bias[~onsets] == 0).all()
+    # a note now (0 steps) is part of the chord: no prior; 8 steps in: between the grid's points
+    g.advance([V.name_to_id("NOTE_ON_67")])
+    assert (g.onset_bias(1.0) == 0).all()
+    g.advance([V.name_to_id("TIME_SHIFT_8")])
+    off_grid = _logit(ONSET_PRIOR_WEIGHT * ONSET_PRIOR_HAZARD / (n + 1 + ONSET_PRIOR_WEIGHT)) - _logit(1 / 15)
+    assert g.onset_bias(2.0)[0, V.name_to_id("NOTE_ON_72")] == pytest.approx(2 * off_grid)
+    assert off_grid < -2.5 and on_grid > 1.5  # between the grid's points held back, on them pressed
+
+
+def test_onset_bias_waits_for_enough_gaps_and_is_zero_at_strength_zero():
+    from musicgpt.tokenizers.grammar import MIN_GAPS_HEARD
+
+    g = grammar_after("VELOCITY_20 " + "NOTE_ON_60 TIME_SHIFT_15 NOTE_OFF_60 " * MIN_GAPS_HEARD)
+    assert (g.onset_bias(1.0) == 0).all()  # MIN_GAPS_HEARD onsets: one gap too few
+    g.advance([V.name_to_id("NOTE_ON_60")])
+    g.advance([V.name_to_id("TIME_SHIFT_15")])
+    assert g.onset_bias(1.0).any() and not g.onset_bias(0.0).any()
+    g.advance([V.EOS_ID])  # a new piece: nothing heard
+    assert (g.onset_bias(1.0) == 0).all()

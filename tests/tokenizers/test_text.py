@@ -198,17 +198,6 @@ def test_bpe_vocab_and_protocol(bpe):
     assert bpe.to_dict() == {"name": "gpt2-bpe"}  # the bundled vocabulary: no file named
 
 
-def test_bpe_settings_saved_before_the_vocabulary_moved_still_load(bpe):
-    legacy = {
-        "name": "gpt2-bpe",
-        "vocab_file": "data/gpt2/encoder.json",
-        "merges_file": "data/gpt2/vocab.bpe",
-    }
-    tok = GPT2BPETokenizer.from_dict(legacy)
-    assert tok.to_dict() == {"name": "gpt2-bpe"}
-    assert tok.encode(TRICKY[0]).tolist() == bpe.encode(TRICKY[0]).tolist()
-
-
 def test_bpe_matches_transformers_on_sherlock(bpe, hf_ref, sherlock_text):
     ids = bpe.encode(SHERLOCK)
     assert ids.dtype == np.int32

@@ -91,7 +91,9 @@ function showAlternatives(result) {
     button.onclick = () => play(card, sample, result.from, result.to);
     const link = document.createElement("a");
     link.className = "download"; link.href = sample.midi; link.download = ""; link.textContent = "Download MIDI";
-    head.append(button, " ", link);
+    const view = document.createElement("a");
+    view.className = "attention"; view.href = sample.attention; view.target = "_blank"; view.textContent = "Attention";
+    head.append(button, " ", link, " ", view);
     const svg = el("svg", { viewBox: "0 0 1000 120", preserveAspectRatio: "none" });
     drawNotes(svg, sample.notes, result.from, result.to, 1000, 120,
       (n) => n[1] >= result.start && n[1] < result.end);
