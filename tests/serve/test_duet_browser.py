@@ -5,6 +5,7 @@ both parts in time order."""
 from __future__ import annotations
 
 import io
+import math
 import time
 
 import pretty_midi
@@ -68,7 +69,8 @@ def test_call_answer_interrupt_and_download(browser, server):
     assert first["notes"] >= 1 and first["seconds"] == 2 and 0 < first["latency"] < 2000
     assert browser.js("return duet.voices.model") == first["notes"]
     shown = browser.js("return document.querySelector('#answers li[data-k=\"1\"]').textContent")
-    assert shown.startswith(f"{first['notes']} notes, first after {round(first['latency'])} ms")
+    # the page rounds as JavaScript does (Math.round: halves up), not as Python's round (to even)
+    assert shown.startswith(f"{first['notes']} notes, first after {math.floor(first['latency'] + 0.5)} ms")
     browser.wait_for("return document.getElementById('state').textContent === 'your turn'", timeout=10)
 
     # a long answer, interrupted by playing: it falls silent and the server cuts it there
