@@ -35,6 +35,7 @@ from musicgpt.generation.prompt_cache import (
     cache_features,
     mixture_log_probs,
 )
+from musicgpt.tokenizers.base import is_music
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def copy_gap(
     is piano's (`sampler_log_probs`); without one, the model mixed with the token prompt cache."""
     ids = np.asarray(ids, dtype=np.int64)
     off_grammar = 0
-    if tokenizer is not None and hasattr(tokenizer.grammar(1), "release_bias"):
+    if tokenizer is not None and is_music(tokenizer):
         lp, cached, off_grammar = sampler_log_probs(model, tokenizer, ids, context, strength, priors)
     else:
         lp = token_log_probs(model, ids, context)
@@ -118,6 +119,7 @@ def sampler_distributions(
     at `strength`, the grammar's mask with each event type keeping its mass; the same
     `PianoSamplingGrammar` and steps as generation/decode.py, before temperature and truncation.
     """
+    from musicgpt.generation.decode import allowed_mask, make_prompt_cache, sampler_logits
     from musicgpt.generation.piano import PianoSamplingGrammar
     from musicgpt.generation.sampling import mask_per_group
 
@@ -125,21 +127,13 @@ def sampler_distributions(
     rows = position_log_probs(model, ids, context)
     width = rows.shape[1]
     first = ids[None, :1]
-    grammar = PianoSamplingGrammar(
-        tokenizer.grammar(1, max_note_tokens=context),
-        first,
-        priors,
-    )
+    grammar = PianoSamplingGrammar(tokenizer.grammar(1, max_note_tokens=context), first, priors)
     grammar.start(first)
-    cache = grammar.copy_cache(first, strength) if strength > 0 else None
+    cache = make_prompt_cache(grammar, first, strength, width) if strength > 0 else None
     groups = torch.as_tensor(np.asarray(grammar.group_of_id)[:width], dtype=torch.long)
     for i in range(1, len(ids)):
-        logits = torch.from_numpy(rows[i][None].copy())
-        bias = np.asarray(grammar.logit_bias(), dtype=np.float32)[:, :width]
-        logits[:, : bias.shape[1]] += torch.from_numpy(bias)
-        if cache is not None:
-            logits = cache.mix(logits)
-        allowed = torch.from_numpy(np.asarray(grammar.allowed())[:, :width])
+        logits = sampler_logits(torch.from_numpy(rows[i][None].copy()), grammar, cache)
+        allowed = allowed_mask(grammar, logits)
         yield i, rows[i], mask_per_group(logits, allowed, groups).log_softmax(-1)[0].numpy()
         grammar.advance(ids[i : i + 1])
         if cache is not None:

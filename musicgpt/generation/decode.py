@@ -310,37 +310,20 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
             mask.start(idx.cpu().numpy())
             groups = getattr(mask, "group_of_id", None)
             group_of_id = None if groups is None else torch.as_tensor(np.asarray(groups), dtype=torch.long)
-            if group_of_id is not None:  # a model older than ids its grammar knows (see _allowed)
+            if group_of_id is not None:  # a model older than ids its grammar knows (see allowed_mask)
                 group_of_id = group_of_id[: logits.shape[-1]]
         cache = None
         if run.sampling.prompt_cache > 0:
             heard = idx if run.history is None else torch.cat([run.history.to(idx.device), idx], dim=1)
-            make_cache = getattr(mask, "copy_cache", None)
-            if make_cache is not None:  # the grammar knows better units than tokens (piano: notes)
-                cache = make_cache(heard.cpu().numpy(), run.sampling.prompt_cache)
-            else:
-                cache = PromptCache(
-                    heard.cpu().numpy(),
-                    logits.shape[-1],
-                    strength=run.sampling.prompt_cache,
-                    # what counts as the same token when looking for a repeat: the grammar may say
-                    key_of_id=getattr(mask, "match_key_of_id", None),
-                )
+            cache = make_prompt_cache(mask, heard.cpu().numpy(), run.sampling.prompt_cache, logits.shape[-1])
         finished = stop_emitted = None
         if run.stops is not None:
             finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
             stop_emitted = torch.zeros(B, dtype=torch.long, device=idx.device)
 
-        logit_bias = getattr(mask, "logit_bias", None)  # a grammar's prior over the next token
         for i in range(max_new_tokens):
-            if logit_bias is not None:
-                bias = torch.from_numpy(np.asarray(logit_bias(), dtype=np.float32)).to(logits.device)
-                logits = logits.float().clone()
-                width = min(bias.shape[1], logits.shape[-1])  # ids past either's vocabulary: no prior
-                logits[:, :width] += bias[:, :width]
-            if cache is not None:
-                logits = cache.mix(logits)
-            allowed = _allowed(mask, logits) if mask is not None else None
+            logits = sampler_logits(logits, mask, cache)
+            allowed = allowed_mask(mask, logits) if mask is not None else None
             spread = None
             if allowed is not None and run.sampling.mask_mode == "spread" and hasattr(mask, "spread"):
                 spread = torch.from_numpy(np.asarray(mask.spread(), dtype=np.float32)[:, : logits.shape[-1]])
@@ -366,7 +349,38 @@ def _stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, run: _Decoding) 
         model.train(was_training)
 
 
-def _allowed(logits_mask: LogitsMask, logits: torch.Tensor) -> torch.Tensor:
+def make_prompt_cache(mask: LogitsMask | None, heard: np.ndarray, strength: float, vocab_size: int):
+    """The prompt cache over `heard` (B, T): the grammar's own where it knows better units than
+    tokens (`copy_cache`; piano: the note cache), else the token cache, matching the grammar's
+    keys where it has them (`match_key_of_id`)."""
+    make_cache = getattr(mask, "copy_cache", None)
+    if make_cache is not None:
+        return make_cache(heard, strength)
+    return PromptCache(heard, vocab_size, strength=strength, key_of_id=getattr(mask, "match_key_of_id", None))
+
+
+def sampler_logits(logits: torch.Tensor, mask: LogitsMask | None, cache) -> torch.Tensor:
+    """What the sampler draws from, before the grammar's mask and the SamplingConfig: the model's
+    (B, V) logits with the grammar's prior added (`logit_bias`, e.g. piano's release prior), the
+    prompt cache mixed in, and the mass of tokens the grammar caps moved onto the cap
+    (`fold_logits`, e.g. an infilled middle's shifts past its end). The one place both happen: generation here, and the teacher-forced
+    scoring of the same distribution (evaluate/copy_gap.py)."""
+    logit_bias = getattr(mask, "logit_bias", None)
+    if logit_bias is not None:
+        bias = torch.from_numpy(np.asarray(logit_bias(), dtype=np.float32)).to(logits.device)
+        logits = logits.float().clone()
+        width = min(bias.shape[1], logits.shape[-1])  # ids past either's vocabulary: no prior
+        logits[:, :width] += bias[:, :width]
+    if cache is not None:
+        logits = cache.mix(logits)
+    fold_logits = getattr(mask, "fold_logits", None)  # mass of capped tokens moved onto the cap
+    if fold_logits is not None:
+        logits = fold_logits(logits)
+    return logits
+
+
+def allowed_mask(logits_mask: LogitsMask, logits: torch.Tensor) -> torch.Tensor:
+    """The grammar's allowed ids as a (B, V) bool tensor shaped like `logits`."""
     allowed = np.asarray(logits_mask.allowed())
     # A vocabulary grows at its end (the performance FIM tokens came after EOS and PAD): a model
     # trained before reads fewer ids than its grammar knows, and those it lacks must be forbidden.

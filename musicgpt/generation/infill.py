@@ -4,7 +4,7 @@ The one library function that `musicgpt infill`, `musicgpt evaluate --infill` an
 The piece is cut at the span (`musicgpt.tokenizers.infill.cut_piece`), the model reads the end of
 the prefix, the gap and the start of the suffix in the fill-in-the-middle format, and writes the
 middle under the grammar, which ends it exactly at the span's end with the notes the suffix
-expects sounding (docs/tokenizer.md, "Infilling"). Each sample spliced back is the whole piece.
+holds on sounding (docs/tokenizer.md, "Infilling"). Each sample spliced back is the whole piece.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def infill_piano(
     """Sample `num_samples` new middles for the span `start`-`end` (seconds) of `ids`, batched.
 
     Every finished middle lasts exactly the span (to the 10 ms step) and leaves the notes the
-    suffix ends sounding, the others ended. `on_progress(seconds)` gets the seconds of the span
+    suffix holds on sounding, those it does not end ended. `on_progress(seconds)` gets the seconds of the span
     every sample has filled so far. Ctrl-C stops the sampling: the samples that finished are kept
     (`interrupted`), the others are marked unfinished.
     """
@@ -116,7 +116,8 @@ def infill_piano(
     gap = e - s
     # the model reads the end of the prefix and the start of the suffix, as in training
     keep = max(1, int(model.config.block_size * CONTEXT_SHARE))
-    prompt = fim_prompt(cut.prefix[-keep:], gap, cut.suffix[:keep])
+    kept = cut.prefix[-keep:]
+    prompt = fim_prompt(kept, gap, cut.suffix[:keep])
     # the grammar reads all of both: notes struck long before the span still sound in it, and a
     # note the suffix ends far into it must still sound when the middle ends
     whole = fim_prompt(cut.prefix, gap, cut.suffix)
@@ -139,6 +140,10 @@ def infill_piano(
         generator=generator,
         logits_mask=grammar,
         max_context=context,
+        # the prompt cache hears the whole prefix, also what lies before the model's window
+        history=torch.as_tensor(cut.prefix[: len(cut.prefix) - len(kept)], dtype=torch.long)
+        .unsqueeze(0)
+        .repeat(num_samples, 1),
     )
     rows: list[np.ndarray] = []
     clock = np.zeros(num_samples, np.int64)

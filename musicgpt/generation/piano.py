@@ -19,6 +19,7 @@ from musicgpt.generation.note_cache import NoteCache
 from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.base import MusicTokenizer
+from musicgpt.tokenizers.infill import prefix_last
 
 # How piano continuations sample unless told otherwise: the model's distribution mixed with the
 # prompt cache at its fitted weight (docs/model.md, "The prompt cache": continuations follow their
@@ -112,9 +113,34 @@ class PianoSamplingGrammar:
             bias += self.grammar.onset_bias(self.priors.onset)
         return bias
 
+    def fold_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """An infilled middle's shifts past its end, folded into the shift that reaches it.
+
+        In the training windows a TIME_SHIFT that crosses the span's end is cut there, so the
+        model's probability of every shift at least as long as the time left is the probability
+        that nothing happens before the end. The mask forbids the longer ones; left alone, their
+        mass would go to all shorter shifts alike, landing the row a few steps short of the end,
+        where (no shift may follow a short one) it must strike a note: measured, a burst of notes
+        in the span's last half second (docs/tokenizer.md, "Infilling").
+        """
+        left = self.grammar.steps_to_middle_end()
+        rows = np.flatnonzero((left > 0) & (left < V.MAX_SHIFT_STEPS))
+        if rows.size == 0:
+            return logits
+        logits = logits.float().clone()
+        for row in rows.tolist():
+            to_end = int(V.shift_id(int(left[row])))
+            longest = int(V.shift_id(V.MAX_SHIFT_STEPS))
+            logits[row, to_end] = logits[row, to_end : longest + 1].logsumexp(-1)
+        return logits
+
     def copy_cache(self, history: np.ndarray, strength: float) -> NoteCache:
-        """The prompt cache of piano continuations: repeats found and copied note by note."""
-        return NoteCache(history, strength=strength)
+        """The prompt cache of piano continuations: repeats found and copied note by note. An
+        infill prompt is read suffix first, then the prefix the middle continues (`prefix_last`)."""
+        rows = [prefix_last(row) for row in np.asarray(history)]
+        width = max(len(row) for row in rows)  # (rows alike in layout have one length)
+        heard = np.stack([np.concatenate([np.full(width - len(r), V.EOS_ID), r]) for r in rows])
+        return NoteCache(heard, strength=strength)
 
 
 @dataclass

@@ -103,6 +103,10 @@ class LogitsMask(Protocol):
     sampling and `advance(tokens)` with the tokens it chose. A mask may also have `group_of_id`,
     a (vocab_size,) int array: the sampler then keeps each group's probability mass under the
     mask instead of renormalizing over all allowed tokens (see `SamplingConfig.mask_mode`).
+    Optional hooks the sampler uses where a mask has them (`generation.decode.sampler_logits`):
+    `logit_bias()` a (batch, vocab) prior added to the logits, `copy_cache(history, strength)`
+    the prompt cache to mix in, `fold_logits(logits)` moving the mass of tokens the grammar caps
+    onto the cap (piano: `generation.piano.PianoSamplingGrammar`).
     """
 
     def start(self, prompt: np.ndarray) -> None:

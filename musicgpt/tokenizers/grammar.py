@@ -23,6 +23,10 @@ ONSET_TOLERANCE = 0.05
 # the hazard's prior: ONSET_PRIOR_WEIGHT pseudo-gaps at ONSET_PRIOR_HAZARD per step
 ONSET_PRIOR_WEIGHT, ONSET_PRIOR_HAZARD = 1.0, 0.05
 _IS_ONSET_TOKEN = (V.TYPE_OF_ID == EventType.NOTE_ON) | (V.TYPE_OF_ID == EventType.VELOCITY)
+# An infilled middle must leave sounding the notes the suffix holds on at least this long (100 ms):
+# a note the suffix ends sooner is the middle's choice, for one it had to strike in the last
+# steps would be a blip (docs/tokenizer.md, "Infilling")
+MUST_SOUND_STEPS = 10
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -50,9 +54,9 @@ class PerformanceGrammar:
     In a fill-in-the-middle sequence (see `advance_infill` below and docs/tokenizer.md) the tokens
     after FIM_SUFFIX only record the gap and what the suffix expects; after FIM_MIDDLE the row
     goes on from the prefix's state under an exact deadline: no TIME_SHIFT past the gap's end;
-    the shift that reaches it only once every note the suffix ends is sounding; there, only
-    NOTE_OFFs of the notes the suffix does not end, then FIM_END, exactly when the notes sounding
-    are the ones the suffix ends (no EOS before).
+    the shift that reaches it only once every note the suffix holds on (`MUST_SOUND_STEPS` or
+    longer) is sounding; there, only NOTE_OFFs of the notes the suffix does not end, then
+    FIM_END, once every note sounding is one the suffix ends (no EOS before).
     When a note has sounded for `max_note_steps`, or (with `max_note_tokens`) its NOTE_ON lies that
     many tokens back, only NOTE_OFFs of such overdue notes are allowed. The second rule is for
     notes the model cannot see: it reads a window of the last tokens, and a note struck before
@@ -105,7 +109,10 @@ class PerformanceGrammar:
         self.gap = np.zeros(b, np.int64)
         self.end_clock = np.zeros(b, np.int64)
         self.suffix_seen = np.zeros((b, 128), bool)
-        self.expected = np.zeros((b, 128), bool)  # must be sounding when the middle ends
+        self.expected = np.zeros((b, 128), bool)  # ended by the suffix: may sound when the middle ends
+        # of those, the ones the suffix holds MUST_SOUND_STEPS or longer: must sound then
+        self.must_sound = np.zeros((b, 128), bool)
+        self.suffix_clock = np.zeros(b, np.int64)  # steps into the suffix read so far
 
     def _reset(self, rows: np.ndarray) -> None:
         self.sounding[rows] = False
@@ -127,6 +134,8 @@ class PerformanceGrammar:
             state[rows] = 0
         self.suffix_seen[rows] = False
         self.expected[rows] = False
+        self.must_sound[rows] = False
+        self.suffix_clock[rows] = 0
 
     def start(self, prompt: np.ndarray) -> None:
         prompt = np.asarray(prompt)
@@ -186,26 +195,36 @@ class PerformanceGrammar:
         sounding, expected = self.sounding[rows], self.expected[rows]
         remaining = self.end_clock[rows] - self.clock[rows]  # >= 0: no shift goes past the end
         at_end = remaining <= 0
-        missing = expected & ~sounding
-        complete = ~missing.any(1)  # every note the suffix ends is sounding
+        missing = self.must_sound[rows] & ~sounding
+        complete = ~missing.any(1)  # every note the suffix holds on is sounding
         ons = m[:, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128]
         # a note the suffix ends may be struck however many notes sound (else a full row could not
         # finish), but not where a due note must end first
         overdue = self.clock[rows] >= self.deadline[rows].min(1)
         ons |= missing & ~overdue[:, None]
         ons[at_end] = False  # at the end only NOTE_OFFs: a note struck there would last no time
+        # one step before it, a row still missing one cannot move time: it may strike only the
+        # missing ones (else it strikes pitches at random until it hits one, each lasting 10 ms)
+        stuck = (remaining == 1) & ~complete
+        ons[stuck] &= missing[stuck]
         shifts = m[:, V.TIME_SHIFT_OFFSET : V.VELOCITY_OFFSET]
         shifts &= self._SHIFT_STEPS <= remaining[:, None]
-        # the shift that reaches the end only once the suffix's notes all sound
+        # the shift that reaches the end only once the notes the suffix holds on all sound
         shifts[~complete] &= self._SHIFT_STEPS < remaining[~complete, None]
         m[at_end, V.VELOCITY_OFFSET : V.EOS_ID] = False
         # at the end: end the notes the suffix does not end, never those it does (their deadline
-        # included: the suffix ends them), then FIM_END once the sounding notes are just those
+        # included: the suffix ends them), then FIM_END once only those sound, those it holds on
+        # all among them. One it ends within MUST_SOUND_STEPS is the middle's choice: where the
+        # middle left it silent, the suffix's NOTE_OFF ends nothing (docs/tokenizer.md, "Infilling")
         offs = m[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
         offs[at_end] = (sounding & ~expected)[at_end]
         m[:, V.EOS_ID] = False
-        m[:, V.FIM_END_ID] = at_end & ~(sounding ^ expected).any(1) & ~self.after_velocity[rows]
+        m[:, V.FIM_END_ID] = at_end & complete & ~(sounding & ~expected).any(1) & ~self.after_velocity[rows]
         mask[rows] = m
+
+    def steps_to_middle_end(self) -> np.ndarray:
+        """(batch,) steps left before the end of the middle a row is writing; 0 outside a middle."""
+        return np.where(self.fim == MIDDLE, self.end_clock - self.clock, 0)
 
     def spread(self) -> np.ndarray:
         """(batch, vocab) where the sampler hands the mass the mask forbids (`SamplingConfig.mask_mode`
@@ -341,7 +360,8 @@ class PerformanceGrammar:
         if starts.any():
             self.fim[starts] = GAP
             self.gap[starts] = 0
-            self.suffix_seen[starts] = self.expected[starts] = False
+            self.suffix_seen[starts] = self.expected[starts] = self.must_sound[starts] = False
+            self.suffix_clock[starts] = 0
 
     def _read_suffix(self, rows: np.ndarray, tokens: np.ndarray, kind: np.ndarray, value: np.ndarray) -> None:
         """Rows after FIM_SUFFIX: TIME_SHIFTs first add up the gap; then the suffix's notes say which
@@ -351,11 +371,14 @@ class PerformanceGrammar:
         self.gap += np.where(in_gap & (shift > 0), shift, 0)
         self.fim[in_gap & (shift == 0)] = SUFFIX
         in_suffix = rows & (self.fim == SUFFIX)
+        self.suffix_clock += np.where(in_suffix, shift, 0)
         note = in_suffix & (kind <= EventType.NOTE_OFF)
         if note.any():
             r, p = np.flatnonzero(note), value[note]
             first = ~self.suffix_seen[r, p]
-            self.expected[r[first], p[first]] = kind[note][first] == EventType.NOTE_OFF
+            ended = kind[note][first] == EventType.NOTE_OFF
+            self.expected[r[first], p[first]] = ended
+            self.must_sound[r[first], p[first]] = ended & (self.suffix_clock[r[first]] >= MUST_SOUND_STEPS)
             self.suffix_seen[r, p] = True
         middle = rows & (tokens == V.FIM_MIDDLE_ID)
         if middle.any():

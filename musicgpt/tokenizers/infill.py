@@ -132,6 +132,21 @@ def fim_prompt(prefix: np.ndarray, gap_steps: int, suffix: np.ndarray) -> np.nda
     ).astype(np.int64)
 
 
+def prefix_last(ids: np.ndarray) -> np.ndarray:
+    """A fill-in-the-middle prompt in the order a middle continues it: the suffix, an EOS (a
+    break: no repeat is matched across it), then the prefix. The prompt cache reads it so: the
+    middle follows the prefix it continues, and may still repeat what the suffix plays. The gap's
+    shifts and the FIM tokens are dropped; ids without FIM_SUFFIX ... FIM_MIDDLE come back as they are."""
+    ids = np.asarray(ids, np.int64)
+    suffix_at, middle_at = np.flatnonzero(ids == V.FIM_SUFFIX_ID), np.flatnonzero(ids == V.FIM_MIDDLE_ID)
+    if not suffix_at.size or not middle_at.size or middle_at[-1] < suffix_at[-1]:
+        return ids
+    s, m = int(suffix_at[-1]), int(middle_at[-1])
+    gap_and_suffix = ids[s + 1 : m]
+    gap = int(np.argmax(V.STEPS_OF_ID[gap_and_suffix] == 0))  # the suffix opens with a VELOCITY
+    return np.concatenate([gap_and_suffix[gap:], [V.EOS_ID], ids[:s], ids[m + 1 :]])
+
+
 def fim_sequence(cut: Cut) -> np.ndarray:
     """The training sequence of a cut: its `fim_prompt`, the middle, FIM_END."""
     gap = int(V.shift_steps(cut.middle).sum())
@@ -147,7 +162,8 @@ def splice(prefix: np.ndarray, middle: np.ndarray, suffix: np.ndarray) -> np.nda
 
 
 def expected_at_end(suffix: np.ndarray) -> np.ndarray:
-    """(128,) bool: the pitches that must sound when the middle ends (first event in the suffix a NOTE_OFF)."""
+    """(128,) bool: the pitches the suffix ends before it strikes them (its first event of the pitch a
+    NOTE_OFF): those sounding at its start in the original."""
     suffix = np.asarray(suffix)
     kind = V.TYPE_OF_ID[suffix]
     notes = kind <= EventType.NOTE_OFF

@@ -7,6 +7,7 @@ their mass to NOTE_ON and TIME_SHIFT (notes piled up); per-group masking keeps i
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import PIANO_DIR
 
@@ -65,3 +66,35 @@ def test_plain_renormalization_starves_note_offs():
     mass, drawn = sample_with_grammar("renormalize")
     # most NOTE_OFF ids are forbidden (silent pitches) and their mass went elsewhere
     assert drawn.mean().item() < 0.8 * mass.mean().item()
+
+
+def test_an_infilled_middle_folds_the_shifts_past_its_end_into_the_one_that_reaches_it():
+    """30 steps before the middle's end, every shift of 30 steps or more means "nothing before the
+    end" (training cuts such a shift there): their probability lands on TIME_SHIFT_30; shorter
+    shifts and other events keep theirs. Outside a middle nothing moves."""
+    from musicgpt.generation.piano import PianoSamplingGrammar
+    from musicgpt.tokenizers.infill import fim_prompt
+
+    tokenizer = PerformanceTokenizer()
+    prefix = np.array([V.name_to_id(x) for x in ("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_10")])
+    suffix = np.array([V.name_to_id(x) for x in ("VELOCITY_20", "NOTE_ON_67")])
+    prompt = np.concatenate([fim_prompt(prefix, 100, suffix), [V.name_to_id("TIME_SHIFT_70")]])[None]
+    grammar = PianoSamplingGrammar(tokenizer.grammar(1), prompt)
+    grammar.start(prompt)
+    assert grammar.grammar.steps_to_middle_end().tolist() == [30]
+    logits = torch.randn(1, V.VOCAB_SIZE, generator=torch.Generator().manual_seed(0))
+    folded = grammar.fold_logits(logits)
+    to_end, longest = V.name_to_id("TIME_SHIFT_30"), V.name_to_id("TIME_SHIFT_100")
+    # in probabilities: TIME_SHIFT_30 now holds what the shifts of 30-100 steps held together
+    total = logits.softmax(-1)[0, to_end : longest + 1].sum()
+    assert folded[0, to_end].exp().item() == pytest.approx(
+        (logits[0, to_end : longest + 1].exp().sum()).item(), rel=1e-5
+    )
+    assert total.item() > 2 * logits.softmax(-1)[0, to_end].item()  # not vacuous
+    # every other logit as it was (the longer shifts too: the mask forbids them)
+    others = torch.ones(V.VOCAB_SIZE, dtype=torch.bool)
+    others[to_end] = False
+    assert torch.equal(folded[0, others], logits[0, others])
+    plain = PianoSamplingGrammar(tokenizer.grammar(1), prefix[None])
+    plain.start(prefix[None])
+    assert plain.fold_logits(logits) is logits

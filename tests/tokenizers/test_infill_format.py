@@ -15,6 +15,7 @@ from musicgpt.tokenizers.infill import (
     fim_prompt,
     fim_sequence,
     merge_shifts,
+    prefix_last,
     splice,
 )
 from musicgpt.tokenizers.performance import PerformanceTokenizer
@@ -107,9 +108,9 @@ def allowed_names(g) -> set[str]:
 
 
 def test_the_grammar_ends_the_middle_exactly_with_the_notes_the_suffix_ends():
-    # prefix: 60 sounds. Gap 1.5 s. The suffix ends 60 and 64 first thing, then strikes 67.
+    # prefix: 60 sounds. Gap 1.5 s. The suffix holds 60 and 64 on for 200 ms, then strikes 67.
     prefix = n("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_10")
-    suffix = n("VELOCITY_20", "NOTE_OFF_60", "NOTE_OFF_64", "NOTE_ON_67")
+    suffix = n("VELOCITY_20", "TIME_SHIFT_20", "NOTE_OFF_60", "NOTE_OFF_64", "NOTE_ON_67")
     g = grammar_after(fim_prompt(prefix, 150, suffix))
     assert g.clock[0] == 10 and g.end_clock[0] == 160
     ok = allowed_names(g)
@@ -131,6 +132,36 @@ def test_the_grammar_ends_the_middle_exactly_with_the_notes_the_suffix_ends():
     assert allowed_names(g) == {"FIM_END"}
     g.advance(n("FIM_END"))
     assert g.fim[0] == 0 and not g.sounding.any()  # the row starts afresh, as after EOS
+
+
+def test_one_step_before_the_end_a_row_missing_a_held_note_may_strike_only_it():
+    # the suffix holds 64 on for 200 ms: a row 10 ms before the end without it must strike 64,
+    # not any pitch (each would last 10 ms) and not wait
+    prefix = n("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_10")
+    suffix = n("VELOCITY_20", "TIME_SHIFT_20", "NOTE_OFF_64", "NOTE_ON_67")
+    g = grammar_after(fim_prompt(prefix, 100, suffix))
+    g.advance(n("TIME_SHIFT_99"))
+    other_velocities = {f"VELOCITY_{b}" for b in range(1, 33) if b != 20}  # then only NOTE_ON_64
+    assert allowed_names(g) == {"NOTE_ON_64", "NOTE_OFF_60"} | other_velocities
+    g.advance(n("NOTE_ON_64"))
+    assert "TIME_SHIFT_1" in allowed_names(g)
+
+
+def test_a_note_the_suffix_ends_at_once_is_the_middles_choice():
+    # the suffix ends 64 and 60 within 100 ms of the span's end: a middle may leave them silent
+    # (the suffix's NOTE_OFF then ends nothing) or sounding (the suffix ends them)
+    prefix = n("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_10")
+    suffix = n("VELOCITY_20", "NOTE_OFF_60", "TIME_SHIFT_5", "NOTE_OFF_64", "NOTE_ON_67")
+    g = grammar_after(fim_prompt(prefix, 50, suffix))
+    g.advance(n("TIME_SHIFT_50"))  # 60 still sounds, 64 was never struck
+    assert allowed_names(g) == {"FIM_END"}  # 60 may not be ended here: the suffix ends it
+    silent = grammar_after(fim_prompt(prefix, 50, suffix))
+    silent.advance(n("NOTE_OFF_60"))
+    silent.advance(n("TIME_SHIFT_50"))
+    assert allowed_names(silent) == {"FIM_END"}
+    middle = n("NOTE_OFF_60", "TIME_SHIFT_50")
+    notes = TOK.decode_notes(splice(prefix, middle, suffix))
+    assert notes.pitch.tolist() == [60, 67] and notes.end[0] == pytest.approx(0.1)
 
 
 def test_outside_an_infill_the_fim_tokens_are_never_allowed():
@@ -156,3 +187,15 @@ def test_real_spans_splice_back_note_for_note_and_real_middles_pass_the_grammar(
         for token in [*cut.middle, V.FIM_END_ID]:
             assert g.allowed()[0, token], (start, end, V.id_to_name(int(token)))
             g.advance(np.array([token]))
+
+
+def test_the_prompt_cache_reads_an_infill_prompt_suffix_first_then_the_prefix_it_continues():
+    prefix = n("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_10")
+    suffix = n("VELOCITY_20", "TIME_SHIFT_5", "NOTE_OFF_60", "NOTE_ON_67")
+    prompt = fim_prompt(prefix, 150, suffix)  # the gap: TIME_SHIFT_100, TIME_SHIFT_50
+    assert prefix_last(prompt).tolist() == [*suffix.tolist(), V.EOS_ID, *prefix.tolist()]
+    # what the middle has written so far comes after the prefix; plain ids stay as they are
+    middle = n("NOTE_ON_62")
+    heard = prefix_last(np.concatenate([prompt, middle]))
+    assert heard.tolist() == [*suffix.tolist(), V.EOS_ID, *prefix.tolist(), *middle.tolist()]
+    assert prefix_last(prefix).tolist() == prefix.tolist()
