@@ -363,8 +363,9 @@ def sampler_logits(logits: torch.Tensor, mask: LogitsMask | None, cache) -> torc
     """What the sampler draws from, before the grammar's mask and the SamplingConfig: the model's
     (B, V) logits with the grammar's prior added (`logit_bias`, e.g. piano's release prior), the
     prompt cache mixed in, and the mass of tokens the grammar caps moved onto the cap
-    (`fold_logits`, e.g. an infilled middle's shifts past its end). The one place both happen: generation here, and the teacher-forced
-    scoring of the same distribution (evaluate/copy_gap.py)."""
+    (`fold_logits`, e.g. an infilled middle's shifts past its end). The one place all three
+    happen: generation here, and the teacher-forced scoring of the same distribution
+    (evaluate/copy_gap.py)."""
     logit_bias = getattr(mask, "logit_bias", None)
     if logit_bias is not None:
         bias = torch.from_numpy(np.asarray(logit_bias(), dtype=np.float32)).to(logits.device)

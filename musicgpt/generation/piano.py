@@ -128,9 +128,8 @@ class PianoSamplingGrammar:
         if rows.size == 0:
             return logits
         logits = logits.float().clone()
-        for row in rows.tolist():
-            to_end = int(V.shift_id(int(left[row])))
-            longest = int(V.shift_id(V.MAX_SHIFT_STEPS))
+        longest = int(V.shift_id(V.MAX_SHIFT_STEPS))
+        for row, to_end in zip(rows.tolist(), V.shift_id(left[rows]).tolist(), strict=True):
             logits[row, to_end] = logits[row, to_end : longest + 1].logsumexp(-1)
         return logits
 
