@@ -74,6 +74,8 @@ sample_count = _named("sample count", int_range(1, MAX_SAMPLES))
 # --mask-mode's choices: SamplingConfig.mask_mode's values (generation/sampling.MASK_MODES), spelt
 # here so that building the parser imports no torch; a test holds the two equal.
 MASK_MODES = ("per_group", "spread", "renormalize")
+# --grid: SamplingConfig.grid's range (generation/sampling.MAX_GRID_DIVISIONS), as MASK_MODES
+grid_divisions = _named("grid divisions", int_range(0, 4))
 
 
 def non_negative_float(text: str) -> float:

@@ -161,3 +161,15 @@ def test_the_mask_modes_the_commands_offer_are_the_samplers():
     assert argtypes.MASK_MODES == MASK_MODES
     for argv in (["generate"], ["evaluate", "--data", str(PIANO_DIR)]):
         assert build_parser().parse_args([*argv, "--mask-mode", "spread"]).mask_mode == "spread"
+
+
+def test_the_grid_the_commands_offer_is_the_samplers():
+    from musicgpt.cli import build_parser
+    from musicgpt.generation.sampling import MAX_GRID_DIVISIONS
+
+    assert argtypes.grid_divisions(str(MAX_GRID_DIVISIONS)) == MAX_GRID_DIVISIONS
+    with pytest.raises(argparse.ArgumentTypeError, match="must be in 0..4, got 5"):
+        argtypes.grid_divisions(str(MAX_GRID_DIVISIONS + 1))
+    for argv in (["generate"], ["infill", str(PIANO_DIR / "fur-elise.mid"), "--start", "1", "--end", "2", "--out", "x.mid"],
+                 ["evaluate", "--data", str(PIANO_DIR)]):  # fmt: skip
+        assert build_parser().parse_args([*argv, "--grid", "0"]).grid == 0

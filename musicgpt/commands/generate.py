@@ -190,23 +190,35 @@ def add_sampling_arguments(group) -> None:
         help="how strongly to copy what followed the same events earlier in the prompt and sample: "
         "0 off, 1 the weight fitted on piano, up to 2 (default: 1 for music, 0 for text)",
     )
+    group.add_argument(
+        "--grid",
+        type=argtypes.grid_divisions,
+        default=None,
+        help="music: strike every note on the onset grid of a sequenced prompt (a file written in a "
+        "sequencer; a performance has none), subdivided N times: 0 off, 1 the grid (default), up to 4",
+    )
 
 
 def sampling_config(args, music: bool = True):
-    """The --temperature, --top-k, --top-p, --mask-mode and --prompt-cache flags as one SamplingConfig
-    (the prompt cache on by default for music, whose numbers chose it; off for text)."""
+    """The --temperature, --top-k, --top-p, --mask-mode, --prompt-cache and --grid flags as one
+    SamplingConfig (the prompt cache and the grid on by default for music, whose numbers chose them;
+    off for text)."""
     from musicgpt.generation.piano import PIANO_SAMPLING
     from musicgpt.generation.sampling import SamplingConfig
 
     prompt_cache = args.prompt_cache
     if prompt_cache is None:
         prompt_cache = PIANO_SAMPLING.prompt_cache if music else 0.0
+    grid = args.grid
+    if grid is None:
+        grid = PIANO_SAMPLING.grid if music else 0
     return SamplingConfig(
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
         mask_mode=args.mask_mode,
         prompt_cache=prompt_cache,
+        grid=grid,
     )
 
 

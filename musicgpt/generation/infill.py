@@ -127,15 +127,19 @@ def infill_piano(
     device = model.device
     idx = torch.as_tensor(prompt, device=device).unsqueeze(0).repeat(num_samples, 1)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    sampling = PIANO_SAMPLING if sampling is None else sampling
     grammar = PianoSamplingGrammar(
-        tokenizer.grammar(num_samples), np.tile(whole, (num_samples, 1)), priors=piano.PianoPriors()
+        tokenizer.grammar(num_samples),
+        np.tile(whole, (num_samples, 1)),
+        priors=piano.PianoPriors(),
+        grid=sampling.grid,
     )
     budget = int(gap / V.STEPS_PER_SECOND * MAX_TOKENS_PER_SECOND) + EDGE_TOKENS
     stream = generate_stream(
         model,
         idx,
         max_new_tokens=budget,
-        sampling=PIANO_SAMPLING if sampling is None else sampling,
+        sampling=sampling,
         stop_tokens=[V.FIM_END_ID],
         generator=generator,
         logits_mask=grammar,

@@ -15,16 +15,20 @@ import torch
 
 from musicgpt.errors import MusicGPTError
 from musicgpt.generation.decode import generate_stream
+from musicgpt.generation.grid import OnsetGrid, detect_grid, onset_clocks
 from musicgpt.generation.note_cache import NoteCache
 from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.base import MusicTokenizer
-from musicgpt.tokenizers.infill import prefix_last
+from musicgpt.tokenizers.grammar import MIDDLE, PLAIN
+from musicgpt.tokenizers.infill import prefix_last, prefix_of
 
 # How piano continuations sample unless told otherwise: the model's distribution mixed with the
 # prompt cache at its fitted weight (docs/model.md, "The prompt cache": continuations follow their
 # prompt more closely, and the held-out loss of unseen pieces falls by 0.4-0.8 nats/token).
-PIANO_SAMPLING = SamplingConfig(prompt_cache=1.0)
+# Time snapped to a sequenced prompt's onset grid (`SamplingConfig.grid`, `generation.grid`): the
+# rhythm of the file it continues (docs/model.md, "Onsets").
+PIANO_SAMPLING = SamplingConfig(prompt_cache=1.0, grid=1)
 
 # How strongly the piece's own note lengths press a sounding note to end (`PerformanceGrammar.
 # release_bias`; 0: the model alone). Chosen by the continuation table (docs/model.md, "Note lengths").
@@ -44,6 +48,11 @@ class PianoPriors:
     release: float = RELEASE_PRIOR
     onset: float = ONSET_PRIOR
 
+
+_IS_SHIFT = V.STEPS_OF_ID > 0
+_IS_ONSET_TOKEN = torch.from_numpy(
+    (V.TYPE_OF_ID == V.EventType.NOTE_ON) | (V.TYPE_OF_ID == V.EventType.VELOCITY)
+)
 
 # A guard on runaway sampling: dense piano music runs at ~50-100 tokens per second of music.
 MAX_TOKENS_PER_SECOND = 400
@@ -81,15 +90,26 @@ class PianoSamplingGrammar:
     held-out pieces through the same object (evaluate/copy_gap.py).
     """
 
-    def __init__(self, grammar, whole_prompt: np.ndarray, priors: PianoPriors | None = None):
+    def __init__(self, grammar, whole_prompt: np.ndarray, priors: PianoPriors | None = None, grid: int = 0):
         self.grammar, self.whole_prompt = grammar, whole_prompt
         self.priors = PianoPriors() if priors is None else priors
+        self.grid_divisions = grid  # SamplingConfig.grid
+        self.grids: list[OnsetGrid | None] = [None] * len(whole_prompt)
 
     def start(self, prompt) -> None:
         self.grammar.start(self.whole_prompt)
+        if self.grid_divisions > 0:
+            # each row's grid from what it heard before the model writes: an infill prompt's prefix
+            found = [detect_grid(onset_clocks(prefix_of(row))) for row in self.whole_prompt]
+            self.grids = [g.subdivided(self.grid_divisions) if g is not None else None for g in found]
 
     def allowed(self):
-        return self.grammar.allowed()
+        allowed = self.grammar.allowed()
+        # A continuation lasts the seconds asked for: the piece does not end in it. (EOS was rare,
+        # 0.1-0.5% a step while nothing sounds, but over 20 s one sample in ten ended early:
+        # 17-20 s of "silence" in the continuation table, docs/model.md "Onsets".)
+        allowed[:, V.EOS_ID] = False
+        return allowed
 
     def advance(self, tokens) -> None:
         self.grammar.advance(tokens)
@@ -114,6 +134,12 @@ class PianoSamplingGrammar:
         return bias
 
     def fold_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The sampler's TIME_SHIFT mass moved where the grammar's time rules say: an infilled
+        middle's shifts past its end into the shift that reaches it (`_fold_past_the_end`), then
+        every shift onto the prompt's onset grid, if it has one (`_snap_to_grid`)."""
+        return self._snap_to_grid(self._fold_past_the_end(logits))
+
+    def _fold_past_the_end(self, logits: torch.Tensor) -> torch.Tensor:
         """An infilled middle's shifts past its end, folded into the shift that reaches it.
 
         In the training windows a TIME_SHIFT that crosses the span's end is cut there, so the
@@ -131,6 +157,50 @@ class PianoSamplingGrammar:
         longest = int(V.shift_id(V.MAX_SHIFT_STEPS))
         for row, to_end in zip(rows.tolist(), V.shift_id(left[rows]).tolist(), strict=True):
             logits[row, to_end] = logits[row, to_end : longest + 1].logsumexp(-1)
+        return logits
+
+    def _snap_to_grid(self, logits: torch.Tensor) -> torch.Tensor:
+        """Each allowed TIME_SHIFT's mass moved to the allowed shift landing nearest to where it
+        lands, among the grid's points (`generation.grid`) and, in an infilled middle, its end. A
+        shift whose nearest landing is now, the row being on a grid point, loses its mass to the
+        other events (a rolled chord is struck at once). Off the grid (an infilled span starts
+        anywhere) no note is struck before the next point. The 1 s shift snaps too: every onset
+        falls on a grid point (a silence of over 1 s then needs a grid that divides 1 s, as no
+        shift may follow a shorter one)."""
+        fim = self.grammar.fim
+        rows = [r for r, g in enumerate(self.grids) if g is not None and fim[r] in (PLAIN, MIDDLE)]
+        if not rows:
+            return logits
+        allowed = self.allowed()
+        to_end = self.grammar.steps_to_middle_end()
+        logits = logits.float().clone()
+        steps = np.arange(1, V.MAX_SHIFT_STEPS + 1)
+        ids = V.shift_id(steps)
+        for r in rows:
+            clock, grid = int(self.grammar.clock[r]), self.grids[r]
+            ok = allowed[r, ids]
+            landing = clock + steps
+            targets = ok & ((grid.nearest(landing) == landing) | (steps == to_end[r]))
+            on_grid_now = grid.nearest(np.array([clock]))[0] == clock
+            row = logits[r, ids].clone()
+            out = torch.where(torch.from_numpy(ok), float("-inf"), row)  # forbidden ones: the mask's
+            if not targets.any():
+                # no point ahead may be reached before a note's deadline: from a grid point, the
+                # release comes now. (An infilled middle that must still strike the notes its
+                # suffix holds before it may end is left to the grammar's last steps.)
+                if on_grid_now and fim[r] == PLAIN and (allowed[r] & ~_IS_SHIFT).any():
+                    logits[r, ids] = out
+                continue
+            if not on_grid_now and not self.grammar.after_velocity[r]:
+                # off the grid (an infilled span starts anywhere): no note before the next point
+                logits[r, _IS_ONSET_TOKEN[: logits.shape[1]]] = float("-inf")
+            # each allowed shift's landing: the nearest target, or now (0) from a grid point
+            landings = np.concatenate([[0] if on_grid_now else [], steps[targets]]).astype(np.int64)
+            dest = landings[np.abs(landings[None, :] - steps[:, None]).argmin(1)]
+            moved = ok & (dest > 0)
+            for t in np.unique(dest[moved]):
+                out[t - 1] = row[torch.from_numpy(moved & (dest == t))].logsumexp(-1)
+            logits[r, ids] = out
         return logits
 
     def copy_cache(self, history: np.ndarray, strength: float) -> NoteCache:
@@ -192,10 +262,12 @@ def continue_piano(
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
+    sampling = PIANO_SAMPLING if sampling is None else sampling
     grammar = PianoSamplingGrammar(
         tokenizer.grammar(num_samples, max_note_tokens=context_len),
         np.tile(prompt_ids, (num_samples, 1)),
         priors=priors,
+        grid=sampling.grid,
     )
 
     limit = round(seconds * V.STEPS_PER_SECOND)
@@ -206,7 +278,7 @@ def continue_piano(
         model,
         idx,
         max_new_tokens=int(seconds * MAX_TOKENS_PER_SECOND) + 1,
-        sampling=PIANO_SAMPLING if sampling is None else sampling,
+        sampling=sampling,
         stop_tokens=[tokenizer.eos_id],
         generator=generator,
         logits_mask=grammar,

@@ -32,6 +32,8 @@ class SamplingError(MusicGPTError, ValueError):
 
 
 MASK_MODES = ("per_group", "spread", "renormalize")
+# SamplingConfig.grid: at most this many subdivisions of a prompt's onset grid (4: 64ths on a grid of 16ths)
+MAX_GRID_DIVISIONS = 4
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ class SamplingConfig:
         0 never (the default here: the model's own distribution), 1 the weight fitted on held-out
         piano (the default of piano continuations, `generation.piano.PIANO_SAMPLING`), up to 2
         twice that. Applied first, before the mask: one more opinion, filtered like the model's.
+    grid: music: snap time to the onset grid of a sequenced prompt (`musicgpt.generation.grid`),
+        subdivided `grid` times: every note falls on a grid point, as in the file it continues.
+        0 never (the default here), 1 the grid itself (the default of piano continuations). A
+        prompt without a grid (a recorded performance) is never snapped.
     """
 
     temperature: float = 1.0
@@ -57,12 +63,21 @@ class SamplingConfig:
     top_p: float | None = None
     mask_mode: str = "per_group"
     prompt_cache: float = 0.0
+    grid: int = 0
 
     def __post_init__(self) -> None:
         check_sampling_args(self.temperature, self.top_k, self.top_p)
         strength = self.prompt_cache
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 2:
             raise SamplingError(f"prompt_cache must be a number from 0 (off) to 2, got {strength!r}")
+        if (
+            isinstance(self.grid, bool)
+            or not isinstance(self.grid, int)
+            or not 0 <= self.grid <= MAX_GRID_DIVISIONS
+        ):
+            raise SamplingError(
+                f"grid must be a whole number from 0 (off) to {MAX_GRID_DIVISIONS}, got {self.grid!r}"
+            )
         if self.mask_mode not in MASK_MODES:
             raise SamplingError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
 

@@ -74,6 +74,8 @@ FIELDS = (
     Field("top_p", "top-p", 0.01, 1.0, 0.95),
     # how strongly to copy what was heard (SamplingConfig.prompt_cache): 0 off, 1 the fitted weight
     Field("prompt_cache", "copy the prompt", 0.0, 2.0, 1.0),
+    # a sequenced prompt's onset grid, subdivided N times (SamplingConfig.grid): 0 off, 1 the grid
+    Field("grid", "snap to the prompt's grid", 0, 4, 1, integer=True),
     Field("num_samples", "samples", 1, 4, 2, integer=True),
     Field("seed", "seed", 0, 2**31 - 1, None, integer=True),
 )
@@ -86,6 +88,7 @@ class GenerationRequest:
     temperature: float
     top_p: float
     prompt_cache: float
+    grid: int
     num_samples: int
     seed: int | None
 

@@ -204,7 +204,9 @@ class Worker:
             prompt_ids=job.prompt,
             seconds=r.seconds,
             num_samples=r.num_samples,
-            sampling=SamplingConfig(temperature=r.temperature, top_p=r.top_p, prompt_cache=r.prompt_cache),
+            sampling=SamplingConfig(
+                temperature=r.temperature, top_p=r.top_p, prompt_cache=r.prompt_cache, grid=r.grid
+            ),
             seed=r.seed,
             on_progress=progress,
         )

@@ -147,6 +147,14 @@ def prefix_last(ids: np.ndarray) -> np.ndarray:
     return np.concatenate([gap_and_suffix[gap:], [V.EOS_ID], ids[:s], ids[m + 1 :]])
 
 
+def prefix_of(ids: np.ndarray) -> np.ndarray:
+    """What comes before FIM_SUFFIX: a fill-in-the-middle prompt's prefix (the clock a middle
+    goes on from); ids without FIM_SUFFIX come back as they are."""
+    ids = np.asarray(ids)
+    suffix_at = np.flatnonzero(ids == V.FIM_SUFFIX_ID)
+    return ids[: suffix_at[-1]] if suffix_at.size else ids
+
+
 def fim_sequence(cut: Cut) -> np.ndarray:
     """The training sequence of a cut: its `fim_prompt`, the middle, FIM_END."""
     gap = int(V.shift_steps(cut.middle).sum())

@@ -191,3 +191,23 @@ def test_a_model_without_fim_tokens_is_refused_by_the_command(tiny_checkpoint, t
     err = capsys.readouterr().err
     assert code == 2 and "reads 390 token ids, without the fill-in-the-middle tokens" in err
     assert len(err.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("start", "end"), [(10.0, 14.0), (3.33, 5.07), (20.05, 21.0)])
+def test_an_infilled_middle_of_a_sequenced_piece_strikes_on_its_grid(fim_model, start, end):
+    """pineapple-rag's onsets lie on a grid of 15 steps: the middle's do too (`SamplingConfig.grid`,
+    on by default), from a span that starts and ends off the grid, and it still lasts the span."""
+    ids = TOK.encode(PIANO_DIR / "pineapple-rag.mid").astype(np.int64)
+    original = notes(ids)
+    result = infill_piano(fim_model, TOK, ids, start, end, num_samples=4, seed=0)
+    struck = 0
+    for piece, middle in zip(result.pieces(), result.samples, strict=True):
+        check_infilled(original, piece, middle, result.start, result.end)
+        clock = result.start + np.cumsum(V.shift_steps(middle)) - V.shift_steps(middle)
+        onsets = clock[V.TYPE_OF_ID[middle] == V.EventType.NOTE_ON]
+        # on the grid, but for the notes the suffix holds that the middle must strike after the
+        # last grid point before the end (the grammar's last steps)
+        inside = onsets <= result.end // 15 * 15
+        assert np.all(onsets[inside] % 15 == 0), onsets
+        struck += int(inside.sum())
+    assert struck >= 4  # not vacuous

@@ -14,12 +14,13 @@ def test_defaults_fill_missing_fields():
         temperature=1.0,
         top_p=0.95,
         prompt_cache=1.0,
+        grid=1,
         num_samples=2,
         seed=None,
     )
     got = parse_request({"prompt_seconds": " 0 ", "seconds": "5", "temperature": "0", "top_p": "1",
-                         "prompt_cache": "0", "num_samples": "4", "seed": "2147483647"})  # fmt: skip
-    assert got == GenerationRequest(0.0, 5.0, 0.0, 1.0, 0.0, 4, 2**31 - 1)
+                         "prompt_cache": "0", "grid": "2", "num_samples": "4", "seed": "2147483647"})  # fmt: skip
+    assert got == GenerationRequest(0.0, 5.0, 0.0, 1.0, 0.0, 2, 4, 2**31 - 1)
     assert isinstance(got.num_samples, int) and isinstance(got.seed, int)
     assert parse_request({"seed": ""}).seed is None  # an empty box: no seed
 
@@ -35,6 +36,8 @@ def test_defaults_fill_missing_fields():
         ({"num_samples": "5"}, "samples must be between 1 and 4, got 5"),
         ({"num_samples": "2.5"}, "samples must be a whole number, got 2.5"),
         ({"seed": "-3"}, "seed must be between 0 and 2147483647, got -3"),
+        ({"grid": "5"}, "snap to the prompt's grid must be between 0 and 4, got 5"),
+        ({"grid": "0.5"}, "snap to the prompt's grid must be a whole number, got 0.5"),
         ({"temperature": "hot"}, "temperature must be a number, got 'hot'"),
         ({"temperature": "nan"}, "temperature must be a finite number, got 'nan'"),
         ({"seconds": "inf"}, "continuation seconds must be a finite number, got 'inf'"),

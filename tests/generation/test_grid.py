@@ -1,0 +1,143 @@
+"""The onset grid of a sequenced prompt (generation/grid.py) and the sampler's snapping of time to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import PIANO_DIR
+
+from musicgpt.generation.grid import OnsetGrid, detect_grid, onset_clocks
+from musicgpt.generation.piano import PIANO_SAMPLING, PianoSamplingGrammar, continue_piano, cut_at_seconds
+from musicgpt.generation.sampling import SamplingConfig, SamplingError
+from musicgpt.model.gpt import GPT, GPTConfig
+from musicgpt.tokenizers import vocab as V
+from musicgpt.tokenizers.performance import PerformanceTokenizer
+
+
+def opening(name: str, seconds: float = 10.0) -> np.ndarray:
+    return cut_at_seconds(PerformanceTokenizer().encode(PIANO_DIR / name), seconds)
+
+
+def test_onset_clocks_are_the_distinct_times_of_note_ons():
+    ids = np.array(
+        [
+            V.name_to_id(x)
+            for x in (
+                "VELOCITY_20",
+                "NOTE_ON_60",
+                "NOTE_ON_64",
+                "TIME_SHIFT_15",
+                "NOTE_OFF_60",
+                "TIME_SHIFT_30",
+                "NOTE_ON_67",
+            )
+        ]
+    )
+    assert onset_clocks(ids).tolist() == [0, 45]
+    # a piece starts again after EOS
+    assert onset_clocks(np.concatenate([ids, [V.EOS_ID], ids[:2]])).tolist() == [0]
+
+
+@pytest.mark.parametrize(
+    "name, spacing",
+    [("pineapple-rag.mid", 15.0), ("maple-leaf-rag.mid", 12.5), ("peacherine-rag.mid", 18.75)],
+)
+def test_a_sequenced_rag_has_its_sixteenth_as_grid(name, spacing):
+    grid = detect_grid(onset_clocks(opening(name)))
+    assert grid is not None
+    assert grid.spacing == pytest.approx(spacing, abs=0.01)
+    onsets = onset_clocks(opening(name))
+    assert np.array_equal(grid.nearest(onsets), onsets)  # every onset of the opening on it
+
+
+@pytest.mark.parametrize("name", ["Maestro_1.mid", "Maestro_3.mid", "Maestro_5.mid", "POP909_008.mid"])
+def test_a_performance_has_no_grid(name):
+    assert detect_grid(onset_clocks(opening(name))) is None
+
+
+def test_too_few_onsets_are_no_evidence_of_a_grid():
+    assert detect_grid(np.arange(10) * 25) is None  # 10 onsets on a perfect grid: too few
+    assert detect_grid(np.arange(16) * 25) == OnsetGrid(spacing=pytest.approx(25.0), phase=pytest.approx(0.0))
+
+
+def test_subdividing_halves_the_spacing():
+    grid = OnsetGrid(spacing=15.0, phase=3.0).subdivided(2)
+    # points at 3, 10.5 (written 10: rounded half to even) and 18
+    assert grid.nearest(np.array([3, 10, 11, 15, 18])).tolist() == [3, 10, 10, 18, 18]
+
+
+def snapping_grammar(prompt: np.ndarray, divisions: int = 1) -> PianoSamplingGrammar:
+    grammar = PianoSamplingGrammar(PerformanceTokenizer().grammar(1), prompt[None], grid=divisions)
+    grammar.start(prompt[None])
+    return grammar
+
+
+def test_each_shift_gives_its_mass_to_the_one_landing_on_the_nearest_grid_point():
+    """pineapple-rag's opening ends on a grid point (15 steps apart): the shifts of 8-22 steps go
+    to the 15-step shift, 23-37 to 30, ...; those of 1-7 steps (nearest point: now) lose theirs to
+    the other events; every non-shift logit is as it was."""
+    prompt = opening("pineapple-rag.mid")
+    grammar = snapping_grammar(prompt)
+    clock = int(grammar.grammar.clock[0])
+    assert clock % 15 == 0
+    logits = torch.randn(1, V.VOCAB_SIZE, generator=torch.Generator().manual_seed(0))
+    snapped = grammar.fold_logits(logits)
+    shifts = V.shift_id(np.arange(1, V.MAX_SHIFT_STEPS + 1))
+    finite = [int(V.STEPS_OF_ID[i]) for i in shifts if torch.isfinite(snapped[0, i])]
+    assert finite == [15, 30, 45, 60, 75, 90]
+    p = logits[0].exp()
+    for target in finite:
+        sources = [i for i in shifts if abs(V.STEPS_OF_ID[i] - target) <= 7]
+        if target == 90:  # 83-100: 98-100 are nearest the point at 105, which lies beyond 1 s
+            sources = [i for i in shifts if V.STEPS_OF_ID[i] >= 83]
+        assert snapped[0, V.shift_id(target)].exp().item() == pytest.approx(p[sources].sum().item(), rel=1e-5)
+    others = torch.ones(V.VOCAB_SIZE, dtype=torch.bool)
+    others[torch.as_tensor(shifts)] = False
+    assert torch.equal(snapped[0, others], logits[0, others])
+
+
+def test_a_performance_prompt_is_not_snapped():
+    prompt = opening("Maestro_3.mid")
+    grammar = snapping_grammar(prompt)
+    logits = torch.randn(1, V.VOCAB_SIZE)
+    assert grammar.fold_logits(logits) is logits
+
+
+def test_every_sampled_onset_falls_on_the_prompts_grid():
+    """A model that knows nothing of grids (a tiny random one) continues pineapple-rag: with
+    snapping, every note it strikes lands on the rag's 15-step grid; without, most do not."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=V.VOCAB_SIZE, block_size=128, n_layer=1, n_head=2, n_embd=16)).eval()
+    tokenizer = PerformanceTokenizer()
+    prompt = opening("pineapple-rag.mid")
+    for divisions, expect_all in ((1, True), (0, False)):
+        sampling = SamplingConfig.build(PIANO_SAMPLING, grid=divisions)
+        out = continue_piano(model, tokenizer, prompt, seconds=8.0, num_samples=4, seed=0, sampling=sampling)
+        new = np.concatenate([onset_clocks(seq) for seq in out.sequences()])
+        new = new[new > onset_clocks(prompt)[-1]]
+        assert new.size > 20
+        on_grid = np.mean(new % 15 == 0)
+        assert on_grid == 1.0 if expect_all else on_grid < 0.5
+
+
+@pytest.mark.parametrize("bad", [-1, 5, 1.0, True, "1"])
+def test_grid_must_be_a_small_whole_number(bad):
+    with pytest.raises(SamplingError, match="grid must be a whole number from 0"):
+        SamplingConfig(grid=bad)
+
+
+def test_a_continuation_never_ends_the_piece():
+    """Where the performance grammar allows EOS (nothing sounds), piano sampling does not: a
+    continuation lasts the seconds asked for (a sample that drew EOS used to stop there)."""
+    tokenizer = PerformanceTokenizer()
+    silent = np.array(
+        [V.name_to_id(x) for x in ("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_20", "NOTE_OFF_60")]
+    )
+    inner = tokenizer.grammar(2)
+    inner.start(np.tile(silent, (2, 1)))
+    assert inner.allowed()[:, V.EOS_ID].all()
+    grammar = PianoSamplingGrammar(tokenizer.grammar(2), np.tile(silent, (2, 1)))
+    grammar.start(None)
+    assert not grammar.allowed()[:, V.EOS_ID].any()
+    assert (grammar.allowed() == (inner.allowed() & (np.arange(V.VOCAB_SIZE) != V.EOS_ID))).all()
