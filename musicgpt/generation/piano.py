@@ -82,7 +82,9 @@ def default_context(model) -> int:
 
 class PianoSamplingGrammar:
     """The performance grammar as piano sampling uses it: the LogitsMask of `generate_stream`,
-    which also supplies the release prior (`logit_bias`) and the note cache (`copy_cache`).
+    which also supplies the release prior (`logit_bias`), the note cache (`copy_cache`) and the
+    moves of time (`fold_logits`: an infilled middle's end, a sequenced prompt's grid); EOS it
+    never allows (a continuation lasts the seconds asked for).
 
     It starts on the whole prompt when the model sees only its last `default_context` tokens:
     notes that began before the model's window are still sounding, and the grammar must know them

@@ -124,10 +124,11 @@ def test_infilled_samples_last_the_span_exactly(fim_model, name, n_random, n_hel
         ("Maestro_2.mid", 40, 30),
         ("POP909_008.mid", 40, 0),
         ("fur-elise.mid", 40, 0),
+        ("pineapple-rag.mid", 40, 0),  # sequenced: the middle's time snapped to its grid
     ],
 )
 def test_hundreds_of_spans_last_exactly_the_gap(fim_model, name, n_random, n_held):
-    """280 spans over four real pieces, 60 of them starting inside notes held under the pedal."""
+    """320 spans over five real pieces, 60 of them starting inside notes held under the pedal."""
     ids, spans = spans_of(PIANO_DIR / name, n_random, n_held, seed=1)
     original = notes(ids)
     assert len(spans) >= n_random + n_held - 2
