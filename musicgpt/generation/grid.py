@@ -7,9 +7,10 @@ grid, and that is most of the rhythm its continuations miss (docs/model.md, "Ons
 *when* to strike held notes back to a later grid point and thinned the music; here the sampler
 moves *time* instead: each TIME_SHIFT's probability goes to the shift that lands on the grid point
 nearest to where it would have landed, so a note the model wanted a little early or late comes on
-the nearest point, and the mass of a shift too short to reach the next point (a rolled chord)
-goes to the events of this moment. A performance has no such grid (`detect_grid` finds none) and
-is left alone.
+the nearest point; a shift too short to reach the next point (a rolled chord's 10-30 ms) is taken
+away, and the row does something else at this moment. A performance has no such grid
+(`detect_grid` finds none) and is left alone. The snap itself lives with the rest of piano
+sampling (`generation.piano.PianoSamplingGrammar`); the numbers that chose it are in docs/model.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from musicgpt.tokenizers import vocab as V
 
 # A grid is believed when at least MIN_ONSETS distinct onsets were heard and at least
 # MIN_ON_GRID of them lie within TOLERANCE steps of it. Its spacing is searched from MAX_SPACING
@@ -47,8 +50,6 @@ class OnsetGrid:
 
 def onset_clocks(ids: np.ndarray) -> np.ndarray:
     """The distinct onset times (in steps) of a token sequence, from its last EOS on."""
-    from musicgpt.tokenizers import vocab as V
-
     ids = np.asarray(ids)
     ends = np.flatnonzero(ids == V.EOS_ID)
     ids = ids[ends[-1] + 1 :] if ends.size else ids
