@@ -50,6 +50,7 @@ class PianoPriors:
 
 
 _IS_SHIFT = V.STEPS_OF_ID > 0
+_IS_NOTE_OFF = torch.from_numpy(V.TYPE_OF_ID == V.EventType.NOTE_OFF)
 _IS_ONSET_TOKEN = torch.from_numpy(
     (V.TYPE_OF_ID == V.EventType.NOTE_ON) | (V.TYPE_OF_ID == V.EventType.VELOCITY)
 )
@@ -111,7 +112,26 @@ class PianoSamplingGrammar:
         # 0.1-0.5% a step while nothing sounds, but over 20 s one sample in ten ended early:
         # 17-20 s of "silence" in the continuation table, docs/model.md "Onsets".)
         allowed[:, V.EOS_ID] = False
+        self._release_after_onsets(allowed)
         return allowed
+
+    def _release_after_onsets(self, allowed: np.ndarray) -> None:
+        """On a sequenced prompt's grid, a note struck before may end at the step where others
+        were just struck (the grammar alone wants NOTE_OFFs first). A pianist, and the model,
+        release the old notes 10-30 ms after striking the new ones; the snap takes those short
+        shifts away, so without this the old notes sound on to the next grid point and pile up.
+        The decoder reads such a NOTE_OFF as ending its note at this step. Continuations only
+        (an infilled middle's last steps have their own rules)."""
+        grammar = self.grammar
+        rows = [r for r, g in enumerate(self.grids) if g is not None and grammar.fim[r] == PLAIN]
+        if not rows:
+            return
+        rows = np.array(rows)
+        can_strike = allowed[rows, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128].any(1)  # not overdue
+        rows = rows[grammar.on_this_step[rows] & ~grammar.after_velocity[rows] & can_strike]
+        if rows.size:
+            age = grammar.clock[rows, None] - (grammar.deadline[rows] - grammar.max_note_steps)
+            allowed[rows, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128] |= grammar.sounding[rows] & (age > 0)
 
     def advance(self, tokens) -> None:
         self.grammar.advance(tokens)
@@ -164,8 +184,9 @@ class PianoSamplingGrammar:
     def _snap_to_grid(self, logits: torch.Tensor) -> torch.Tensor:
         """Each allowed TIME_SHIFT's mass moved to the allowed shift landing nearest to where it
         lands, among the grid's points (`generation.grid`) and, in an infilled middle, its end. A
-        shift whose nearest landing is now, the row being on a grid point, loses its mass to the
-        other events (a rolled chord is struck at once). Off the grid (an infilled span starts
+        shift whose nearest landing is now, the row being on a grid point, gives its mass to the
+        NOTE_OFFs allowed now (`_release_after_onsets`), or where there are none to the other
+        events (a rolled chord is struck at once). Off the grid (an infilled span starts
         anywhere) no note is struck before the next point. The 1 s shift snaps too: every onset
         falls on a grid point (a silence of over 1 s then needs a grid that divides 1 s, as no
         shift may follow a shorter one)."""
@@ -202,6 +223,14 @@ class PianoSamplingGrammar:
             moved = ok & (dest > 0)
             for t in np.unique(dest[moved]):
                 out[t - 1] = row[torch.from_numpy(moved & (dest == t))].logsumexp(-1)
+            now = torch.from_numpy(ok & (dest == 0))
+            offs = _IS_NOTE_OFF[: logits.shape[1]] & torch.from_numpy(allowed[r, : logits.shape[1]])
+            if bool(now.any()) and bool(offs.any()):
+                # a shift too short to reach the next point mostly precedes a release (a pianist's
+                # legato): its mass goes to ending a sounding note now, in the model's proportions
+                log_offs = logits[r, offs].logsumexp(-1)
+                if torch.isfinite(log_offs):
+                    logits[r, offs] += torch.logaddexp(log_offs, row[now].logsumexp(-1)) - log_offs
             logits[r, ids] = out
         return logits
 

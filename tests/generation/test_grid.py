@@ -75,8 +75,8 @@ def snapping_grammar(prompt: np.ndarray, divisions: int = 1) -> PianoSamplingGra
 
 def test_each_shift_gives_its_mass_to_the_one_landing_on_the_nearest_grid_point():
     """pineapple-rag's opening ends on a grid point (15 steps apart): the shifts of 8-22 steps go
-    to the 15-step shift, 23-37 to 30, ...; those of 1-7 steps (nearest point: now) lose theirs to
-    the other events; every non-shift logit is as it was."""
+    to the 15-step shift, 23-37 to 30, ...; those of 1-7 steps (nearest point: now) to ending a
+    sounding note now, in the model's proportions; every other logit is as it was."""
     prompt = opening("pineapple-rag.mid")
     grammar = snapping_grammar(prompt)
     clock = int(grammar.grammar.clock[0])
@@ -92,9 +92,37 @@ def test_each_shift_gives_its_mass_to_the_one_landing_on_the_nearest_grid_point(
         if target == 90:  # 83-100: 98-100 are nearest the point at 105, which lies beyond 1 s
             sources = [i for i in shifts if V.STEPS_OF_ID[i] >= 83]
         assert snapped[0, V.shift_id(target)].exp().item() == pytest.approx(p[sources].sum().item(), rel=1e-5)
+    offs = torch.from_numpy(grammar.allowed()[0] & (V.TYPE_OF_ID == V.EventType.NOTE_OFF))
+    assert 0 < int(offs.sum()) < 128  # notes sound at the cut
+    short = torch.as_tensor(shifts[:7])
+    gain = (p[offs].sum() + p[short].sum()) / p[offs].sum()
+    assert torch.allclose(snapped[0, offs], logits[0, offs] + gain.log(), atol=1e-5)
     others = torch.ones(V.VOCAB_SIZE, dtype=torch.bool)
     others[torch.as_tensor(shifts)] = False
+    others &= ~offs
     assert torch.equal(snapped[0, others], logits[0, others])
+
+
+def test_a_note_struck_before_may_end_where_others_were_just_struck():
+    """On the grid, after a NOTE_ON the older sounding notes may end at the same step (a pianist
+    releases them just after striking the new ones); the notes struck at this step may not (no
+    zero-length notes), and without a grid the grammar's own order (NOTE_OFFs first) holds."""
+    tokenizer = PerformanceTokenizer()
+    prompt = opening("pineapple-rag.mid")  # ends striking a chord: 55, 58 and 63 at its last step
+    assert [V.id_to_name(int(t)) for t in prompt[-3:]] == ["NOTE_ON_55", "NOTE_ON_58", "NOTE_ON_63"]
+    on_grid = snapping_grammar(prompt)
+    plain = PianoSamplingGrammar(tokenizer.grammar(1), prompt[None], grid=0)
+    plain.start(None)
+    held = np.flatnonzero(on_grid.grammar.sounding[0])
+    older = [p for p in held if p not in (55, 58, 63)]
+    assert older  # notes struck before the last step still sound
+
+    def off(pitch):
+        return V.name_to_id(f"NOTE_OFF_{pitch}")
+
+    assert all(on_grid.allowed()[0, off(p)] for p in older)
+    assert not any(on_grid.allowed()[0, off(p)] for p in (55, 58, 63))
+    assert not any(plain.allowed()[0, off(p)] for p in held)
 
 
 def test_a_performance_prompt_is_not_snapped():
