@@ -20,7 +20,7 @@ from musicgpt.generation.note_cache import NoteCache
 from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.base import MusicTokenizer
-from musicgpt.tokenizers.grammar import MIDDLE, PLAIN
+from musicgpt.tokenizers.grammar import IS_ONSET_TOKEN, MIDDLE, PLAIN
 from musicgpt.tokenizers.infill import prefix_last, prefix_of
 
 # How piano continuations sample unless told otherwise: the model's distribution mixed with the
@@ -51,9 +51,7 @@ class PianoPriors:
 
 _IS_SHIFT = V.STEPS_OF_ID > 0
 _IS_NOTE_OFF = torch.from_numpy(V.TYPE_OF_ID == V.EventType.NOTE_OFF)
-_IS_ONSET_TOKEN = torch.from_numpy(
-    (V.TYPE_OF_ID == V.EventType.NOTE_ON) | (V.TYPE_OF_ID == V.EventType.VELOCITY)
-)
+_IS_ONSET_TOKEN = torch.from_numpy(IS_ONSET_TOKEN)
 
 # A guard on runaway sampling: dense piano music runs at ~50-100 tokens per second of music.
 MAX_TOKENS_PER_SECOND = 400
@@ -98,6 +96,7 @@ class PianoSamplingGrammar:
         self.priors = PianoPriors() if priors is None else priors
         self.grid_divisions = grid  # SamplingConfig.grid
         self.grids: list[OnsetGrid | None] = [None] * len(whole_prompt)
+        self._allowed: np.ndarray | None = None
 
     def start(self, prompt) -> None:
         self.grammar.start(self.whole_prompt)
@@ -105,36 +104,26 @@ class PianoSamplingGrammar:
             # each row's grid from what it heard before the model writes: an infill prompt's prefix
             found = [detect_grid(onset_clocks(prefix_of(row))) for row in self.whole_prompt]
             self.grids = [g.subdivided(self.grid_divisions) if g is not None else None for g in found]
+        # On a grid, a pianist's (and the model's) release of the old notes 10-30 ms after striking
+        # the new ones has no short shift left to wait for: the old notes may end right after this
+        # step's NOTE_ONs (`PerformanceGrammar.release_after_onsets`; continuations only), or they
+        # would sound on to the next grid point and pile up (docs/model.md, "Onsets").
+        self.grammar.release_after_onsets[:] = [g is not None for g in self.grids]
+        self._allowed = None
 
     def allowed(self):
-        allowed = self.grammar.allowed()
-        # A continuation lasts the seconds asked for: the piece does not end in it. (EOS was rare,
-        # 0.1-0.5% a step while nothing sounds, but over 20 s one sample in ten ended early:
-        # 17-20 s of "silence" in the continuation table, docs/model.md "Onsets".)
-        allowed[:, V.EOS_ID] = False
-        self._release_after_onsets(allowed)
-        return allowed
-
-    def _release_after_onsets(self, allowed: np.ndarray) -> None:
-        """On a sequenced prompt's grid, a note struck before may end at the step where others
-        were just struck (the grammar alone wants NOTE_OFFs first). A pianist, and the model,
-        release the old notes 10-30 ms after striking the new ones; the snap takes those short
-        shifts away, so without this the old notes sound on to the next grid point and pile up.
-        The decoder reads such a NOTE_OFF as ending its note at this step. Continuations only
-        (an infilled middle's last steps have their own rules)."""
-        grammar = self.grammar
-        rows = [r for r, g in enumerate(self.grids) if g is not None and grammar.fim[r] == PLAIN]
-        if not rows:
-            return
-        rows = np.array(rows)
-        can_strike = allowed[rows, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128].any(1)  # not overdue
-        rows = rows[grammar.on_this_step[rows] & ~grammar.after_velocity[rows] & can_strike]
-        if rows.size:
-            age = grammar.clock[rows, None] - (grammar.deadline[rows] - grammar.max_note_steps)
-            allowed[rows, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128] |= grammar.sounding[rows] & (age > 0)
+        # once a step: the grid snap reads it before the sampler does (do not write into it)
+        if self._allowed is None:
+            self._allowed = self.grammar.allowed()
+            # A continuation lasts the seconds asked for: the piece does not end in it. (EOS was
+            # rare, 0.1-0.5% a step while nothing sounds, but over 20 s one sample in ten ended
+            # early: 17-20 s of "silence" in the continuation table, docs/model.md "Onsets".)
+            self._allowed[:, V.EOS_ID] = False
+        return self._allowed
 
     def advance(self, tokens) -> None:
         self.grammar.advance(tokens)
+        self._allowed = None
 
     @property
     def group_of_id(self):
@@ -185,7 +174,7 @@ class PianoSamplingGrammar:
         """Each allowed TIME_SHIFT's mass moved to the allowed shift landing nearest to where it
         lands, among the grid's points (`generation.grid`) and, in an infilled middle, its end. A
         shift whose nearest landing is now, the row being on a grid point, gives its mass to the
-        NOTE_OFFs allowed now (`_release_after_onsets`), or where there are none to the other
+        NOTE_OFFs allowed now (`PerformanceGrammar.release_after_onsets`), or where there are none to the other
         events (a rolled chord is struck at once). Off the grid (an infilled span starts
         anywhere) no note is struck before the next point. The 1 s shift snaps too: every onset
         falls on a grid point (a silence of over 1 s then needs a grid that divides 1 s, as no
@@ -221,8 +210,13 @@ class PianoSamplingGrammar:
             landings = np.concatenate([[0] if on_grid_now else [], steps[targets]]).astype(np.int64)
             dest = landings[np.abs(landings[None, :] - steps[:, None]).argmin(1)]
             moved = ok & (dest > 0)
-            for t in np.unique(dest[moved]):
-                out[t - 1] = row[torch.from_numpy(moved & (dest == t))].logsumexp(-1)
+            # per target, the logsumexp of the shifts moved onto it, all at once
+            top = row[torch.from_numpy(moved)].max()
+            sums = torch.zeros_like(row).index_add_(
+                0, torch.from_numpy(dest[moved] - 1), (row[torch.from_numpy(moved)] - top).exp()
+            )
+            landed = torch.from_numpy(np.isin(steps, dest[moved]))
+            out[landed] = sums[landed].log() + top
             now = torch.from_numpy(ok & (dest == 0))
             offs = _IS_NOTE_OFF[: logits.shape[1]] & torch.from_numpy(allowed[r, : logits.shape[1]])
             if bool(now.any()) and bool(offs.any()):

@@ -22,7 +22,8 @@ MIN_GAPS_HEARD = 8
 ONSET_TOLERANCE = 0.05
 # the hazard's prior: ONSET_PRIOR_WEIGHT pseudo-gaps at ONSET_PRIOR_HAZARD per step
 ONSET_PRIOR_WEIGHT, ONSET_PRIOR_HAZARD = 1.0, 0.05
-_IS_ONSET_TOKEN = (V.TYPE_OF_ID == EventType.NOTE_ON) | (V.TYPE_OF_ID == EventType.VELOCITY)
+# the tokens that strike a note (a VELOCITY comes only before a NOTE_ON)
+IS_ONSET_TOKEN = (V.TYPE_OF_ID == EventType.NOTE_ON) | (V.TYPE_OF_ID == EventType.VELOCITY)
 # An infilled middle must leave sounding the notes the suffix holds on at least this long (100 ms):
 # a note the suffix ends sooner is the middle's choice, for one it had to strike in the last
 # steps would be a blip (docs/tokenizer.md, "Infilling")
@@ -45,7 +46,8 @@ class PerformanceGrammar:
     * NOTE_ON of a pitch not sounding (one voice per pitch, as the encoder), while fewer than
       `max_polyphony` notes sound;
     * NOTE_OFF of a sounding pitch, but not at the step where a NOTE_ON already came (the
-      encoder puts offs first; this also rules out zero-length notes);
+      encoder puts offs first; this also rules out zero-length notes), except, in rows marked
+      `release_after_onsets`, of the notes struck at an earlier step;
     * TIME_SHIFT, not right after a shift shorter than 1 s (the encoder writes 100, ..., rest),
       and no longer than lets every sounding note stay within `max_note_steps`;
     * VELOCITY of a bin other than the current one, and then only a NOTE_ON may follow;
@@ -106,6 +108,9 @@ class PerformanceGrammar:
         # fill in the middle: the row's place (PLAIN, GAP, SUFFIX, MIDDLE), the gap's length, the
         # clock at which the middle must end, and the suffix's pitches: seen, and ended before struck
         self.fim = np.zeros(b, np.int8)
+        # rows whose notes struck at earlier steps may end right after this step's NOTE_ONs (see
+        # `allowed`); set by the sampler where a snapped grid took away the short shifts between
+        self.release_after_onsets = np.zeros(b, bool)
         self.gap = np.zeros(b, np.int64)
         self.end_clock = np.zeros(b, np.int64)
         self.suffix_seen = np.zeros((b, 128), bool)
@@ -163,6 +168,9 @@ class PerformanceGrammar:
         can_off = ~(self.on_this_step | after_velocity)
         offs = mask[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
         np.logical_and(sounding, can_off[:, None], out=offs)
+        late = self.on_this_step & ~after_velocity & self.release_after_onsets & (self.fim == PLAIN)
+        if late.any():  # after this step's NOTE_ONs, the notes struck before it (not zero-length ones)
+            offs[late] = sounding[late] & (self.ages()[late] > 0)
         if overdue.any():
             due = sounding[overdue] & (self.deadline[overdue] <= self.clock[overdue, None])
             if out_of_view is not None:
@@ -226,13 +234,17 @@ class PerformanceGrammar:
         """(batch,) steps left before the end of the middle a row is writing; 0 outside a middle."""
         return np.where(self.fim == MIDDLE, self.end_clock - self.clock, 0)
 
+    def ages(self) -> np.ndarray:
+        """(batch, 128) steps since each sounding note's NOTE_ON (meaningless where none sounds)."""
+        return self.clock[:, None] - (self.deadline - self.max_note_steps)
+
     def spread(self) -> np.ndarray:
         """(batch, vocab) where the sampler hands the mass the mask forbids (`SamplingConfig.mask_mode`
         "spread"): within NOTE_OFF, to each sounding note in proportion to how long it has sounded
         (a model that wants to end a note that is not sounding has lost track of which notes are,
         and the ones it loses are those struck longest ago); -1 elsewhere (in proportion to the model)."""
         out = np.full((self.batch_size, V.VOCAB_SIZE), -1.0, np.float32)
-        age = self.clock[:, None] - (self.deadline - self.max_note_steps) + 1  # steps since NOTE_ON, >= 1
+        age = self.ages() + 1  # >= 1
         out[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128] = np.where(self.sounding, age, 0)
         return out
 
@@ -255,7 +267,7 @@ class PerformanceGrammar:
         if strength <= 0 or not heard.any():
             return out
         at_most = np.cumsum(self.lengths_heard, axis=1)  # (B, steps + 1): n(<= a)
-        age = np.clip(self.clock[:, None] - (self.deadline - self.max_note_steps), 0, self.max_note_steps)
+        age = np.clip(self.ages(), 0, self.max_note_steps)
         over = np.take_along_axis(at_most, age, axis=1)  # (B, 128)
         odds = over / (heard[:, None] - over + 1.0)
         sounding = self.sounding & (heard > 0)[:, None]
@@ -289,7 +301,7 @@ class PerformanceGrammar:
             return out
         e = elapsed[rows]
         struck = e > 0  # at e = 0 a note joins the chord just struck: no prior
-        onsets = np.flatnonzero(_IS_ONSET_TOKEN)
+        onsets = np.flatnonzero(IS_ONSET_TOKEN)
         tilt = self._gap_tilt(rows, e[:, None])[:, 0]
         out[rows[struck][:, None], onsets[None, :]] = (strength * tilt[struck])[:, None]
         return out
