@@ -77,3 +77,113 @@ def detect_grid(onsets: np.ndarray) -> OnsetGrid | None:
         slope, intercept = np.polyfit(k[on], onsets[on], 1)
         return OnsetGrid(spacing=float(slope), phase=float(intercept))
     return None
+
+
+# --- articulation: where between grid points a sequenced file ends its notes ---------------------
+
+# An articulation is believed from this many prompt notes ended on or just before a grid point.
+MIN_RELEASES = 16
+
+
+@dataclass(frozen=True)
+class Articulation:
+    """How a sequenced prompt ends its notes: for a note lasting k grid steps (onset to the grid
+    point nearest its end), the offsets (steps, <= 0) from that point at which the prompt's notes
+    of that length end, and how many ended at each. pineapple-rag's eighths (2 steps of 15) end
+    4 steps early, its sixteenths on the point or 2 steps early; most files end every note on a
+    point (no articulation: `learn_articulation` returns None)."""
+
+    grid: OnsetGrid
+    by_length: dict[int, tuple[np.ndarray, np.ndarray]]  # k -> (offsets, counts)
+
+    def offsets_for(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The offsets of the nearest length the prompt has (the shorter on a tie)."""
+        known = np.array(sorted(self.by_length))
+        return self.by_length[int(known[np.abs(known - k).argmin()])]
+
+
+def note_spans(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(pitch, onset clock, end clock, index of the NOTE_OFF) of every note a token sequence ends,
+    clocks in steps from its first token; a note struck again while sounding ends there."""
+    ids = np.asarray(ids)
+    steps = V.shift_steps(ids)
+    clock = np.cumsum(steps)
+    struck: dict[int, int] = {}
+    out = []
+    for i in np.flatnonzero(V.TYPE_OF_ID[ids] != V.EventType.TIME_SHIFT).tolist():
+        kind, pitch = V.TYPE_OF_ID[ids[i]], int(V.VALUE_OF_ID[ids[i]])
+        if kind == V.EventType.NOTE_ON:
+            struck[pitch] = int(clock[i])
+        elif kind == V.EventType.NOTE_OFF and pitch in struck:
+            out.append((pitch, struck.pop(pitch), int(clock[i]), i))
+        elif ids[i] == V.EOS_ID:
+            struck.clear()
+    if not out:
+        return tuple(np.zeros(0, np.int64) for _ in range(4))
+    return tuple(np.array(col, np.int64) for col in zip(*out, strict=True))
+
+
+def learn_articulation(ids: np.ndarray, grid: OnsetGrid) -> Articulation | None:
+    """The articulation of a prompt on its grid, or None when its notes end on the points.
+
+    Counted over the notes that end on a point or less than half a spacing before one; ends just
+    after a point (a performer's overlap) count as on it.
+    """
+    _, onset, end, _ = note_spans(ids)
+    if onset.size == 0:
+        return None
+    point = grid.nearest(end)
+    offset = np.minimum(end - point, 0)
+    k = np.rint((point - onset) / grid.spacing).astype(np.int64)
+    keep = (k >= 1) & (offset > -grid.spacing / 2)
+    if keep.sum() < MIN_RELEASES or not (offset[keep] < 0).any():
+        return None
+    by_length = {}
+    for length in np.unique(k[keep]).tolist():
+        values, counts = np.unique(offset[keep & (k == length)], return_counts=True)
+        by_length[length] = (values, counts)
+    return Articulation(grid, by_length)
+
+
+def articulate(
+    ids: np.ndarray, first: int, articulation: Articulation, rng: np.random.Generator
+) -> np.ndarray:
+    """ids with each note ended on a grid point from index `first` on ended where the prompt
+    would end it: a few steps before the point (`Articulation`), drawn per note from the prompt's
+    offsets for a note of its length. A release moves only into the silence before its point
+    (never before the last event or the note's onset, nor before ids[first]); the sequence keeps
+    its events' order and its total time."""
+    ids = np.asarray(ids, np.int64)
+    steps = V.shift_steps(ids)
+    clock = np.cumsum(steps)
+    is_event = steps == 0
+    time = clock.copy()
+    grid = articulation.grid
+    floor = int(clock[first - 1]) if first > 0 else 0
+    event_clocks = clock[is_event]
+    _, onset, end, off_index = note_spans(ids)
+    for start, stop, i in zip(onset.tolist(), end.tolist(), off_index.tolist(), strict=True):
+        if i < first or int(grid.nearest(np.array([stop]))[0]) != stop:
+            continue
+        k = int(round((stop - start) / grid.spacing))
+        if k < 1:
+            continue
+        offsets, counts = articulation.offsets_for(k)
+        moved = stop + int(rng.choice(offsets, p=counts / counts.sum()))
+        before = event_clocks[event_clocks < stop]
+        last = int(before[-1]) if before.size else -1
+        if moved < stop and moved > max(last, start) and moved >= floor:
+            time[i] = moved
+    if (time == clock).all():
+        return ids
+    events = np.flatnonzero(is_event[first:]) + first
+    order = events[np.argsort(time[events], kind="stable")]
+    out, now = ids[:first].tolist(), floor
+    for i in order.tolist():
+        if time[i] > now:
+            out.extend(V.split_gap(int(time[i] - now)).tolist())
+            now = int(time[i])
+        out.append(int(ids[i]))
+    if clock[-1] > now:
+        out.extend(V.split_gap(int(clock[-1] - now)).tolist())
+    return np.array(out, np.int64)

@@ -177,4 +177,7 @@ def infill_piano(
         raise MusicGPTError(
             f"{finished.count(False)} of {num_samples} samples did not end within {budget} tokens"
         )
+    grid = grammar.grids[0]  # every row fills the same span
+    if grid is not None:
+        samples = piano.articulate_samples(samples, cut.prefix, grid, np.random.default_rng(seed))
     return Infill(cut, s, e, samples, finished, interrupted)

@@ -15,7 +15,7 @@ import torch
 
 from musicgpt.errors import MusicGPTError
 from musicgpt.generation.decode import generate_stream
-from musicgpt.generation.grid import OnsetGrid, detect_grid, onset_clocks
+from musicgpt.generation.grid import OnsetGrid, articulate, detect_grid, learn_articulation, onset_clocks
 from musicgpt.generation.note_cache import NoteCache
 from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
@@ -329,7 +329,25 @@ def continue_piano(
     stream.close()
     table = np.stack(new_tokens, axis=1) if new_tokens else np.zeros((num_samples, 0), np.int64)
     samples = [_trim(row, limit, tokenizer.eos_id) for row in table]
+    grid = grammar.grids[0]  # every row continues the same prompt
+    if grid is not None and prompt_ids.size:
+        samples = articulate_samples(samples, prompt_ids, grid, np.random.default_rng(seed))
     return Continuation(prompt=prompt_ids, samples=samples, interrupted=interrupted)
+
+
+def articulate_samples(
+    samples: list[np.ndarray], before: np.ndarray, grid: OnsetGrid, rng
+) -> list[np.ndarray]:
+    """Samples on a grid, each following `before` (a prompt, an infill's prefix), with their notes
+    ended where `before` ends its notes (`generation.grid.articulate`): the snap lands every release
+    on a grid point, where a sequenced file often ends its notes a few steps before one
+    (pineapple-rag's eighths last 26 steps of 30). The model's choice of which notes end at which
+    point is kept; only the step moves."""
+    articulation = learn_articulation(before, grid)
+    if articulation is None:
+        return samples
+    first = len(before)
+    return [articulate(np.concatenate([before, s]), first, articulation, rng)[first:] for s in samples]
 
 
 def _trim(row: np.ndarray, limit_steps: int, eos_id: int) -> np.ndarray:

@@ -7,7 +7,15 @@ import pytest
 import torch
 from conftest import PIANO_DIR
 
-from musicgpt.generation.grid import OnsetGrid, detect_grid, onset_clocks
+from musicgpt.generation.grid import (
+    Articulation,
+    OnsetGrid,
+    articulate,
+    detect_grid,
+    learn_articulation,
+    note_spans,
+    onset_clocks,
+)
 from musicgpt.generation.piano import PIANO_SAMPLING, PianoSamplingGrammar, continue_piano, cut_at_seconds
 from musicgpt.generation.sampling import SamplingConfig, SamplingError
 from musicgpt.model.gpt import GPT, GPTConfig
@@ -169,3 +177,104 @@ def test_a_continuation_never_ends_the_piece():
     grammar.start(None)
     assert not grammar.allowed()[:, V.EOS_ID].any()
     assert (grammar.allowed() == (inner.allowed() & (np.arange(V.VOCAB_SIZE) != V.EOS_ID))).all()
+
+
+# --- articulation ---------------------------------------------------------------------------------
+
+
+def tokens(*names: str) -> np.ndarray:
+    return np.array([V.name_to_id(x) for x in names], np.int64)
+
+
+EIGHTHS_EARLY = Articulation(OnsetGrid(15.0, 0.0), {2: (np.array([-4]), np.array([1]))})
+
+
+def test_note_spans_pair_each_release_with_its_onset():
+    ids = tokens(
+        "VELOCITY_20",
+        "NOTE_ON_60",
+        "TIME_SHIFT_15",
+        "NOTE_ON_64",
+        "TIME_SHIFT_15",
+        "NOTE_OFF_60",
+        "NOTE_OFF_64",
+    )
+    pitch, onset, end, off = note_spans(ids)
+    assert (pitch.tolist(), onset.tolist(), end.tolist(), off.tolist()) == (
+        [60, 64],
+        [0, 15],
+        [30, 30],
+        [5, 6],
+    )
+
+
+def test_pineapple_ends_its_eighths_four_steps_before_the_point():
+    """pineapple-rag's opening: notes lasting two grid steps (15 each) end 4 steps early, its
+    sixteenths on the point or 2 early; counted per length."""
+    prompt = opening("pineapple-rag.mid")
+    articulation = learn_articulation(prompt, detect_grid(onset_clocks(prompt)))
+    got = {k: (v.tolist(), c.tolist()) for k, (v, c) in articulation.by_length.items()}
+    assert got == {1: ([-2, 0], [22, 31]), 2: ([-4, -2, 0], [44, 1, 4]), 4: ([-4], [2]), 5: ([-7], [2])}
+    assert articulation.offsets_for(3)[0].tolist() == [-4, -2, 0]  # the nearest length, the shorter on a tie
+
+
+@pytest.mark.parametrize("name", ["maple-leaf-rag.mid", "peacherine-rag.mid", "bethena.mid"])
+def test_a_rag_that_ends_its_notes_on_the_points_has_no_articulation(name):
+    prompt = opening(name)
+    assert learn_articulation(prompt, detect_grid(onset_clocks(prompt))) is None
+
+
+def test_a_release_on_a_point_moves_into_the_silence_before_it():
+    ids = tokens(
+        "VELOCITY_20",
+        "NOTE_ON_60",
+        "TIME_SHIFT_30",
+        "NOTE_OFF_60",
+        "NOTE_ON_62",
+        "TIME_SHIFT_30",
+        "NOTE_OFF_62",
+    )
+    out = articulate(ids, 0, EIGHTHS_EARLY, np.random.default_rng(0))
+    assert [V.id_to_name(i) for i in out] == [
+        "VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_26", "NOTE_OFF_60", "TIME_SHIFT_4",
+        "NOTE_ON_62", "TIME_SHIFT_26", "NOTE_OFF_62", "TIME_SHIFT_4",
+    ]  # fmt: skip
+    assert V.shift_steps(out).sum() == V.shift_steps(ids).sum()  # the same total time
+
+
+def test_a_release_never_moves_before_an_event_or_the_prompt():
+    # a note struck at 28 stands between the release's point (30) and where it would move (26)
+    crowded = tokens(
+        "VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_28", "NOTE_ON_64", "TIME_SHIFT_2", "NOTE_OFF_60"
+    )
+    assert articulate(crowded, 0, EIGHTHS_EARLY, np.random.default_rng(0)) is crowded
+    # the prompt (the first 3 tokens) ends at 28: its time is not rewritten
+    prompt_ends_late = tokens("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_28", "TIME_SHIFT_2", "NOTE_OFF_60")
+    assert articulate(prompt_ends_late, 3, EIGHTHS_EARLY, np.random.default_rng(0)) is prompt_ends_late
+    # from the prompt's end (at 20) on, the release may move
+    prompt_ends_early = tokens("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_20", "TIME_SHIFT_10", "NOTE_OFF_60")
+    out = articulate(prompt_ends_early, 3, EIGHTHS_EARLY, np.random.default_rng(0))
+    assert [V.id_to_name(i) for i in out[3:]] == ["TIME_SHIFT_6", "NOTE_OFF_60", "TIME_SHIFT_4"]
+
+
+def test_a_continuation_of_pineapple_ends_its_notes_as_the_rag_does():
+    """A tiny random model on pineapple-rag's grid: every onset on the grid, every release on a
+    point or where the rag ends notes of that length, some of them before the point, and the
+    samples last exactly the seconds asked for."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=V.VOCAB_SIZE, block_size=128, n_layer=1, n_head=2, n_embd=16)).eval()
+    prompt = opening("pineapple-rag.mid")
+    articulation = learn_articulation(prompt, detect_grid(onset_clocks(prompt)))
+    out = continue_piano(model, PerformanceTokenizer(), prompt, seconds=8.0, num_samples=4, seed=0)
+    moved = 0
+    for sample, whole in zip(out.samples, out.sequences(), strict=True):
+        assert V.shift_steps(sample).sum() == 800
+        _, onset, end, off = note_spans(whole)
+        new = off >= len(prompt)
+        assert np.all(onset[new] % 15 == 0)
+        offset = end[new] - np.rint(end[new] / 15).astype(int) * 15
+        k = np.rint((end[new] - offset - onset[new]) / 15).astype(int)
+        for o, length in zip(offset.tolist(), k.tolist(), strict=True):
+            assert o == 0 or o in articulation.offsets_for(length)[0].tolist()
+        moved += int((offset < 0).sum())
+    assert moved > 10
