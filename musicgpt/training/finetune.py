@@ -36,6 +36,13 @@ from musicgpt.io import atomic_write_json
 
 MIN_BLOCK = 64  # shortest window worth training on (about a second of piano)
 
+# Time stretches of a fine-tune's training windows: a fourth of an octave of tempo apart, 0.71x to
+# 1.41x. A few pieces carry a few tempos, and a model fine-tuned on them at pretraining's +-5%
+# learned those tempos: continuing a rag at another tempo it chose the folder's longer gaps
+# (pineapple-rag's inter-onset OA 0.81 -> 0.68 after fine-tuning on five slower rags). Stretched
+# this wide it keeps the prompt's (0.86-0.87; docs/finetune.md, "Tempo").
+FINETUNE_STRETCH_FACTORS = tuple(round(2.0 ** (k / 4), 3) for k in range(-2, 3))
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -50,7 +57,8 @@ class FinetuneConfig:
     train_layers: int | None = None  # None: every weight; K: only the top K blocks and the final LayerNorm
     val_fraction: float = 0.2
     max_val_windows: int = 16
-    augment: bool = True
+    augment: bool = True  # transpositions and FINETUNE_STRETCH_FACTORS, as the data module does them
+    stretch_factors: tuple[float, ...] = FINETUNE_STRETCH_FACTORS
     precision: str = "bf16-mixed"
     seed: int = 0
 
@@ -273,6 +281,7 @@ def finetune(
 
     from musicgpt.checkpoints import load_checkpoint
     from musicgpt.data.datamodule import TokenDataModule
+    from musicgpt.data.dataset import AugmentConfig
     from musicgpt.evaluate import copying
     from musicgpt.tokenizers import require_music
     from musicgpt.training.callbacks import ExportBestModel, NewWindowsEachEpoch
@@ -315,6 +324,7 @@ def finetune(
         block_size=block,
         samples_per_epoch=config.steps_per_check * config.batch_size,  # one "epoch" per check
         augment=config.augment,
+        augment_config=AugmentConfig(stretch_factors=tuple(config.stretch_factors)),
         max_val_windows=config.max_val_windows,
         seed=config.seed,
     )

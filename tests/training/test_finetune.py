@@ -69,6 +69,24 @@ def test_finetune_writes_a_model_that_loads(tmp_path, tiny_checkpoint):
         finetune(folder, tmp_path / "run", tiny_checkpoint, QUICK, log=lambda m: None, show_progress=False)
 
 
+def test_finetune_stretches_its_windows_over_a_wide_range_of_tempos(tmp_path, tiny_checkpoint, monkeypatch):
+    """A few pieces carry a few tempos: a fine-tune stretches its training windows 0.71x-1.41x
+    (pretraining: +-5%), so that the model keeps a prompt's tempo (docs/finetune.md, "Tempo")."""
+    import musicgpt.data.dataset as dataset
+
+    seen = []
+    real = dataset.random_augment
+
+    def recording(window, length, rng, max_transpose, stretch_factors):
+        seen.append(tuple(stretch_factors))
+        return real(window, length, rng, max_transpose, stretch_factors)
+
+    monkeypatch.setattr(dataset, "random_augment", recording)
+    finetune(folder_of(tmp_path, RAGS[:2], broken=False), tmp_path / "run", tiny_checkpoint, QUICK,
+             log=lambda m: None, show_progress=False)  # fmt: skip
+    assert seen and set(seen) == {(0.707, 0.841, 1.0, 1.189, 1.414)}
+
+
 def test_finetune_the_shipped_model_unions_its_index(tmp_path):
     """From piano-small: the model dir's index holds its 18 training pieces and the folder's."""
     folder = folder_of(tmp_path, ["peacherine-rag.mid"], broken=False)
