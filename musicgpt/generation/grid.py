@@ -11,6 +11,11 @@ the nearest point; a shift too short to reach the next point (a rolled chord's 1
 away, and the row does something else at this moment. A performance has no such grid
 (`detect_grid` finds none) and is left alone. The snap itself lives with the rest of piano
 sampling (`generation.piano.PianoSamplingGrammar`); the numbers that chose it are in docs/model.md.
+
+The snap lands releases on grid points too, where a sequencer often ends its notes a few steps
+before one: the prompt's habit is learned per note length (`learn_articulation`) and each release
+the sampler made on a point is moved back to it (`articulate`), after sampling, the model's
+choices kept.
 """
 
 from __future__ import annotations
@@ -170,8 +175,8 @@ def articulate(
             continue
         offsets, counts = articulation.offsets_for(k)
         moved = stop + int(rng.choice(offsets, p=counts / counts.sum()))
-        before = event_clocks[event_clocks < stop]
-        last = int(before[-1]) if before.size else -1
+        before = np.searchsorted(event_clocks, stop)  # events strictly before the point
+        last = int(event_clocks[before - 1]) if before else -1
         if moved < stop and moved > max(last, start) and moved >= floor:
             time[i] = moved
     if (time == clock).all():
