@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -34,11 +35,16 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--prompt", default="fur-elise.mid", help="a piece of the bundled corpus")
+    parser.add_argument(
+        "--prompt", default="fur-elise.mid", help="a piece of the bundled corpus, or a MIDI path"
+    )
     args = parser.parse_args(argv)
+    prompt_path = Path(args.prompt) if Path(args.prompt).is_file() else piano_corpus() / args.prompt
+    if not prompt_path.is_file():
+        parser.error(f"--prompt {args.prompt}: neither a MIDI file nor a piece of {piano_corpus()}")
     torch.set_num_threads(args.threads)
     model, tok = load_checkpoint(args.checkpoint)
-    prompt = cut_at_seconds(tok.encode(piano_corpus() / args.prompt), 10.0)
+    prompt = cut_at_seconds(tok.encode(prompt_path), 10.0)
     samplers = {
         "plain": SamplingConfig.build(PIANO_SAMPLING, prompt_cache=0.0, grid=0),
         "cache": SamplingConfig.build(PIANO_SAMPLING, grid=0),
