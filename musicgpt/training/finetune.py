@@ -57,7 +57,7 @@ class FinetuneConfig:
     train_layers: int | None = None  # None: every weight; K: only the top K blocks and the final LayerNorm
     val_fraction: float = 0.2
     max_val_windows: int = 16
-    augment: bool = True  # transpositions and FINETUNE_STRETCH_FACTORS, as the data module does them
+    augment: bool = True  # transposed windows, time-stretched by stretch_factors
     stretch_factors: tuple[float, ...] = FINETUNE_STRETCH_FACTORS
     precision: str = "bf16-mixed"
     seed: int = 0
