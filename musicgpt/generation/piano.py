@@ -37,16 +37,51 @@ RELEASE_PRIOR = 2.0
 # (`PerformanceGrammar.onset_bias`; 0: the model alone). Chosen by the continuation table
 # (docs/model.md, "Onsets").
 ONSET_PRIOR = 0.0
+# How strongly the prompt's own pitches say which note is struck (`pitch_prior`; 0: the model
+# alone). Chosen by the continuation table (docs/model.md, "Pitches").
+PITCH_PRIOR = 0.5
+# The pitch prior's histogram: each prompt note spread over its neighbours (a Gaussian of this many
+# semitones: a melody moves by steps, and a prompt of 10 s has not played every one), a floor of
+# this share of one pitch's mass for pitches the prompt never played, and no prior at all from
+# fewer notes than this (a sparse opening says little about the register).
+PITCH_PRIOR_SEMITONES = 1.0
+PITCH_PRIOR_FLOOR = 0.05
+PITCH_PRIOR_MIN_NOTES = 16
 
 
 @dataclass(frozen=True)
 class PianoPriors:
     """The piece's own habits, as priors the sampler multiplies into the model's distribution:
     `release` its note lengths (`PerformanceGrammar.release_bias`), `onset` its gaps between
-    onsets (`PerformanceGrammar.onset_bias`); 0 turns one off."""
+    onsets (`PerformanceGrammar.onset_bias`), `pitch` the prompt's pitches (`pitch_prior`); 0 turns
+    one off."""
 
     release: float = RELEASE_PRIOR
     onset: float = ONSET_PRIOR
+    pitch: float = PITCH_PRIOR
+
+
+def pitch_prior(ids: np.ndarray, strength: float) -> np.ndarray:
+    """(128,) log-factors on the NOTE_ONs: the prompt's pitches as a prior on which note is struck.
+
+    The prompt's NOTE_ONs counted per pitch, smoothed over neighbouring pitches
+    (PITCH_PRIOR_SEMITONES), as shares h(p); a pitch gets strength * log(88 * (h(p) + f) / (1 + 88 f))
+    with f = PITCH_PRIOR_FLOOR / 88: above 0 where the prompt plays more than an even share of the
+    keyboard, far below where it never plays. Not renormalized within the NOTE_ONs: in the
+    prompt's register a note is also likelier to be struck at all (measured: normalizing it away
+    kept the pitch gain and lost the polyphony and density gains, docs/model.md "Pitches").
+    Zeros from fewer than PITCH_PRIOR_MIN_NOTES notes.
+    """
+    ids = np.asarray(ids)
+    pitches = V.VALUE_OF_ID[ids[V.TYPE_OF_ID[ids] == V.EventType.NOTE_ON]]
+    if strength <= 0 or pitches.size < PITCH_PRIOR_MIN_NOTES:
+        return np.zeros(128, np.float32)
+    reach = int(np.ceil(6 * PITCH_PRIOR_SEMITONES))
+    kernel = np.exp(-0.5 * (np.arange(-reach, reach + 1) / PITCH_PRIOR_SEMITONES) ** 2)
+    counts = np.convolve(np.bincount(pitches, minlength=128).astype(np.float64), kernel, mode="same")
+    share = counts / counts.sum()
+    floor = PITCH_PRIOR_FLOOR / 88
+    return (strength * np.log(88 * (share + floor) / (1 + 88 * floor))).astype(np.float32)
 
 
 _IS_SHIFT = V.STEPS_OF_ID > 0
@@ -97,6 +132,7 @@ class PianoSamplingGrammar:
         self.grid_divisions = grid  # SamplingConfig.grid
         self.grids: list[OnsetGrid | None] = [None] * len(whole_prompt)
         self._allowed: np.ndarray | None = None
+        self._pitch_bias = np.zeros((len(whole_prompt), 128), np.float32)  # set by start()
 
     def start(self, prompt) -> None:
         self.grammar.start(self.whole_prompt)
@@ -110,6 +146,10 @@ class PianoSamplingGrammar:
         # would sound on to the next grid point and pile up (docs/model.md, "Onsets").
         self.grammar.release_after_onsets[:] = [g is not None for g in self.grids]
         self._allowed = None
+        # the register of what each row heard before the model writes (an infill's prefix)
+        self._pitch_bias = np.stack(
+            [pitch_prior(prefix_of(row), self.priors.pitch) for row in self.whole_prompt]
+        )
 
     def allowed(self):
         # once a step: the grid snap reads it before the sampler does (do not write into it)
@@ -138,10 +178,12 @@ class PianoSamplingGrammar:
 
     def logit_bias(self) -> np.ndarray:
         """What the sampler adds to the logits before it samples: the piece's note lengths as a
-        prior on releases, its gaps between onsets as one on when to strike (`PianoPriors`)."""
+        prior on releases, its gaps between onsets as one on when to strike, the prompt's pitches
+        as one on which note (`PianoPriors`)."""
         bias = self.grammar.release_bias(self.priors.release)
         if self.priors.onset > 0:
             bias += self.grammar.onset_bias(self.priors.onset)
+        bias[:, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128] += self._pitch_bias
         return bias
 
     def fold_logits(self, logits: torch.Tensor) -> torch.Tensor:

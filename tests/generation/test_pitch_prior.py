@@ -1,0 +1,82 @@
+"""The prompt's pitches as a prior on which note a piano continuation strikes (generation/piano.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import PIANO_DIR
+
+from musicgpt.generation.piano import (
+    PITCH_PRIOR_FLOOR,
+    PianoPriors,
+    PianoSamplingGrammar,
+    continue_piano,
+    cut_at_seconds,
+    pitch_prior,
+)
+from musicgpt.model.gpt import GPT, GPTConfig
+from musicgpt.tokenizers import vocab as V
+from musicgpt.tokenizers.performance import PerformanceTokenizer
+
+
+def notes(pitches) -> np.ndarray:
+    """One note after another, 10 steps each."""
+    out = [V.name_to_id("VELOCITY_20")]
+    for p in pitches:
+        out += [V.name_to_id(f"NOTE_ON_{p}"), V.name_to_id("TIME_SHIFT_10"), V.name_to_id(f"NOTE_OFF_{p}")]
+    return np.array(out, np.int64)
+
+
+def test_the_prompts_pitch_is_favoured_its_neighbours_less_the_far_ones_least():
+    bias = pitch_prior(notes([60] * 16), strength=0.5)
+    kernel = np.exp(-0.5 * np.arange(-6, 7) ** 2.0)
+    floor = PITCH_PRIOR_FLOOR / 88
+    at = lambda share: 0.5 * np.log(88 * (share + floor) / (1 + 88 * floor))  # noqa: E731
+    assert bias[60] == pytest.approx(at(1 / kernel.sum()), rel=1e-6)
+    assert bias[61] == pytest.approx(at(np.exp(-0.5) / kernel.sum()), rel=1e-6) and bias[59] == bias[61]
+    assert (
+        bias[20]
+        == bias[100]
+        == pytest.approx(0.5 * np.log(PITCH_PRIOR_FLOOR / (1 + PITCH_PRIOR_FLOOR)), rel=1e-6)
+    )
+    assert bias[60] > 0 > bias[63]
+
+
+def test_no_pitch_prior_from_a_sparse_prompt_or_at_strength_zero():
+    assert not pitch_prior(notes([60] * 15), strength=0.5).any()  # under PITCH_PRIOR_MIN_NOTES
+    assert not pitch_prior(notes([60] * 16), strength=0.0).any()
+
+
+def test_the_sampler_adds_it_to_the_note_ons_only():
+    prompt = notes([48, 52, 55, 60] * 4)
+    grammar = PianoSamplingGrammar(PerformanceTokenizer().grammar(2), np.tile(prompt, (2, 1)))
+    grammar.start(None)
+    bias = grammar.logit_bias()
+    expected = pitch_prior(prompt, PianoPriors().pitch)
+    assert np.array_equal(bias[:, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128], np.tile(expected, (2, 1)))
+    assert not bias[:, V.NOTE_ON_OFFSET + 128 :].any()  # nothing has ended: no release prior yet either
+
+
+def test_a_continuation_stays_in_the_prompts_register():
+    """A tiny random model strikes pitches all over the keyboard; with the prompt's pitches as a
+    prior three in four of its notes (one in three without) fall in the range pineapple-rag's opening plays."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=V.VOCAB_SIZE, block_size=128, n_layer=1, n_head=2, n_embd=16)).eval()
+    tokenizer = PerformanceTokenizer()
+    prompt = cut_at_seconds(tokenizer.encode(PIANO_DIR / "pineapple-rag.mid"), 10.0)
+    heard = V.VALUE_OF_ID[prompt[V.TYPE_OF_ID[prompt] == V.EventType.NOTE_ON]]
+    low, high = heard.min(), heard.max()
+
+    def in_range(pitch: float) -> float:
+        out = continue_piano(
+            model, tokenizer, prompt, 6.0, num_samples=4, seed=0, priors=PianoPriors(pitch=pitch)
+        )
+        struck = np.concatenate(
+            [V.VALUE_OF_ID[s[V.TYPE_OF_ID[s] == V.EventType.NOTE_ON]] for s in out.samples]
+        )
+        assert struck.size > 20
+        return float(np.mean((struck >= low) & (struck <= high)))
+
+    without, with_prior = in_range(0.0), in_range(0.5)
+    assert without < 0.4 and with_prior > 0.7  # 0.33 and 0.75 with these seeds
