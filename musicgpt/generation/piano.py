@@ -15,7 +15,14 @@ import torch
 
 from musicgpt.errors import MusicGPTError
 from musicgpt.generation.decode import generate_stream
-from musicgpt.generation.grid import OnsetGrid, articulate, detect_grid, learn_articulation, onset_clocks
+from musicgpt.generation.grid import (
+    OnsetGrid,
+    articulate,
+    detect_grid,
+    learn_articulation,
+    note_spans,
+    onset_clocks,
+)
 from musicgpt.generation.note_cache import NoteCache
 from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
@@ -84,6 +91,30 @@ def pitch_prior(ids: np.ndarray, strength: float) -> np.ndarray:
     return (strength * np.log(88 * (share + floor) / (1 + 88 * floor))).astype(np.float32)
 
 
+# Dead air: a continuation may stay silent (no note sounding) for at most the prompt's longest
+# silence plus DEAD_AIR_MARGIN_STEPS, and never less than DEAD_AIR_MIN_STEPS, before it must strike
+# a note. Where the model wants to end the piece (EOS, which a continuation never allows) its mass
+# went to 1 s shifts: about one sample in fifty of Für Elise fell silent for 5-9 s
+# (docs/model.md, "Dead air").
+DEAD_AIR_MIN_STEPS = 200
+DEAD_AIR_MARGIN_STEPS = 100
+
+
+def longest_silence_steps(ids: np.ndarray) -> tuple[int, int]:
+    """(longest stretch with no note sounding between two of its notes, the silence at its end),
+    in steps, of a token sequence; (0, its length) when it has no note."""
+    ids = np.asarray(ids)
+    total = int(V.shift_steps(ids).sum())
+    _, onset, end, _ = note_spans(ids)
+    if onset.size == 0:
+        return 0, total
+    order = np.argsort(onset, kind="stable")
+    reach = np.maximum.accumulate(end[order])  # the latest end of the notes struck so far
+    gaps = onset[order][1:] - reach[:-1]
+    longest = int(max(gaps.max(initial=0), 0))
+    return longest, max(total - int(reach[-1]), 0)
+
+
 _IS_SHIFT = V.STEPS_OF_ID > 0
 _IS_NOTE_OFF = torch.from_numpy(V.TYPE_OF_ID == V.EventType.NOTE_OFF)
 _IS_ONSET_TOKEN = torch.from_numpy(IS_ONSET_TOKEN)
@@ -133,6 +164,8 @@ class PianoSamplingGrammar:
         self.grids: list[OnsetGrid | None] = [None] * len(whole_prompt)
         self._allowed: np.ndarray | None = None
         self._pitch_bias = np.zeros((len(whole_prompt), 128), np.float32)  # set by start()
+        self._max_silence = np.full(len(whole_prompt), DEAD_AIR_MIN_STEPS)
+        self._last_sound = np.zeros(len(whole_prompt), np.int64)
 
     def start(self, prompt) -> None:
         self.grammar.start(self.whole_prompt)
@@ -150,6 +183,10 @@ class PianoSamplingGrammar:
         self._pitch_bias = np.stack(
             [pitch_prior(prefix_of(row), self.priors.pitch) for row in self.whole_prompt]
         )
+        # dead air: how long each row may stay silent, and since when it is (continuations only)
+        heard = [longest_silence_steps(row) for row in self.whole_prompt]
+        self._max_silence = np.array([max(DEAD_AIR_MIN_STEPS, h + DEAD_AIR_MARGIN_STEPS) for h, _ in heard])
+        self._last_sound = self.grammar.clock - np.array([tail for _, tail in heard])
 
     def allowed(self):
         # once a step: the grid snap reads it before the sampler does (do not write into it)
@@ -159,11 +196,20 @@ class PianoSamplingGrammar:
             # rare, 0.1-0.5% a step while nothing sounds, but over 20 s one sample in ten ended
             # early: 17-20 s of "silence" in the continuation table, docs/model.md "Onsets".)
             self._allowed[:, V.EOS_ID] = False
+            # nor does it fall silent for longer than the prompt did: after that, a note
+            grammar = self.grammar
+            dead = (grammar.fim == PLAIN) & (grammar.n_sounding == 0) & ~grammar.after_velocity
+            dead &= grammar.clock - self._last_sound >= self._max_silence
+            if dead.any():
+                self._allowed[dead, V.TIME_SHIFT_OFFSET : V.VELOCITY_OFFSET] = False
         return self._allowed
 
     def advance(self, tokens) -> None:
         self.grammar.advance(tokens)
         self._allowed = None
+        kind = V.TYPE_OF_ID[np.asarray(tokens)]
+        sound = (kind == V.EventType.NOTE_ON) | (kind == V.EventType.NOTE_OFF)
+        self._last_sound[sound] = self.grammar.clock[sound]
 
     @property
     def group_of_id(self):

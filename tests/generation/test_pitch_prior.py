@@ -1,4 +1,5 @@
-"""The prompt's pitches as a prior on which note a piano continuation strikes (generation/piano.py)."""
+"""Piano continuations' priors from the prompt (generation/piano.py): its pitches as a prior on which
+note is struck, and its silences as the longest a continuation may fall silent."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import torch
 from conftest import PIANO_DIR
 
 from musicgpt.generation.piano import (
+    DEAD_AIR_MARGIN_STEPS,
+    DEAD_AIR_MIN_STEPS,
     PITCH_PRIOR_FLOOR,
     PianoPriors,
     PianoSamplingGrammar,
     continue_piano,
     cut_at_seconds,
+    longest_silence_steps,
     pitch_prior,
 )
 from musicgpt.model.gpt import GPT, GPTConfig
@@ -80,3 +84,39 @@ def test_a_continuation_stays_in_the_prompts_register():
 
     without, with_prior = in_range(0.0), in_range(0.5)
     assert without < 0.4 and with_prior > 0.7  # 0.33 and 0.75 with these seeds
+
+
+# --- dead air -------------------------------------------------------------------------------------
+
+
+def tokens(*names: str) -> np.ndarray:
+    return np.array([V.name_to_id(x) for x in names], np.int64)
+
+
+def test_longest_silence_is_between_notes_and_the_trailing_one_apart():
+    ids = tokens(
+        "VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_30", "NOTE_ON_64", "NOTE_OFF_60", "TIME_SHIFT_20",
+        "NOTE_OFF_64", "TIME_SHIFT_50", "NOTE_ON_62", "TIME_SHIFT_10", "NOTE_OFF_62", "TIME_SHIFT_40",
+    )  # fmt: skip
+    assert longest_silence_steps(ids) == (50, 40)
+    assert longest_silence_steps(tokens("TIME_SHIFT_40")) == (0, 40)
+
+
+@pytest.mark.parametrize("rest, trailing", [(0, 0), (0, 1), (2, 1)])
+def test_a_continuation_falls_silent_no_longer_than_its_prompt_did(rest, trailing):
+    """Silent for the prompt's longest silence plus a margin (at least DEAD_AIR_MIN_STEPS), a row
+    may no longer move time: it must strike. The prompt's own trailing silence counts. (Seconds
+    of 1 s shifts, which may follow each other.)"""
+    limit = max(DEAD_AIR_MIN_STEPS, 100 * rest + DEAD_AIR_MARGIN_STEPS)
+    prompt = tokens("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_20", "NOTE_OFF_60", *["TIME_SHIFT_100"] * rest,
+                    "NOTE_ON_62", "TIME_SHIFT_20", "NOTE_OFF_62", *["TIME_SHIFT_100"] * trailing)  # fmt: skip
+    grammar = PianoSamplingGrammar(PerformanceTokenizer().grammar(1), prompt[None])
+    grammar.start(None)
+    shifts = slice(V.TIME_SHIFT_OFFSET, V.VELOCITY_OFFSET)
+    for _ in range(limit // 100 - trailing):
+        assert grammar.allowed()[0, shifts].all()
+        grammar.advance(np.array([V.name_to_id("TIME_SHIFT_100")]))
+    allowed = grammar.allowed()[0]  # silent for exactly `limit` steps
+    assert not allowed[shifts].any() and allowed[V.NOTE_ON_OFFSET + 60]
+    grammar.advance(np.array([V.name_to_id("NOTE_ON_60")]))
+    assert grammar.allowed()[0, shifts].any()  # a note sounds: time may move again
