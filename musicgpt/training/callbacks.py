@@ -1,7 +1,9 @@
-"""Callbacks: training throughput, a progress bar counted in steps, and the exported model."""
+"""Callbacks: training throughput, a progress bar counted in steps, the exported model, and the
+checkpoint a stopped run resumes from."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -51,6 +53,19 @@ class ExportBestModel(L.Callback):
     def _dir(self, trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "model"
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # A resumed run restores `best` from last.ckpt, which can be older than the exported model
+        # (a run killed after a better validation than its last checkpoint knows of): the model
+        # on disk stays until a lower loss beats it, instead of being overwritten by a worse one.
+        if trainer.global_step == 0:
+            return
+        try:
+            exported = json.loads((self._dir(trainer) / "metrics.json").read_text()).get(self.monitor)
+        except (OSError, ValueError, AttributeError):
+            return
+        if isinstance(exported, (int, float)) and (self.best is None or exported < self.best):
+            self.best = float(exported)
+
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
@@ -73,6 +88,21 @@ class ExportBestModel(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best = state_dict.get("best")
+
+
+class SaveLastCheckpointAtEnd(L.Callback):
+    """Writes last.ckpt when training ends, whatever ended it: `max_steps`, early stopping, or
+    `max_time`. `ModelCheckpoint(save_last=True)` saves only every N steps and at validations, so a
+    run stopped by its time limit lost the steps since (up to `every_n_train_steps`), and a resume
+    repeated them. Not on Ctrl-C or a crash: the state there may be mid-step; the last periodic
+    checkpoint is the one to continue from."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
 
 
 def export_model(pl_module, directory: Path, metrics: dict) -> None:

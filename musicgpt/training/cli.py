@@ -33,7 +33,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from musicgpt.data.datamodule import TokenDataModule
 from musicgpt.errors import ConfigError, MusicGPTError
-from musicgpt.training.callbacks import NewWindowsEachEpoch, StepProgressBar
+from musicgpt.training.callbacks import NewWindowsEachEpoch, SaveLastCheckpointAtEnd, StepProgressBar
 from musicgpt.training.module import MusicGPTModule
 
 
@@ -94,6 +94,8 @@ class MusicGPTCLI(LightningCLI):
             and not any(isinstance(c, ProgressBar) for c in callbacks)
         ):
             callbacks.append(StepProgressBar())
+        if self.config.last_checkpoint.save_last:
+            callbacks.append(SaveLastCheckpointAtEnd(last_checkpoint(self.config.run_dir)))
         kwargs["callbacks"] = callbacks
         if not trainer.get("plugins"):  # checkpoints written beside their target, then renamed
             from musicgpt.training.checkpoint_io import AtomicCheckpointIO
@@ -126,6 +128,8 @@ class MusicGPTCLI(LightningCLI):
         with run_dir_lock(self.run_dir):
             ckpt_path = self.checkpoint_to_resume()  # again, now that no other run can start
             handler = signal.getsignal(signal.SIGINT)
+            # Lightning's own use of a torch.utils._pytree name torch deprecated: nothing a user can act on.
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
             try:
                 self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
             except SystemExit:

@@ -143,18 +143,44 @@ def test_a_killed_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(data
     straight_dir.mkdir(), killed_dir.mkdir()
     straight = train_cli(["--config", str(tiny_config(straight_dir, data_dir, max_steps=12)), *data])
 
-    # The run that dies: the config's periodic last.ckpt is written after step `killed_after`, and
-    # the step it takes afterwards is lost, as if it had been killed there.
+    # The run that dies: a periodic checkpoint is written after step `killed_after` (kept under
+    # its own name too), and the step it takes afterwards is lost, as if it had been killed there:
+    # last.ckpt, which the run's end rewrote, goes back to that periodic one.
     config = tiny_config(killed_dir, data_dir, max_steps=killed_after + 1)
-    data += ["--last_checkpoint.every_n_train_steps", str(killed_after)]
-    train_cli(["--config", str(config), *data])
-    saved = torch.load(killed_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved["global_step"] == killed_after
+    periodic = [
+        "--last_checkpoint.every_n_train_steps",
+        str(killed_after),
+        "--last_checkpoint.save_top_k",
+        "-1",
+    ]
+    train_cli(["--config", str(config), *data, *periodic])
+    checkpoints = killed_dir / "checkpoints"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == killed_after + 1
+    (at_kill,) = [p for p in checkpoints.glob(f"epoch=*-step={killed_after}.ckpt")]
+    shutil.copy(at_kill, checkpoints / "last.ckpt")
     resumed = train_cli(["--config", str(config), "--trainer.max_steps", "12", "--resume", *data])
 
     assert resumed.trainer.global_step == 12
     ours, theirs = resumed.model.model.state_dict(), straight.model.model.state_dict()
     assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
+
+
+def test_a_run_stopped_by_its_time_limit_resumes_from_its_last_step(data_dir, tmp_path):
+    # No periodic checkpoint and no validation within reach: only the end of the run saves, and
+    # `max_time` ends it after a second, at whatever step that is.
+    config = str(tiny_config(tmp_path, data_dir, max_steps=100_000, val_check_interval=100_000))
+    no_periodic = ["--last_checkpoint.every_n_train_steps", "100000", "--trainer.max_time", "00:00:00:01"]
+    first = train_cli(["--config", config, *no_periodic])
+    stopped_at = first.trainer.global_step
+    assert 0 < stopped_at < 100_000
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == stopped_at
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(saved["state_dict"][name], value)
+
+    more = ["--last_checkpoint.every_n_train_steps", "100000", "--trainer.max_time", "00:00:10:00"]
+    resumed = train_cli(["--config", config, "--trainer.max_steps", str(stopped_at + 2), "--resume", *more])
+    assert resumed.trainer.global_step == stopped_at + 2
 
 
 def test_ddp_two_processes_on_cpu(data_dir, tmp_path):

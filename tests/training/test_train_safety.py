@@ -116,3 +116,30 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_checkpoint(tmp_path):
         signal.signal(signal.SIGXFSZ, old)
     assert str(e.value) == f"{last}: cannot write: file too large (the previous file is unchanged)"
     assert last.read_bytes() == before and os.listdir(tmp_path) == ["last.ckpt"]
+
+
+def test_a_resumed_run_keeps_an_exported_model_better_than_its_checkpoint_knows(tmp_path):
+    # Killed after exporting a model at validation loss 2.70 but before last.ckpt caught up (it
+    # knows 2.80 as the best): the resumed run's next validations at 2.75 must not replace it.
+    from types import SimpleNamespace
+
+    from musicgpt.io import atomic_write_json
+    from musicgpt.training.callbacks import ExportBestModel
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    atomic_write_json(model_dir / "metrics.json", {"val/loss": 2.70, "step": 1845})
+    export = ExportBestModel(dirpath=str(model_dir))
+    export.load_state_dict({"best": 2.80})
+    resumed = SimpleNamespace(global_step=1800, sanity_checking=False, is_global_zero=True)
+    export.on_fit_start(resumed, None)
+    assert export.best == 2.70
+
+    resumed.callback_metrics = {"val/loss": torch.tensor(2.75)}
+    export.on_validation_end(resumed, None)  # not better: nothing exported (pl_module unused)
+    assert (model_dir / "metrics.json").read_text().count("1845") == 1
+
+    # a new run (step 0) takes no notice of what a directory holds
+    fresh = ExportBestModel(dirpath=str(model_dir))
+    fresh.on_fit_start(SimpleNamespace(global_step=0), None)
+    assert fresh.best is None
