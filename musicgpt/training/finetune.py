@@ -31,6 +31,7 @@ from pathlib import Path
 
 import lightning as L
 
+from musicgpt.data.augment import MAX_TRANSPOSE
 from musicgpt.errors import MusicGPTError
 from musicgpt.io import atomic_write_json
 
@@ -59,6 +60,7 @@ class FinetuneConfig:
     max_val_windows: int = 16
     augment: bool = True  # transposed windows, time-stretched by stretch_factors
     stretch_factors: tuple[float, ...] = FINETUNE_STRETCH_FACTORS
+    max_transpose: int = MAX_TRANSPOSE  # semitones either way
     precision: str = "bf16-mixed"
     seed: int = 0
 
@@ -324,7 +326,9 @@ def finetune(
         block_size=block,
         samples_per_epoch=config.steps_per_check * config.batch_size,  # one "epoch" per check
         augment=config.augment,
-        augment_config=AugmentConfig(stretch_factors=tuple(config.stretch_factors)),
+        augment_config=AugmentConfig(
+            max_transpose=config.max_transpose, stretch_factors=tuple(config.stretch_factors)
+        ),
         max_val_windows=config.max_val_windows,
         seed=config.seed,
     )

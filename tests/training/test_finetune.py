@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -78,13 +79,21 @@ def test_finetune_stretches_its_windows_over_a_wide_range_of_tempos(tmp_path, ti
     real = dataset.random_augment
 
     def recording(window, length, rng, max_transpose, stretch_factors):
-        seen.append(tuple(stretch_factors))
+        seen.append((max_transpose, tuple(stretch_factors)))
         return real(window, length, rng, max_transpose, stretch_factors)
 
     monkeypatch.setattr(dataset, "random_augment", recording)
-    finetune(folder_of(tmp_path, RAGS[:2], broken=False), tmp_path / "run", tiny_checkpoint, QUICK,
-             log=lambda m: None, show_progress=False)  # fmt: skip
-    assert seen and set(seen) == {(0.707, 0.841, 1.0, 1.189, 1.414)}
+    folder = folder_of(tmp_path, RAGS[:2], broken=False)
+    finetune(folder, tmp_path / "run", tiny_checkpoint, QUICK, log=lambda m: None, show_progress=False)
+    assert seen and set(seen) == {(3, (0.707, 0.841, 1.0, 1.189, 1.414))}
+
+    # and the transposition is the config's (+-3 semitones unless set)
+    seen.clear()
+    untransposed = dataclasses.replace(QUICK, max_transpose=0)
+    finetune(
+        folder, tmp_path / "run0", tiny_checkpoint, untransposed, log=lambda m: None, show_progress=False
+    )
+    assert seen and {t for t, _ in seen} == {0}
 
 
 def test_finetune_the_shipped_model_unions_its_index(tmp_path):
