@@ -1,0 +1,126 @@
+"""Continuations of held-out pieces by several models, side by side, averaged over seeds.
+
+    python benchmarks/continuations.py [--checkpoints piano-small,runs/x/model] [--seeds 0,1,2]
+        [--pieces Maestro_2,POP909_022,...] [--prompt-seconds 10] [--seconds 20] [--num-samples 4]
+
+The protocol is `musicgpt evaluate --continuations` (docs/evaluation.md) with each model's default
+sampling; the pieces default to the five held-out pieces of the bundled corpus that the recipe
+comparisons in docs/model.md use (the validation and test pieces named without a space). The first
+checkpoint is the reference: every other row also prints its difference from it. The last
+columns are issue 18's bars: how far each model's duration, onset and pitch OA lie from the floor
+("another piece", 0%) to the ceiling ("the piece's next S s", 100%).
+Without a bigram floor: it does not depend on the model, and the comparison is between models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from musicgpt.checkpoints import load_checkpoint
+from musicgpt.evaluate.continuations import (
+    ContinuationSettings,
+    evaluate_continuations,
+    load_pieces,
+    select_pieces,
+)
+from musicgpt.generation.piano import PIANO_SAMPLING
+
+ASSETS = Path(__file__).resolve().parent.parent / "musicgpt" / "assets" / "piano"
+HELD_OUT = "Maestro_2,POP909_022,maple-leaf-rag,peacherine-rag,pineapple-rag"
+COLUMNS = (
+    ("duration_oa", "duration", ".2f"),
+    ("ioi_oa", "onset", ".2f"),
+    ("pitch_oa", "pitch", ".2f"),
+    ("pitch_class_similarity", "PC sim", ".2f"),
+    ("polyphony", "poly", ".1f"),
+    ("note_density", "notes/s", ".1f"),
+    ("long_notes", ">5 s", ".1%"),
+    ("longest_silence", "silence", ".1f"),
+)
+SHARES = ("duration_oa", "ioi_oa", "pitch_oa")
+
+
+def run(checkpoint: str, folder: Path, seeds: list[int], args) -> list[dict[str, dict[str, float]]]:
+    """One report's row means per seed."""
+    model, tokenizer = load_checkpoint(checkpoint)
+    out = []
+    for seed in seeds:
+        settings = ContinuationSettings(
+            prompt_seconds=args.prompt_seconds,
+            seconds=args.seconds,
+            num_samples=args.num_samples,
+            seed=seed,
+            sampling=PIANO_SAMPLING,
+        )
+        pieces, skipped = select_pieces(load_pieces(folder, "validation", tokenizer), settings)
+        for s in skipped:
+            print(f"skipped {s['name']}: {s['reason']}", file=sys.stderr)
+        out.append(evaluate_continuations(model, tokenizer, pieces, settings).row_means())
+    return out
+
+
+def mean_rows(per_seed: list[dict[str, dict[str, float]]], row: str) -> dict[str, float]:
+    return {key: float(np.nanmean([r[row][key] for r in per_seed])) for key in per_seed[0][row]}
+
+
+def line(label: str, values: dict[str, float], extra: str = "") -> str:
+    cells = "".join(f"{format(values[k], fmt) if k in values else '':>9}" for k, _, fmt in COLUMNS)
+    return f"{label:<34}{cells}{extra}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--checkpoints", default="piano-small", help="comma-separated; the first is the reference"
+    )
+    ap.add_argument("--pieces", default=HELD_OUT, help="names of files in musicgpt/assets/piano, or a folder")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--prompt-seconds", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--num-samples", type=int, default=4)
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    checkpoints = args.checkpoints.split(",")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.pieces)
+        if not folder.is_dir():
+            folder = Path(tmp)
+            for name in args.pieces.split(","):
+                (folder / f"{name}.mid").symlink_to(ASSETS / f"{name}.mid")
+        results = {c: run(c, folder, seeds, args) for c in checkpoints}
+
+    first = results[checkpoints[0]]
+    ceiling, floor, real = (mean_rows(first, r) for r in ("ceiling", "another piece", "real"))
+    print(
+        f"continuations of {args.pieces} ({args.prompt_seconds:g} s prompts, {args.num_samples} x "
+        f"{args.seconds:g} s, seeds {args.seeds}), each model's default sampling"
+    )
+    header = "".join(f"{title:>9}" for _, title, _ in COLUMNS)
+    print(f"{'':<34}{header}   share of floor->ceiling (dur/onset/pitch)")
+    reference = mean_rows(first, "generated")
+    for c in checkpoints:
+        g = mean_rows(results[c], "generated")
+        shares = "/".join(f"{(g[k] - floor[k]) / (ceiling[k] - floor[k]):.0%}" for k in SHARES)
+        print(line(c[-34:], g, f"   {shares}"))
+        if c != checkpoints[0]:
+            diff = {k: g[k] - reference[k] for k, _, _ in COLUMNS}
+            cells = "".join(f"{diff[k]:>+9.2f}" for k, _, _ in COLUMNS)
+            print(f"{'  minus ' + checkpoints[0]:<34}{cells}")
+    print(line(f"ceiling: the piece's next {args.seconds:g} s", ceiling))
+    print(line("floor: another piece", floor))
+    print(
+        line(
+            "the real continuation",
+            {k: real[k] for k in ("polyphony", "note_density", "long_notes", "longest_silence")},
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
