@@ -163,12 +163,27 @@ class TokenDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             # workers are re-created each epoch so that they see the new epoch's windows
             persistent_workers=False,
+            worker_init_fn=leave_ctrl_c_to_the_main_process,
         )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
-            self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
+            self.val_set,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            worker_init_fn=leave_ctrl_c_to_the_main_process,
         )
+
+
+def leave_ctrl_c_to_the_main_process(worker_id: int) -> None:
+    """A loader worker ignores SIGINT. Ctrl-C in a terminal reaches every process of the group; the
+    main one finishes its step and saves it (`musicgpt train`), and a worker that died of the
+    signal meanwhile would end the run with "DataLoader worker exited unexpectedly" instead.
+    (Items are fixed per seed, epoch and index, so the workers need no seeding of their own.)"""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ResumableLoader(DataLoader):

@@ -4,6 +4,7 @@ checkpoint a stopped run resumes from."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -102,7 +103,20 @@ class SaveLastCheckpointAtEnd(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step > 0:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # the whole state: --resume reads it
+
+
+class StopWhenAsked(L.Callback):
+    """Ends training after the current step once `requested` is set (the first Ctrl-C of `musicgpt
+    train`): the step finishes, `SaveLastCheckpointAtEnd` saves it, and `--resume` goes on from
+    there. Checked at every step: `fit` clears `trainer.should_stop` when it starts."""
+
+    def __init__(self):
+        self.requested = threading.Event()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.requested.is_set():
+            trainer.should_stop = True
 
 
 def export_model(pl_module, directory: Path, metrics: dict) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import signal
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -33,7 +34,12 @@ from lightning.pytorch.cli import LightningCLI
 
 from musicgpt.data.datamodule import TokenDataModule
 from musicgpt.errors import ConfigError, MusicGPTError
-from musicgpt.training.callbacks import NewWindowsEachEpoch, SaveLastCheckpointAtEnd, StepProgressBar
+from musicgpt.training.callbacks import (
+    NewWindowsEachEpoch,
+    SaveLastCheckpointAtEnd,
+    StepProgressBar,
+    StopWhenAsked,
+)
 from musicgpt.training.module import MusicGPTModule
 
 
@@ -85,7 +91,7 @@ class MusicGPTCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         trainer = self.config_init.get("trainer", {})  # no subcommand (run=False): a top-level key
-        callbacks = [*(trainer.get("callbacks") or []), NewWindowsEachEpoch()]
+        callbacks = [*(trainer.get("callbacks") or []), NewWindowsEachEpoch(), StopWhenAsked()]
         # A progress bar counted in steps, unless the config turns the bar off or names its own.
         wants_bar = trainer.get("enable_progress_bar") is not False
         if (
@@ -123,6 +129,25 @@ class MusicGPTCLI(LightningCLI):
         _check_checkpoint(last)
         return last
 
+    def _stop_after_the_step_on_ctrl_c(self, stop: StopWhenAsked) -> None:
+        """The first Ctrl-C lets the step finish and saves it (last.ckpt, then exit 130); a second
+        one stops at once, as Lightning does (back to the last periodic checkpoint). Lightning's
+        own answer to the first would lose every step since that checkpoint. One process only:
+        under DDP every rank would have to agree on the step to stop at."""
+        if self.trainer.world_size > 1 or threading.current_thread() is not threading.main_thread():
+            return
+
+        def request_stop(signum, frame) -> None:
+            stop.requested.set()
+            print(
+                "\nmusicgpt: stopping after this step and saving it (Ctrl-C again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        signal.signal(signal.SIGINT, request_stop)
+
     def fit(self) -> None:
         self.checkpoint_to_resume()  # its one-line errors before the run dir is touched
         with run_dir_lock(self.run_dir):
@@ -130,8 +155,12 @@ class MusicGPTCLI(LightningCLI):
             handler = signal.getsignal(signal.SIGINT)
             # Lightning's own use of a torch.utils._pytree name torch deprecated: nothing a user can act on.
             warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            stop = next(c for c in self.trainer.callbacks if isinstance(c, StopWhenAsked))
+            self._stop_after_the_step_on_ctrl_c(stop)
             try:
                 self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+                if stop.requested.is_set():
+                    raise KeyboardInterrupt  # saved; the command exits 130 as on any Ctrl-C
             except SystemExit:
                 # Lightning answers Ctrl-C by tidying up, ignoring SIGINT from then on and calling
                 # sys.exit(1); every other musicgpt command exits 130 on Ctrl-C, and so does this.

@@ -71,6 +71,52 @@ def test_ctrl_c_in_train_exits_130(data_dir, tmp_path, capsys, monkeypatch):
     assert signal.getsignal(signal.SIGINT) is handler  # Lightning's SIG_IGN does not outlive the run
 
 
+def test_the_first_ctrl_c_in_train_saves_the_step_it_was_in(data_dir, tmp_path, capsys, monkeypatch):
+    # A real SIGINT, as a terminal sends it, during step 3 of 6 (global_step 2): the step finishes,
+    # last.ckpt holds it (no periodic checkpoint is due), and the command exits 130.
+    from musicgpt.training.module import MusicGPTModule
+
+    real_step = MusicGPTModule.training_step
+
+    def interrupted(self, batch, batch_idx):
+        if self.global_step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(MusicGPTModule, "training_step", interrupted)
+    handler = signal.getsignal(signal.SIGINT)
+    run = tmp_path / "run"
+    args = [
+        "--config",
+        str(config(run, data_dir, max_steps=6)),
+        "--last_checkpoint.every_n_train_steps",
+        "100",
+    ]
+    assert main(["train", *args]) == 130
+    err = capsys.readouterr().err.splitlines()
+    assert "musicgpt: stopping after this step and saving it (Ctrl-C again to stop at once)" in err
+    assert err[-1] == "musicgpt: interrupted"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_loader_workers_leave_ctrl_c_to_the_main_process():
+    from torch.utils.data import DataLoader
+
+    from musicgpt.data.datamodule import leave_ctrl_c_to_the_main_process
+
+    class SigintHandling(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return int(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+
+    loader = DataLoader(SigintHandling(), num_workers=1, worker_init_fn=leave_ctrl_c_to_the_main_process)
+    assert [int(x) for x in loader] == [1, 1]
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # the main process still hears it
+
+
 def test_the_trainer_writes_checkpoints_beside_their_target(data_dir, tmp_path, monkeypatch):
     cli = train_cli(["--config", str(config(tmp_path / "run", data_dir))], run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
