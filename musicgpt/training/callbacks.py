@@ -95,8 +95,9 @@ class SaveLastCheckpointAtEnd(L.Callback):
     """Writes last.ckpt when training ends, whatever ended it: `max_steps`, early stopping, or
     `max_time`. `ModelCheckpoint(save_last=True)` saves only every N steps and at validations, so a
     run stopped by its time limit lost the steps since (up to `every_n_train_steps`), and a resume
-    repeated them. Not on Ctrl-C or a crash: the state there may be mid-step; the last periodic
-    checkpoint is the one to continue from."""
+    repeated them. The first Ctrl-C of `musicgpt train` ends here too (`StopWhenAsked`, after its
+    step); a second Ctrl-C or a crash does not, and the last periodic checkpoint is the one to
+    continue from (the state there may be mid-step)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -108,7 +109,7 @@ class SaveLastCheckpointAtEnd(L.Callback):
 
 class StopWhenAsked(L.Callback):
     """Ends training after the current step once `requested` is set (the first Ctrl-C of `musicgpt
-    train`): the step finishes, `SaveLastCheckpointAtEnd` saves it, and `--resume` goes on from
+    train`, or of `musicgpt finetune`, whose `StopOnRequest` adds a deadline): the step finishes, `SaveLastCheckpointAtEnd` saves it, and `--resume` goes on from
     there. Checked at every step: `fit` clears `trainer.should_stop` when it starts."""
 
     def __init__(self):

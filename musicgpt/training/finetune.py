@@ -34,6 +34,7 @@ import lightning as L
 from musicgpt.data.augment import MAX_TRANSPOSE
 from musicgpt.errors import MusicGPTError
 from musicgpt.io import atomic_write_json
+from musicgpt.training.callbacks import StopWhenAsked
 
 MIN_BLOCK = 64  # shortest window worth training on (about a second of piano)
 
@@ -144,27 +145,24 @@ def window_length(model_block: int, data_dir: Path) -> int:
     return block
 
 
-class StopOnRequest(L.Callback):
-    """Ends training after the step during which `interrupted` was set (Ctrl-C, or the app's stop),
+class StopOnRequest(StopWhenAsked):
+    """Ends training after the step during which `requested` was set (Ctrl-C, or the app's stop),
     or the first step past `deadline` (time.monotonic()).
 
-    Checked at every step rather than set on the trainer once: `fit` clears `trainer.should_stop`
-    when it starts, and a request may come before that. The deadline counts from the start of the
-    whole command (building the folder, the base model's validation), unlike Lightning's
-    `max_time`, which starts with the training loop.
+    The deadline counts from the start of the whole command (building the folder, the base model's
+    validation), unlike Lightning's `max_time`, which starts with the training loop.
     """
 
     def __init__(self, deadline: float):
+        super().__init__()
         self.deadline = deadline
-        self.interrupted = threading.Event()
         self.out_of_time = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if time.monotonic() >= self.deadline:
             self.out_of_time = True
             trainer.should_stop = True
-        if self.interrupted.is_set():
-            trainer.should_stop = True
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 class Progress(L.Callback):
@@ -357,7 +355,7 @@ def finetune(
     # Ctrl-C (or `stop`, from another thread) asks the loop to stop after the current step; the
     # exporter has written the best model so far (the base model's loss on the folder is the first
     # entry, so OUT/model never holds a model worse than the one it started from).
-    interrupted, finished = stopper.interrupted, threading.Event()
+    interrupted, finished = stopper.requested, threading.Event()
 
     def request_stop(*_) -> None:
         interrupted.set()
