@@ -2,8 +2,9 @@
 
 piano-small does not recite: prompted with the first 10 s of a training piece (the-easy-winners,
 fur-elise) and decoded greedily, its continuations share no 9-note n-gram with the corpus
-(measured while building this; see docs/finetune.md). So the flagged case is built from a
-continuation equal to the training piece's real next seconds, as a reciting model would play it.
+(measured while building this; see docs/finetune.md). So the flagged cases are a continuation
+equal to the training piece's real next seconds, and a tiny model fitted to that piece until it
+recites it, decoded greedily through `musicgpt generate`.
 """
 
 from __future__ import annotations
@@ -214,3 +215,42 @@ def test_piano_small_continuing_a_held_out_rag_is_not_flagged(shipped_index):
     for seq in result.sequences():
         report = sequence_report(shipped_index, tok, seq, len(result.prompt))
         assert not report.flagged and report.seconds < FLAG_SECONDS
+
+
+def test_a_model_that_recites_is_flagged(tmp_path, shipped_index, capsys):
+    """The issue's case with a model that really recites: a tiny GPT fitted to the first 25 s of
+    the-easy-winners (a piece of piano-small's corpus) until it knows them by heart, prompted with
+    their first 10 s and decoded greedily by `musicgpt generate --temperature 0` with the
+    default piano sampling. piano-small itself does not recite (the module docstring)."""
+    import torch
+    import torch.nn.functional as F
+
+    from musicgpt.cli import main as cli
+    from musicgpt.model.gpt import GPT, GPTConfig
+
+    ids, _ = continuation("the-easy-winners.mid", 25.0, 0.0)  # 443 tokens: one window
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(GPTConfig.preset("music-tiny"), block_size=512))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    x, y = torch.as_tensor(ids[None, :-1]), torch.as_tensor(ids[None, 1:])
+    for _ in range(100):
+        loss = F.cross_entropy(model(x)[0], y[0])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05  # by heart
+    directory = tmp_path / "reciter"
+    model.save_pretrained(directory)
+    TOK.save(directory / "tokenizer.json")
+    shipped_index.save(directory / INDEX_FILE)
+
+    args = ["generate", "--checkpoint", str(directory), "--prompt", str(PIANO_DIR / "the-easy-winners.mid"),
+            "--prompt-seconds", "10",
+            "--seconds", "15", "--temperature", "0", "--out", str(tmp_path / "g.mid"),
+            "--report", str(tmp_path / "r.json")]  # fmt: skip
+    assert cli(args) == 0
+    err = capsys.readouterr().err
+    (sample,) = json.loads((tmp_path / "r.json").read_text())["samples"]
+    assert sample["piece"] == "the-easy-winners.mid" and sample["flagged"]
+    assert sample["seconds"] >= FLAG_SECONDS and sample["notes"] >= 30
+    assert "FLAGGED" in err
