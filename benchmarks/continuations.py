@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from musicgpt.checkpoints import load_checkpoint
+from musicgpt.errors import MusicGPTError
 from musicgpt.evaluate.continuations import (
     ContinuationSettings,
     evaluate_continuations,
@@ -56,6 +57,7 @@ def run(
 ) -> list[dict[str, dict[str, float]]]:
     """One report's row means per prompt length and seed."""
     model, tokenizer = load_checkpoint(checkpoint)
+    every_piece = load_pieces(folder, "validation", tokenizer)  # tokenized once, cut per prompt
     out = []
     for prompt_seconds in prompts:
         for seed in seeds:
@@ -66,12 +68,15 @@ def run(
                 seed=seed,
                 sampling=PIANO_SAMPLING,
             )
-            pieces, skipped = select_pieces(load_pieces(folder, "validation", tokenizer), settings)
-            for s in skipped:
+            try:
+                pieces, skipped = select_pieces(every_piece, settings)
+            except MusicGPTError as e:  # no piece is long enough for this prompt: leave it out
                 if seed == seeds[0]:
-                    print(f"skipped {s['name']} at {prompt_seconds:g} s: {s['reason']}", file=sys.stderr)
-            if pieces:
-                out.append(evaluate_continuations(model, tokenizer, pieces, settings).row_means())
+                    print(f"skipped {prompt_seconds:g} s: {e}", file=sys.stderr)
+                continue
+            for s in skipped if seed == seeds[0] else ():
+                print(f"skipped {s['name']} at {prompt_seconds:g} s: {s['reason']}", file=sys.stderr)
+            out.append(evaluate_continuations(model, tokenizer, pieces, settings).row_means())
     return out
 
 

@@ -109,8 +109,9 @@ class SaveLastCheckpointAtEnd(L.Callback):
 
 class StopWhenAsked(L.Callback):
     """Ends training after the current step once `requested` is set (the first Ctrl-C of `musicgpt
-    train`, or of `musicgpt finetune`, whose `StopOnRequest` adds a deadline): the step finishes, `SaveLastCheckpointAtEnd` saves it, and `--resume` goes on from
-    there. Checked at every step: `fit` clears `trainer.should_stop` when it starts."""
+    train`, or of `musicgpt finetune`, whose `StopOnRequest` adds a deadline): the step finishes,
+    `SaveLastCheckpointAtEnd` saves it, and `--resume` goes on from there. Checked at every step:
+    `fit` clears `trainer.should_stop` when it starts."""
 
     def __init__(self):
         self.requested = threading.Event()

@@ -245,9 +245,8 @@ def test_a_model_that_recites_is_flagged(tmp_path, shipped_index, capsys):
     shipped_index.save(directory / INDEX_FILE)
 
     args = ["generate", "--checkpoint", str(directory), "--prompt", str(PIANO_DIR / "the-easy-winners.mid"),
-            "--prompt-seconds", "10",
-            "--seconds", "15", "--temperature", "0", "--out", str(tmp_path / "g.mid"),
-            "--report", str(tmp_path / "r.json")]  # fmt: skip
+            "--prompt-seconds", "10", "--seconds", "15", "--temperature", "0",
+            "--out", str(tmp_path / "g.mid"), "--report", str(tmp_path / "r.json")]  # fmt: skip
     assert cli(args) == 0
     err = capsys.readouterr().err
     (sample,) = json.loads((tmp_path / "r.json").read_text())["samples"]
