@@ -2,6 +2,7 @@
 
     python benchmarks/continuations.py [--checkpoints piano-small,runs/x/model] [--seeds 0,1,2]
         [--pieces Maestro_2,POP909_022,...] [--prompt-seconds 10[,50,90]] [--seconds 20] [--num-samples 4]
+        [--infill]
 
 The protocol is `musicgpt evaluate --continuations` (docs/evaluation.md) with each model's default
 sampling; the pieces default to the five held-out pieces of the bundled corpus that the recipe
@@ -10,6 +11,12 @@ checkpoint is the reference: every other row also prints its difference from it.
 columns are issue 18's bars: how far each model's duration, onset and pitch OA lie from the floor
 ("another piece", 0%) to the ceiling ("the piece's next S s", 100%).
 Without a bigram floor: it does not depend on the model, and the comparison is between models.
+
+`--infill` measures infilling the same way (`musicgpt evaluate --infill`, docs/evaluation.md): the
+span [P, P + S) of each piece (S = `--seconds`, 4 by default there) is cut out and filled by each
+model (one trained with the FIM tokens, e.g. piano-base), beside the same ceiling and floor, plus
+the onset OA of the 2 s around the span's edges. Its shares are the numbers issue 21 compares
+with the continuations'.
 
 Several prompt lengths (`--prompt-seconds 10,50,90,130`) continue each piece from several places
 and average over all of them (a piece too short for one is skipped there). One cut per piece is
@@ -35,6 +42,7 @@ from musicgpt.evaluate.continuations import (
     load_pieces,
     select_pieces,
 )
+from musicgpt.evaluate.infill import evaluate_infill
 from musicgpt.generation.piano import PIANO_SAMPLING
 
 ASSETS = Path(__file__).resolve().parent.parent / "musicgpt" / "assets" / "piano"
@@ -50,6 +58,7 @@ COLUMNS = (
     ("longest_silence", "silence", ".1f"),
 )
 SHARES = ("duration_oa", "ioi_oa", "pitch_oa")
+EDGE_COLUMN = ("edge_onset_oa", "edge OA", ".2f")  # --infill: the onset OA around the span's edges
 
 
 def run(
@@ -76,7 +85,8 @@ def run(
                 continue
             for s in skipped if seed == seeds[0] else ():
                 print(f"skipped {s['name']} at {prompt_seconds:g} s: {s['reason']}", file=sys.stderr)
-            out.append(evaluate_continuations(model, tokenizer, pieces, settings).row_means())
+            evaluate = evaluate_infill if args.infill else evaluate_continuations
+            out.append(evaluate(model, tokenizer, pieces, settings).row_means())
     return out
 
 
@@ -86,8 +96,8 @@ def mean_rows(reports: list[dict[str, dict[str, float]]], row: str) -> dict[str,
     return {key: float(np.nanmean([r[key] for r in having])) for key in (having[0] if having else {})}
 
 
-def line(label: str, values: dict[str, float], extra: str = "") -> str:
-    cells = "".join(f"{format(values[k], fmt) if k in values else '':>9}" for k, _, fmt in COLUMNS)
+def line(label: str, values: dict[str, float], columns=COLUMNS, extra: str = "") -> str:
+    cells = "".join(f"{format(values[k], fmt) if k in values else '':>9}" for k, _, fmt in columns)
     return f"{label:<34}{cells}{extra}"
 
 
@@ -101,9 +111,12 @@ def main() -> None:
     ap.add_argument(
         "--prompt-seconds", default="10", help="comma-separated: continue each piece from each of these"
     )
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, help="seconds continued (default 20), or the span infilled (4)")
     ap.add_argument("--num-samples", type=int, default=4)
+    ap.add_argument("--infill", action="store_true", help="infill [P, P + S) instead of continuing from P")
     args = ap.parse_args()
+    if args.seconds is None:
+        args.seconds = 4.0 if args.infill else 20.0
     seeds = [int(s) for s in args.seeds.split(",")]
     prompts = [float(p) for p in args.prompt_seconds.split(",")]
     checkpoints = args.checkpoints.split(",")
@@ -118,11 +131,16 @@ def main() -> None:
 
     first = results[checkpoints[0]]
     ceiling, floor, real = (mean_rows(first, r) for r in ("ceiling", "another piece", "real"))
-    print(
-        f"continuations of {args.pieces} ({args.prompt_seconds} s prompts, {args.num_samples} x "
-        f"{args.seconds:g} s, seeds {args.seeds}), each model's default sampling"
+    columns = COLUMNS + (EDGE_COLUMN,) if args.infill else COLUMNS
+    what = (
+        f"infilled spans of {args.seconds:g} s in {args.pieces} (from {args.prompt_seconds} s, "
+        f"{args.num_samples} samples"
+        if args.infill
+        else f"continuations of {args.pieces} ({args.prompt_seconds} s prompts, {args.num_samples} x "
+        f"{args.seconds:g} s"
     )
-    header = "".join(f"{title:>9}" for _, title, _ in COLUMNS)
+    print(f"{what}, seeds {args.seeds}), each model's default sampling")
+    header = "".join(f"{title:>9}" for _, title, _ in columns)
     print(f"{'':<34}{header}   share of floor->ceiling (dur/onset/pitch)")
     reference = mean_rows(first, "generated")
     for c in checkpoints:
@@ -132,20 +150,17 @@ def main() -> None:
             if floor
             else "(one piece: no floor)"
         )
-        print(line(c[-34:], g, f"   {shares}"))
+        print(line(c[-34:], g, columns, f"   {shares}"))
         if c != checkpoints[0]:
-            diff = {k: g[k] - reference[k] for k, _, _ in COLUMNS}
-            cells = "".join(f"{diff[k]:>+9.2f}" for k, _, _ in COLUMNS)
+            diff = {k: g[k] - reference[k] for k, _, _ in columns}
+            cells = "".join(f"{diff[k]:>+9.2f}" for k, _, _ in columns)
             print(f"{'  minus ' + checkpoints[0]:<34}{cells}")
-    print(line(f"ceiling: the piece's next {args.seconds:g} s", ceiling))
+    print(line(f"ceiling: the piece's next {args.seconds:g} s", ceiling, columns))
     if floor:
-        print(line("floor: another piece", floor))
-    print(
-        line(
-            "the real continuation",
-            {k: real[k] for k in ("polyphony", "note_density", "long_notes", "longest_silence")},
-        )
-    )
+        print(line("floor: another piece", floor, columns))
+    described = ("polyphony", "note_density", "long_notes", "longest_silence", EDGE_COLUMN[0])
+    label = "the real span" if args.infill else "the real continuation"
+    print(line(label, {k: real[k] for k in described if k in real}, columns))
 
 
 if __name__ == "__main__":

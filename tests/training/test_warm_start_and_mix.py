@@ -138,3 +138,52 @@ def test_init_from_a_smaller_vocabulary_copies_its_rows_and_grows_the_tied_table
 def module_dir(module: MusicGPTModule, tmp_path: Path) -> Path:
     module.model.save_pretrained(tmp_path / "grown")
     return tmp_path / "grown"
+
+
+def test_the_wide_recipe_continues_a_model_and_averages_with_it(piano_dir, tmp_path):
+    """piano_wide.yaml as shipped (test-sized), then `python -m musicgpt.average`: piano-small's
+    recipe after its first run. The run starts from the saved model, transposes by up to ±6, and
+    the half-and-half average of the two loads and lies halfway between them."""
+    import yaml
+
+    from musicgpt.average import main as average
+    from musicgpt.checkpoints import load_checkpoint
+    from musicgpt.tokenizers.performance import PerformanceTokenizer
+
+    model = {**TINY, "position_encoding": "relative", "max_relative_distance": 64}
+    start = tmp_path / "pretrained"
+    torch.manual_seed(0)
+    GPT(GPTConfig(**model)).save_pretrained(start)
+    PerformanceTokenizer().save(start / "tokenizer.json")
+    (tmp_path / "wide").mkdir()
+    config = shipped_config(
+        "piano_wide", tmp_path / "wide", piano_dir, model, max_steps=4, val_check_interval=2
+    )
+    settings = yaml.safe_load(config.read_text())
+    assert settings["data"]["augment_config"] == {"max_transpose": 6}
+    assert settings["model"]["init_from"] == "runs/pretrained/model"
+    settings["model"]["init_from"] = str(start)
+    config.write_text(yaml.safe_dump(settings))
+    cli = train_cli(["--config", str(config)], run=False)
+    assert cli.datamodule.augment.max_transpose == 6
+    assert torch.equal(
+        cli.model.model.transformer.h[0].attn.c_attn.weight,
+        GPT.from_pretrained(start).transformer.h[0].attn.c_attn.weight,
+    )
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 4
+    wide = tmp_path / "wide" / "model"
+    assert average([str(start), str(wide), "--out", str(tmp_path / "soup")]) == 0
+    soup, _ = load_checkpoint(tmp_path / "soup")
+    first, second = GPT.from_pretrained(start), GPT.from_pretrained(wide)
+    rows = soup.config.vocab_size  # the start's 390 ids; the run's data adds the 3 FIM ids
+    assert rows == 390 and second.config.vocab_size == 393
+    for (name, a), b, c in zip(
+        soup.state_dict().items(), first.state_dict().values(), second.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(
+            a,
+            0.5 * b + 0.5 * c[: len(a)]
+            if name.endswith(("wte.weight", "lm_head.weight"))
+            else 0.5 * b + 0.5 * c,
+        ), name
