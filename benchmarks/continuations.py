@@ -43,6 +43,7 @@ from musicgpt.evaluate.continuations import (
     select_pieces,
 )
 from musicgpt.evaluate.infill import evaluate_infill
+from musicgpt.generation.infill import require_infill
 from musicgpt.generation.piano import PIANO_SAMPLING
 
 ASSETS = Path(__file__).resolve().parent.parent / "musicgpt" / "assets" / "piano"
@@ -66,6 +67,8 @@ def run(
 ) -> list[dict[str, dict[str, float]]]:
     """One report's row means per prompt length and seed."""
     model, tokenizer = load_checkpoint(checkpoint)
+    if args.infill:
+        require_infill(model, tokenizer, checkpoint)  # before the other models' minutes, not after
     every_piece = load_pieces(folder, "validation", tokenizer)  # tokenized once, cut per prompt
     out = []
     for prompt_seconds in prompts:
@@ -127,7 +130,10 @@ def main() -> None:
             folder = Path(tmp)
             for name in args.pieces.split(","):
                 (folder / f"{name}.mid").symlink_to(ASSETS / f"{name}.mid")
-        results = {c: run(c, folder, prompts, seeds, args) for c in checkpoints}
+        try:
+            results = {c: run(c, folder, prompts, seeds, args) for c in checkpoints}
+        except MusicGPTError as e:
+            sys.exit(f"error: {e}")
 
     first = results[checkpoints[0]]
     ceiling, floor, real = (mean_rows(first, r) for r in ("ceiling", "another piece", "real"))

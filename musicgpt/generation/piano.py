@@ -115,6 +115,49 @@ def longest_silence_steps(ids: np.ndarray) -> tuple[int, int]:
     return longest, max(total - int(reach[-1]), 0)
 
 
+# A stuck loop: the note cache matches the sample's own last events, so once a short figure (one
+# key, two keys in turn) has come round a few times, what followed it earlier is the figure again,
+# and the loop holds itself (pineapple-rag from 10 s: one key struck 70 times in a row, 9 s of
+# it; capped, the same sample fell into two keys in turn for 10 s). A figure of up to
+# LOOP_MAX_PERIOD notes may come round at most LOOP_MIN_CYCLES times in a row, or the prompt's
+# longest such run of it plus LOOP_MARGIN_CYCLES if that is more; then the note that would go
+# round again is forbidden (docs/model.md, "A stuck loop"). The sampled loops ran 35-70 rounds;
+# the bundled corpus's own pieces 2-5 in most, 8 strikes of one key in one MAESTRO performance,
+# a trill of 14.5 rounds in another (a continuation may cut such a trill short unless its prompt
+# had one: at 12 rounds the loops' samples were further from the real music, docs/model.md).
+LOOP_MAX_PERIOD = 4
+LOOP_MIN_CYCLES = 8
+LOOP_MARGIN_CYCLES = 4
+
+
+def onset_pitches(ids: np.ndarray) -> np.ndarray:
+    """The pitch of every NOTE_ON of a token sequence, in order."""
+    ids = np.asarray(ids)
+    return ids[(ids >= V.NOTE_ON_OFFSET) & (ids < V.NOTE_ON_OFFSET + 128)] - V.NOTE_ON_OFFSET
+
+
+def longest_loops(pitches: np.ndarray, max_period: int = LOOP_MAX_PERIOD) -> np.ndarray:
+    """(max_period,): for each period d, the most notes in a row that repeat the note d before
+    (plus the d they repeat: a key struck 5 times alone is 5 notes of period 1, two keys in turn
+    for 6 notes are 6 of period 2); 0 where there is no repeat."""
+    out = np.zeros(max_period, np.int64)
+    for d in range(1, max_period + 1):
+        same = np.r_[False, pitches[d:] == pitches[:-d], False] if pitches.size > d else np.zeros(2, bool)
+        edges = np.flatnonzero(np.diff(same.astype(np.int8)))
+        runs = edges[1::2] - edges[::2]  # lengths of the runs of repeats
+        out[d - 1] = runs.max() + d if runs.size else 0
+    return out
+
+
+def trailing_loop(pitches: list[int], period: int, limit: int) -> int:
+    """How many notes at the end of `pitches` repeat the note `period` before them, plus the
+    `period` they repeat (0 without a repeat); counted up to `limit`."""
+    n, k = len(pitches), 0
+    while k < limit and n - 1 - k - period >= 0 and pitches[n - 1 - k] == pitches[n - 1 - k - period]:
+        k += 1
+    return k + period if k else 0
+
+
 _IS_SHIFT = V.STEPS_OF_ID > 0
 _IS_NOTE_OFF = torch.from_numpy(V.TYPE_OF_ID == V.EventType.NOTE_OFF)
 _IS_ONSET_TOKEN = torch.from_numpy(IS_ONSET_TOKEN)
@@ -166,6 +209,9 @@ class PianoSamplingGrammar:
         self._pitch_bias = np.zeros((len(whole_prompt), 128), np.float32)  # set by start()
         self._max_silence = np.full(len(whole_prompt), DEAD_AIR_MIN_STEPS)
         self._last_sound = np.zeros(len(whole_prompt), np.int64)
+        # a stuck loop: each row's struck pitches, and how many notes a figure of each period may span
+        self._struck: list[list[int]] = [[] for _ in whole_prompt]
+        self._max_loop = np.tile(LOOP_MIN_CYCLES * np.arange(1, LOOP_MAX_PERIOD + 1), (len(whole_prompt), 1))
 
     def start(self, prompt) -> None:
         self.grammar.start(self.whole_prompt)
@@ -187,6 +233,17 @@ class PianoSamplingGrammar:
         heard = [longest_silence_steps(row) for row in self.whole_prompt]
         self._max_silence = np.array([max(DEAD_AIR_MIN_STEPS, h + DEAD_AIR_MARGIN_STEPS) for h, _ in heard])
         self._last_sound = self.grammar.clock - np.array([tail for _, tail in heard])
+        # a stuck loop: how many notes a figure of each period may span, from the prompt's own
+        self._struck = [onset_pitches(row).tolist() for row in self.whole_prompt]
+        periods = np.arange(1, LOOP_MAX_PERIOD + 1)
+        self._max_loop = np.stack(
+            [
+                np.maximum(
+                    LOOP_MIN_CYCLES * periods, longest_loops(np.asarray(p)) + LOOP_MARGIN_CYCLES * periods
+                )
+                for p in self._struck
+            ]
+        )
 
     def allowed(self):
         # once a step: the grid snap reads it before the sampler does (do not write into it)
@@ -202,14 +259,26 @@ class PianoSamplingGrammar:
             dead &= grammar.clock - self._last_sound >= self._max_silence
             if dead.any():
                 self._allowed[dead, V.TIME_SHIFT_OFFSET : V.VELOCITY_OFFSET] = False
+            # nor go round a short figure more often than the prompt did: another note (unless
+            # that note is all the grammar allows: an infilled middle's last may have to be it)
+            for row, struck in enumerate(self._struck):
+                for period in range(1, LOOP_MAX_PERIOD + 1):
+                    limit = int(self._max_loop[row, period - 1])
+                    if trailing_loop(struck, period, limit) >= limit:
+                        key = V.NOTE_ON_OFFSET + struck[-period]
+                        if self._allowed[row].sum() > self._allowed[row, key]:
+                            self._allowed[row, key] = False
         return self._allowed
 
     def advance(self, tokens) -> None:
         self.grammar.advance(tokens)
         self._allowed = None
         kind = V.TYPE_OF_ID[np.asarray(tokens)]
-        sound = (kind == V.EventType.NOTE_ON) | (kind == V.EventType.NOTE_OFF)
+        onset = kind == V.EventType.NOTE_ON
+        sound = onset | (kind == V.EventType.NOTE_OFF)
         self._last_sound[sound] = self.grammar.clock[sound]
+        for row in np.flatnonzero(onset):
+            self._struck[row].append(int(tokens[row]) - V.NOTE_ON_OFFSET)
 
     @property
     def group_of_id(self):

@@ -1,5 +1,6 @@
 """Piano continuations' priors from the prompt (generation/piano.py): its pitches as a prior on which
-note is struck, and its silences as the longest a continuation may fall silent."""
+note is struck, its silences as the longest a continuation may fall silent, and its repeated
+figures (one key, two in turn) as the most a continuation may go round one."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ from conftest import PIANO_DIR
 from musicgpt.generation.piano import (
     DEAD_AIR_MARGIN_STEPS,
     DEAD_AIR_MIN_STEPS,
+    LOOP_MARGIN_CYCLES,
+    LOOP_MIN_CYCLES,
     PITCH_PRIOR_FLOOR,
     PianoPriors,
     PianoSamplingGrammar,
     continue_piano,
     cut_at_seconds,
+    longest_loops,
     longest_silence_steps,
+    onset_pitches,
     pitch_prior,
+    trailing_loop,
 )
 from musicgpt.model.gpt import GPT, GPTConfig
 from musicgpt.tokenizers import vocab as V
@@ -120,3 +126,50 @@ def test_a_continuation_falls_silent_no_longer_than_its_prompt_did(rest, trailin
     assert not allowed[shifts].any() and allowed[V.NOTE_ON_OFFSET + 60]
     grammar.advance(np.array([V.name_to_id("NOTE_ON_60")]))
     assert grammar.allowed()[0, shifts].any()  # a note sounds: time may move again
+
+
+# --- a stuck loop ---------------------------------------------------------------------------------
+
+
+def test_loops_are_counted_in_notes_per_period():
+    # releases, shifts and velocities are not notes; another key breaks a run of one
+    ids = tokens(
+        "VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_10", "NOTE_OFF_60", "NOTE_ON_60", "TIME_SHIFT_10",
+        "NOTE_OFF_60", "VELOCITY_21", "NOTE_ON_60", "NOTE_ON_64", "TIME_SHIFT_10", "NOTE_OFF_60",
+        "NOTE_OFF_64", "NOTE_ON_64", "TIME_SHIFT_10", "NOTE_OFF_64",
+    )  # fmt: skip
+    pitches = onset_pitches(ids)
+    assert pitches.tolist() == [60, 60, 60, 64, 64]
+    assert longest_loops(pitches).tolist() == [3, 3, 0, 0]  # one key repeats at every period
+    trill = np.array([50, 60, 62, 60, 62, 60, 62, 71])  # 60 62 in turn: 6 notes of period 2 (and 4)
+    assert longest_loops(trill).tolist() == [0, 6, 0, 6]
+    assert longest_loops(np.array([], np.int64)).tolist() == [0, 0, 0, 0]
+    assert [trailing_loop(trill[:-1].tolist(), d, 100) for d in (1, 2, 3)] == [0, 6, 0]
+    assert trailing_loop([60] * 20, 1, 8) == 9  # counted up to the limit, then no further
+
+
+@pytest.mark.parametrize("figure, prompt_cycles", [(["60"], 1), (["60"], 10), (["60", "64"], 3)])
+def test_a_continuation_goes_round_a_figure_no_more_often_than_its_prompt_did(figure, prompt_cycles):
+    """A figure of d notes comes round at most LOOP_MIN_CYCLES times in a row, or the prompt's
+    longest run of it plus LOOP_MARGIN_CYCLES; the run the prompt ends on counts. Then the note
+    that would go round again is forbidden, and only that one, until the figure is broken."""
+    cycles = max(LOOP_MIN_CYCLES, prompt_cycles + LOOP_MARGIN_CYCLES)
+
+    def strike(pitch: str) -> list[str]:
+        return [f"NOTE_ON_{pitch}", "TIME_SHIFT_10", f"NOTE_OFF_{pitch}"]
+
+    prompt = tokens(
+        "VELOCITY_20", *strike("62"), *[t for _ in range(prompt_cycles) for p in figure for t in strike(p)]
+    )
+    grammar = PianoSamplingGrammar(PerformanceTokenizer().grammar(1), prompt[None])
+    grammar.start(None)
+    for _ in range(cycles - prompt_cycles):
+        for pitch in figure:
+            assert grammar.allowed()[0, V.name_to_id(f"NOTE_ON_{pitch}")]
+            for name in strike(pitch):
+                grammar.advance(np.array([V.name_to_id(name)]))
+    allowed = grammar.allowed()[0]  # the figure came round `cycles` times in a row
+    again = V.name_to_id(f"NOTE_ON_{figure[0]}")
+    assert not allowed[again] and allowed[V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128].sum() == 127
+    grammar.advance(np.array([V.name_to_id("NOTE_ON_62")]))
+    assert grammar.allowed()[0, again]  # broken: the figure's note may be struck again
