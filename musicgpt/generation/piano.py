@@ -115,10 +115,10 @@ def longest_silence_steps(ids: np.ndarray) -> tuple[int, int]:
     return longest, max(total - int(reach[-1]), 0)
 
 
-# A stuck loop: the note cache matches the sample's own last events, so once a short figure (one
-# key, two keys in turn) has come round a few times, what followed it earlier is the figure again,
-# and the loop holds itself (pineapple-rag from 10 s: one key struck 70 times in a row, 9 s of
-# it; capped, the same sample fell into two keys in turn for 10 s). A figure of up to
+# A stuck loop: once a short figure (one key, two keys in turn) has come round a few times, a
+# sample may keep going round it (pineapple-rag from 10 s: one key struck 70 times in a row, 9 s
+# of it; capped, the same sample fell into two keys in turn for 10 s); keeping the note cache from
+# matching a figure against itself did not stop it (docs/model.md). A figure of up to
 # LOOP_MAX_PERIOD notes may come round at most LOOP_MIN_CYCLES times in a row, or the prompt's
 # longest such run of it plus LOOP_MARGIN_CYCLES if that is more; then the note that would go
 # round again is forbidden (docs/model.md, "A stuck loop"). The sampled loops ran 35-70 rounds;
