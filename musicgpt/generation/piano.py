@@ -209,9 +209,11 @@ class PianoSamplingGrammar:
         self._pitch_bias = np.zeros((len(whole_prompt), 128), np.float32)  # set by start()
         self._max_silence = np.full(len(whole_prompt), DEAD_AIR_MIN_STEPS)
         self._last_sound = np.zeros(len(whole_prompt), np.int64)
-        # a stuck loop: each row's struck pitches, and how many notes a figure of each period may span
+        # a stuck loop: each row's struck pitches, how many notes a figure of each period may span,
+        # and the keys that would go round once more (set when a row strikes, read every step)
         self._struck: list[list[int]] = [[] for _ in whole_prompt]
         self._max_loop = np.tile(LOOP_MIN_CYCLES * np.arange(1, LOOP_MAX_PERIOD + 1), (len(whole_prompt), 1))
+        self._looping: list[list[int]] = [[] for _ in whole_prompt]
 
     def start(self, prompt) -> None:
         self.grammar.start(self.whole_prompt)
@@ -244,6 +246,7 @@ class PianoSamplingGrammar:
                 for p in self._struck
             ]
         )
+        self._looping = [self._looping_keys(row) for row in range(len(self._struck))]
 
     def allowed(self):
         # once a step: the grid snap reads it before the sampler does (do not write into it)
@@ -261,14 +264,21 @@ class PianoSamplingGrammar:
                 self._allowed[dead, V.TIME_SHIFT_OFFSET : V.VELOCITY_OFFSET] = False
             # nor go round a short figure more often than the prompt did: another note (unless
             # that note is all the grammar allows: an infilled middle's last may have to be it)
-            for row, struck in enumerate(self._struck):
-                for period in range(1, LOOP_MAX_PERIOD + 1):
-                    limit = int(self._max_loop[row, period - 1])
-                    if trailing_loop(struck, period, limit) >= limit:
-                        key = V.NOTE_ON_OFFSET + struck[-period]
-                        if self._allowed[row].sum() > self._allowed[row, key]:
-                            self._allowed[row, key] = False
+            for row, keys in enumerate(self._looping):
+                for key in keys:
+                    if self._allowed[row].sum() > self._allowed[row, key]:
+                        self._allowed[row, key] = False
         return self._allowed
+
+    def _looping_keys(self, row: int) -> list[int]:
+        """The NOTE_ON ids that would take a figure of the row's last notes round once more than
+        it may go (the loop only changes when the row strikes a note)."""
+        struck, keys = self._struck[row], []
+        for period in range(1, LOOP_MAX_PERIOD + 1):
+            limit = int(self._max_loop[row, period - 1])
+            if trailing_loop(struck, period, limit) >= limit:
+                keys.append(V.NOTE_ON_OFFSET + struck[-period])
+        return keys
 
     def advance(self, tokens) -> None:
         self.grammar.advance(tokens)
@@ -279,6 +289,7 @@ class PianoSamplingGrammar:
         self._last_sound[sound] = self.grammar.clock[sound]
         for row in np.flatnonzero(onset):
             self._struck[row].append(int(tokens[row]) - V.NOTE_ON_OFFSET)
+            self._looping[row] = self._looping_keys(row)
 
     @property
     def group_of_id(self):
