@@ -40,6 +40,13 @@ PIANO_SAMPLING = SamplingConfig(prompt_cache=1.0, grid=1)
 # How strongly the piece's own note lengths press a sounding note to end (`PerformanceGrammar.
 # release_bias`; 0: the model alone). Chosen by the continuation table (docs/model.md, "Note lengths").
 RELEASE_PRIOR = 2.0
+# How often the piece's own note lengths, not the model, decide whether a sounding note ends as
+# time moves (per note, per move of time: `release_chances`; 0: never). The model holds the notes
+# of a sequenced rag three times as long as the rag does, even 90 s in, and no prior on its logits
+# moves it (docs/model.md, "Note lengths"). Chosen by the continuation table.
+LENGTH_DRAWS = 0.5
+# Fewer note lengths heard than this (prompt and sample so far) and the piece decides no release.
+LENGTH_DRAWS_MIN_NOTES = 16
 # How strongly the piece's own gaps between onsets say when the next note comes
 # (`PerformanceGrammar.onset_bias`; 0: the model alone). Chosen by the continuation table
 # (docs/model.md, "Onsets").
@@ -61,11 +68,29 @@ class PianoPriors:
     """The piece's own habits, as priors the sampler multiplies into the model's distribution:
     `release` its note lengths (`PerformanceGrammar.release_bias`), `onset` its gaps between
     onsets (`PerformanceGrammar.onset_bias`), `pitch` the prompt's pitches (`pitch_prior`); 0 turns
-    one off."""
+    one off. `length_draws`: the share of releases the piece's note lengths decide outright
+    (`release_chances`; a mixture of draws, not a factor on the logits: none in greedy decoding, and
+    none where `evaluate --copy-gap` scores the sampler's distribution)."""
 
     release: float = RELEASE_PRIOR
     onset: float = ONSET_PRIOR
     pitch: float = PITCH_PRIOR
+    length_draws: float = LENGTH_DRAWS
+
+
+def release_chances(lengths_heard: np.ndarray, ages: np.ndarray, moved: int) -> np.ndarray:
+    """The piece's hazard over the last move of time: for sounding notes now `ages` steps old,
+    not ended when they were `ages - moved` old, the share of the piece's notes longer than that
+    earlier age that were over by now. `lengths_heard[k]`: notes heard that lasted k steps.
+
+    A note older than every note heard gets 1: by the piece's lengths it is long over.
+    """
+    lengths_heard = np.asarray(lengths_heard)
+    longer = lengths_heard.sum() - np.cumsum(lengths_heard)  # longer[k]: notes lasting > k steps
+    now = np.clip(np.asarray(ages), 0, len(longer) - 1)
+    before = np.clip(now - moved, 0, len(longer) - 1)
+    alive = longer[before]
+    return np.where(alive > 0, (alive - longer[now]) / np.maximum(alive, 1), 1.0)
 
 
 def pitch_prior(ids: np.ndarray, strength: float) -> np.ndarray:
@@ -200,7 +225,14 @@ class PianoSamplingGrammar:
     held-out pieces through the same object (evaluate/copy_gap.py).
     """
 
-    def __init__(self, grammar, whole_prompt: np.ndarray, priors: PianoPriors | None = None, grid: int = 0):
+    def __init__(
+        self,
+        grammar,
+        whole_prompt: np.ndarray,
+        priors: PianoPriors | None = None,
+        grid: int = 0,
+        rng: np.random.Generator | None = None,
+    ):
         self.grammar, self.whole_prompt = grammar, whole_prompt
         self.priors = PianoPriors() if priors is None else priors
         self.grid_divisions = grid  # SamplingConfig.grid
@@ -214,6 +246,12 @@ class PianoSamplingGrammar:
         self._struck: list[list[int]] = [[] for _ in whole_prompt]
         self._max_loop = np.tile(LOOP_MIN_CYCLES * np.arange(1, LOOP_MAX_PERIOD + 1), (len(whole_prompt), 1))
         self._looping: list[list[int]] = [[] for _ in whole_prompt]
+        # the piece's note lengths deciding releases (`PianoPriors.length_draws`): draws from `rng`
+        # (None: no draws, as when evaluate/copy_gap.py scores the sampler's distribution); per
+        # row and pitch, notes they end now and notes they keep sounding until time moves again
+        self.rng = rng
+        self._ending = np.zeros((len(whole_prompt), 128), bool)
+        self._keeping = np.zeros((len(whole_prompt), 128), bool)
 
     def start(self, prompt) -> None:
         self.grammar.start(self.whole_prompt)
@@ -268,6 +306,12 @@ class PianoSamplingGrammar:
                 for key in keys:
                     if self._allowed[row].sum() > self._allowed[row, key]:
                         self._allowed[row, key] = False
+            # the notes the piece's lengths ended at this move of time: their NOTE_OFFs first
+            offs = self._allowed[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
+            ending = self._ending & offs
+            for row in np.flatnonzero(ending.any(1)):
+                self._allowed[row] = False
+                self._allowed[row, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128] = ending[row]
         return self._allowed
 
     def _looping_keys(self, row: int) -> list[int]:
@@ -290,6 +334,34 @@ class PianoSamplingGrammar:
         for row in np.flatnonzero(onset):
             self._struck[row].append(int(tokens[row]) - V.NOTE_ON_OFFSET)
             self._looping[row] = self._looping_keys(row)
+        self._ending &= self.grammar.sounding
+        moved = V.shift_steps(np.asarray(tokens))
+        if moved.any():
+            self._draw_releases(np.flatnonzero(moved > 0), moved)
+
+    def _draw_releases(self, rows: np.ndarray, moved: np.ndarray) -> None:
+        """Time moved in `rows`: for each sounding note, with probability `length_draws` the
+        piece's note lengths decide whether it ends now (with their hazard over the move,
+        `release_chances`); else the model does. A mixture per note and move of time: where the
+        piece's lengths are all alike (a sequenced rag) its releases follow them, where they spread
+        (a performance) they are a gentle nudge, and the model's own choices keep the rest."""
+        self._ending[rows] = False
+        self._keeping[rows] = False
+        share = self.priors.length_draws
+        if self.rng is None or share <= 0:
+            return
+        grammar = self.grammar
+        ages = grammar.ages()
+        for row in rows.tolist():
+            notes = np.flatnonzero(grammar.sounding[row])
+            heard = grammar.lengths_heard[row]
+            if grammar.fim[row] != PLAIN or notes.size == 0 or heard.sum() < LENGTH_DRAWS_MIN_NOTES:
+                continue
+            chances = release_chances(heard, ages[row, notes], int(moved[row]))
+            decided = self.rng.random(notes.size) < share
+            ends = self.rng.random(notes.size) < chances
+            self._ending[row, notes[decided & ends]] = True
+            self._keeping[row, notes[decided & ~ends]] = True
 
     @property
     def group_of_id(self):
@@ -310,6 +382,15 @@ class PianoSamplingGrammar:
         if self.priors.onset > 0:
             bias += self.grammar.onset_bias(self.priors.onset)
         bias[:, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128] += self._pitch_bias
+        if self._keeping.any():
+            # the notes the piece's lengths keep sounding at this move of time: no NOTE_OFF (a
+            # factor of 0, so that their share goes to every other event, not to other releases),
+            # unless such a release is all the grammar allows (a note overdue)
+            allowed = self.allowed()
+            offs = bias[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
+            kept = self._keeping & allowed[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
+            rest = allowed.sum(1) > kept.sum(1)
+            offs[kept & rest[:, None]] = -np.inf
         return bias
 
     def fold_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -461,6 +542,8 @@ def continue_piano(
         np.tile(prompt_ids, (num_samples, 1)),
         priors=priors,
         grid=sampling.grid,
+        # the piece's length draws, seeded like the sampler; none in greedy decoding (its samples alike)
+        rng=np.random.default_rng(seed) if sampling.temperature > 0 else None,
     )
 
     limit = round(seconds * V.STEPS_PER_SECOND)
