@@ -9,7 +9,8 @@ as the first's, where the second's were further in key).
 
 Models must share every shape but the vocabulary's: a vocabulary grows at its end (the FIM tokens
 came after EOS and PAD), so the token embedding of a model with more ids is cut to the first
-model's ids. The result keeps the first model's config and tokenizer and is written in fp32
+model's ids, and the ids a model lacks are averaged over the models that have them (the first
+model, a FIM fine-tune, keeps its FIM rows in a soup with the model it started from). The result keeps the first model's config and tokenizer and is written in fp32
 (`python -m musicgpt.ship` decides the shipped dtype).
 """
 
@@ -31,27 +32,35 @@ def average_state_dicts(
     states: list[dict[str, torch.Tensor]], weights: list[float], names: list[str] | None = None
 ) -> dict[str, torch.Tensor]:
     """sum_i weights[i] * states[i], tensor by tensor, in fp32; the token embedding cut to the
-    first model's vocabulary. `names` label the models in errors (default: model 1, 2, ...)."""
+    first model's vocabulary (its ids a model lacks: the weighted mean of the models that have them). `names` label the models in errors (default: model 1, 2, ...)."""
     names = names or [f"model {i + 1}" for i in range(len(states))]
     check_weights(weights, len(states))
     first = states[0]
     out = {}
     for key, tensor in first.items():
         total = torch.zeros(tensor.shape, dtype=torch.float32)
+        # per row of a vocabulary table: the weight of the models that have that id
+        weight_of_row = torch.zeros(tensor.shape[:1] if key in VOCABULARY_ROWS else (), dtype=torch.float32)
         for state, weight, name in zip(states, weights, names, strict=True):
             if key not in state:
                 raise MusicGPTError(f"{name} has no tensor {key} ({names[0]} has): not the same model")
             other = state[key]
-            if key in VOCABULARY_ROWS and other.shape[1:] == tensor.shape[1:] and len(other) >= len(tensor):
+            rows_only = key in VOCABULARY_ROWS and other.shape[1:] == tensor.shape[1:]
+            if rows_only and len(other) >= len(tensor):
                 other = other[: len(tensor)]  # a larger vocabulary: its later ids are dropped
+            if rows_only and len(other) < len(tensor):
+                # a smaller vocabulary: the ids it lacks (added since) come from the models that have them
+                total[: len(other)] += weight * other.float()
+                weight_of_row[: len(other)] += weight
+                continue
             if other.shape != tensor.shape:
-                rows_only = key in VOCABULARY_ROWS and other.shape[1:] == tensor.shape[1:]
-                hint = "; the first model must have the smallest vocabulary" if rows_only else ""
                 raise MusicGPTError(
-                    f"{name}'s {key} is {tuple(other.shape)}, {names[0]}'s {tuple(tensor.shape)}: "
-                    f"models of one shape only{hint}"
+                    f"{name}'s {key} is {tuple(other.shape)}, {names[0]}'s {tuple(tensor.shape)}: models of one shape only"
                 )
             total += weight * other.float()
+            weight_of_row += weight
+        if key in VOCABULARY_ROWS:
+            total /= weight_of_row[:, None]  # 1 where every model has the id
         out[key] = total
     extra = [key for state in states[1:] for key in state if key not in first]
     if extra:

@@ -15,9 +15,9 @@ from importlib import resources
 from pathlib import Path
 
 DEFAULT_MODEL = "piano-small"
-# The shipped model that also infills (trained with the fill-in-the-middle tokens): `musicgpt
-# infill`'s default. Not the default for continuations: its held-out loss is lower, but its
-# continuations' rhythm follows the prompt less (MODEL_CARD.md).
+# `musicgpt infill`'s default. Both shipped models read the fill-in-the-middle tokens; piano-base's
+# infilled spans come a little closer to the real ones (piano-small's MODEL_CARD.md, "Infilling"),
+# and it is not the default for continuations: its continuations' rhythm follows the prompt less.
 INFILL_MODEL = "piano-base"
 _files = ExitStack()  # keeps extracted resources (from a zipped install) alive for the process
 

@@ -41,8 +41,19 @@ def test_a_larger_vocabulary_is_cut_to_the_first_models():
     for key in ("transformer.wte.weight", "lm_head.weight"):
         expected = 0.5 * small.state_dict()[key] + 0.5 * large.state_dict()[key][:rows]
         assert torch.equal(out[key], expected)
-    with pytest.raises(MusicGPTError, match="the first model must have the smallest vocabulary"):
-        average_state_dicts([large.state_dict(), small.state_dict()], [0.5, 0.5], ["large", "small"])
+
+
+def test_ids_a_model_lacks_come_from_the_models_that_have_them():
+    """A FIM fine-tune first, the model it started from second: the shared ids are averaged, the 3
+    FIM rows are the fine-tune's own (the weighted mean over the one model that has them)."""
+    small, large = tiny(0), tiny(1, vocab_size=GPTConfig.preset("music-tiny").vocab_size + 3)
+    out = average_state_dicts([large.state_dict(), small.state_dict()], [0.25, 0.75])
+    rows = small.config.vocab_size
+    for key in ("transformer.wte.weight", "lm_head.weight"):
+        big, little = large.state_dict()[key], small.state_dict()[key]
+        assert out[key].shape == big.shape
+        assert torch.allclose(out[key][:rows], 0.25 * big[:rows] + 0.75 * little, atol=1e-7)
+        assert torch.equal(out[key][rows:], big[rows:])
 
 
 def test_models_of_another_shape_are_refused_by_name():
