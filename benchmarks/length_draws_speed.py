@@ -1,0 +1,58 @@
+"""Piano continuations with the length draws off and on, side by side in one run.
+
+    python benchmarks/length_draws_speed.py [--pieces pineapple-rag.mid,fur-elise.mid] [--seconds 20]
+        [--samples 4] [--rounds 3] [--threads 2]
+
+The length draws (`PianoPriors.length_draws`, docs/model.md "Note lengths, copied") decide a share
+of the releases from the piece's own note lengths each time a row's time moves: a few numpy
+operations per row and move, beside the model's step. Each round continues the first 10 s of each
+bundled piece with the draws off (0) and on (the default), taking turns; each number is decode
+steps per second (the longest sample's tokens over the wall time) in the best round, the ratio
+on / off from the same row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+import torch
+
+from musicgpt.checkpoints import load_checkpoint
+from musicgpt.generation.piano import LENGTH_DRAWS, PianoPriors, continue_piano, cut_at_seconds
+from musicgpt.resources import piano_corpus
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default="piano-small")
+    ap.add_argument("--pieces", default="pineapple-rag.mid,fur-elise.mid")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_checkpoint(args.checkpoint)
+    print(f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}")
+    print(f"{'piece':22s} {'off steps/s':>12s} {'on steps/s':>11s} {'on / off':>9s}")
+    for piece in args.pieces.split(","):
+        prompt = cut_at_seconds(np.asarray(tokenizer.encode(str(piano_corpus() / piece))), 10.0)
+        best = {0.0: 0.0, LENGTH_DRAWS: 0.0}
+        for seed in range(args.rounds):
+            for share in best:
+                start = time.perf_counter()
+                out = continue_piano(
+                    model, tokenizer, prompt, args.seconds, num_samples=args.samples, seed=seed,
+                    priors=PianoPriors(length_draws=share),
+                )  # fmt: skip
+                steps = max(len(s) for s in out.samples)
+                best[share] = max(best[share], steps / (time.perf_counter() - start))
+        off, on = best[0.0], best[LENGTH_DRAWS]
+        print(f"{piece:22s} {off:12.0f} {on:11.0f} {on / off:9.2f}")
+
+
+if __name__ == "__main__":
+    main()
