@@ -133,6 +133,8 @@ def infill_piano(
         np.tile(whole, (num_samples, 1)),
         priors=piano.PianoPriors(),
         grid=sampling.grid,
+        # the piece's length draws, seeded like the sampler; none in greedy decoding
+        rng=np.random.default_rng(seed) if sampling.temperature > 0 else None,
     )
     budget = int(gap / V.STEPS_PER_SECOND * MAX_TOKENS_PER_SECOND) + EDGE_TOKENS
     stream = generate_stream(

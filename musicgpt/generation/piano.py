@@ -352,10 +352,15 @@ class PianoSamplingGrammar:
             return
         grammar = self.grammar
         ages = grammar.ages()
+        left = grammar.steps_to_middle_end()
         for row in rows.tolist():
-            notes = np.flatnonzero(grammar.sounding[row])
+            # in an infilled middle: not at its end (the grammar's), nor the notes the suffix ends
+            notes = np.flatnonzero(
+                grammar.sounding[row] & ~(grammar.expected[row] & (grammar.fim[row] == MIDDLE))
+            )
             heard = grammar.lengths_heard[row]
-            if grammar.fim[row] != PLAIN or notes.size == 0 or heard.sum() < LENGTH_DRAWS_MIN_NOTES:
+            placed = grammar.fim[row] == PLAIN or (grammar.fim[row] == MIDDLE and left[row] > 0)
+            if not placed or notes.size == 0 or heard.sum() < LENGTH_DRAWS_MIN_NOTES:
                 continue
             chances = release_chances(heard, ages[row, notes], int(moved[row]))
             decided = self.rng.random(notes.size) < share
