@@ -113,3 +113,17 @@ def test_too_few_lengths_heard_decide_nothing():
     step(grammar, "TIME_SHIFT_20")  # older than every note heard, but too few were heard
     assert grammar.allowed()[0, V.NOTE_ON_OFFSET + 70]
     assert np.isfinite(grammar.logit_bias()[0, OFFS]).all()
+
+
+def test_in_an_infilled_middle_the_notes_the_suffix_ends_are_left_alone():
+    """60 and 72 sound from the prefix; the suffix ends 60 (it may sound on into it), not 72. Both
+    are older than every note heard: the piece ends 72, and leaves 60 to the model."""
+    from musicgpt.tokenizers.infill import fim_prompt
+
+    prefix = np.concatenate([PROMPT[:-1], ids("NOTE_ON_60", "NOTE_ON_72", "TIME_SHIFT_5")])
+    suffix = ids("VELOCITY_20", "TIME_SHIFT_20", "NOTE_OFF_60", "NOTE_ON_67")
+    grammar = grammar_after(fim_prompt(prefix, 150, suffix), share=1.0)
+    step(grammar, "TIME_SHIFT_20")  # both 25 steps old, the piece's notes all 10
+    assert np.flatnonzero(grammar.allowed()[0]).tolist() == [V.NOTE_OFF_OFFSET + 72]
+    step(grammar, "NOTE_OFF_72")
+    assert grammar.allowed()[0, V.NOTE_OFF_OFFSET + 60] and np.isfinite(grammar.logit_bias()[0, OFFS]).all()
