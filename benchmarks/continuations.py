@@ -2,7 +2,7 @@
 
     python benchmarks/continuations.py [--checkpoints piano-small,runs/x/model] [--seeds 0,1,2]
         [--pieces Maestro_2,POP909_022,...] [--prompt-seconds 10[,50,90]] [--seconds 20] [--num-samples 4]
-        [--infill]
+        [--infill] [--length-draws 0.5]
 
 The protocol is `musicgpt evaluate --continuations` (docs/evaluation.md) with each model's default
 sampling; the pieces default to the five held-out pieces of the bundled corpus that the recipe
@@ -44,7 +44,7 @@ from musicgpt.evaluate.continuations import (
 )
 from musicgpt.evaluate.infill import evaluate_infill
 from musicgpt.generation.infill import require_infill
-from musicgpt.generation.piano import PIANO_SAMPLING
+from musicgpt.generation.piano import LENGTH_DRAWS, PIANO_SAMPLING, PianoPriors
 
 ASSETS = Path(__file__).resolve().parent.parent / "musicgpt" / "assets" / "piano"
 HELD_OUT = "Maestro_2,POP909_022,maple-leaf-rag,peacherine-rag,pineapple-rag"
@@ -79,6 +79,7 @@ def run(
                 num_samples=args.num_samples,
                 seed=seed,
                 sampling=PIANO_SAMPLING,
+                priors=PianoPriors(length_draws=args.length_draws),
             )
             try:
                 pieces, skipped = select_pieces(every_piece, settings)
@@ -117,7 +118,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, help="seconds continued (default 20), or the span infilled (4)")
     ap.add_argument("--num-samples", type=int, default=4)
     ap.add_argument("--infill", action="store_true", help="infill [P, P + S) instead of continuing from P")
+    ap.add_argument(
+        "--length-draws",
+        type=float,
+        default=LENGTH_DRAWS,
+        help=f"the share of releases the piece's note lengths decide (default {LENGTH_DRAWS}; docs/model.md)",
+    )
     args = ap.parse_args()
+    if not 0 <= args.length_draws <= 1:
+        ap.error(f"argument --length-draws: must be from 0 to 1, got {args.length_draws:g}")
     if args.seconds is None:
         args.seconds = 4.0 if args.infill else 20.0
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -145,7 +154,8 @@ def main() -> None:
         else f"continuations of {args.pieces} ({args.prompt_seconds} s prompts, {args.num_samples} x "
         f"{args.seconds:g} s"
     )
-    print(f"{what}, seeds {args.seeds}), each model's default sampling")
+    draws = "" if args.length_draws == LENGTH_DRAWS else f", length draws {args.length_draws:g}"
+    print(f"{what}, seeds {args.seeds}), each model's default sampling{draws}")
     header = "".join(f"{title:>9}" for _, title, _ in columns)
     print(f"{'':<34}{header}   share of floor->ceiling (dur/onset/pitch)")
     reference = mean_rows(first, "generated")

@@ -37,7 +37,7 @@ import numpy as np
 
 from musicgpt.errors import MusicGPTError
 from musicgpt.evaluate import music
-from musicgpt.generation.piano import continue_piano, cut_at_seconds, default_context
+from musicgpt.generation.piano import PianoPriors, continue_piano, cut_at_seconds, default_context
 from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.base import MusicTokenizer
@@ -54,6 +54,9 @@ class ContinuationSettings:
     seed: int = 0
     max_pieces: int | None = None  # the first N pieces long enough; None: all
     sampling: SamplingConfig = SamplingConfig()  # the model's; the bigram floor always uses the default
+    priors: PianoPriors | None = (
+        None  # the model's piano priors (None: `PianoPriors()`); the floor's: the default
+    )
 
     def __post_init__(self):
         if not self.prompt_seconds > 0:
@@ -398,6 +401,7 @@ def evaluate_continuations(
                 c,
                 settings,
                 sampling=settings.sampling,
+                priors=settings.priors,
                 seed=seed_for(settings.seed, i, "model"),
                 progress=progress,
             ),  # fmt: skip
@@ -428,6 +432,7 @@ def _sample_rows(
     *,
     sampling: SamplingConfig,
     seed: int,
+    priors: PianoPriors | None = None,
     context: int | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> list[dict[str, float]]:
@@ -442,6 +447,7 @@ def _sample_rows(
         seed=seed,
         max_context=context,
         on_progress=progress,
+        priors=priors,
     )
     rows = []
     for sequence in result.sequences():

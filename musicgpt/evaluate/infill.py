@@ -174,6 +174,7 @@ def evaluate_infill(
         result = infill_piano(
             model, tokenizer, piece.ids, p0, p0 + s, num_samples=settings.num_samples,
             sampling=settings.sampling, seed=seed_for(settings.seed, i, "model"), on_progress=progress,
+            priors=settings.priors,
         )  # fmt: skip
         generated = []
         first = len(result.cut.prefix)

@@ -101,13 +101,15 @@ def infill_piano(
     sampling: SamplingConfig | None = None,
     seed: int | None = None,
     on_progress: Callable[[float], None] | None = None,
+    priors: piano.PianoPriors | None = None,
 ) -> Infill:
     """Sample `num_samples` new middles for the span `start`-`end` (seconds) of `ids`, batched.
 
     Every finished middle lasts exactly the span (to the 10 ms step) and leaves the notes the
     suffix holds on sounding, those it does not end ended. `on_progress(seconds)` gets the seconds of the span
     every sample has filled so far. Ctrl-C stops the sampling: the samples that finished are kept
-    (`interrupted`), the others are marked unfinished.
+    (`interrupted`), the others are marked unfinished. priors: the piece's habits the sampler
+    follows, as for continuations (default `PianoPriors()`).
     """
     require_infill(model, tokenizer)
     ids = np.asarray(ids, np.int64)
@@ -131,10 +133,9 @@ def infill_piano(
     grammar = PianoSamplingGrammar(
         tokenizer.grammar(num_samples),
         np.tile(whole, (num_samples, 1)),
-        priors=piano.PianoPriors(),
+        priors=priors,
         grid=sampling.grid,
-        # the piece's length draws, seeded like the sampler; none in greedy decoding
-        rng=np.random.default_rng(seed) if sampling.temperature > 0 else None,
+        rng=piano.length_draws_rng(sampling, seed),
     )
     budget = int(gap / V.STEPS_PER_SECOND * MAX_TOKENS_PER_SECOND) + EDGE_TOKENS
     stream = generate_stream(

@@ -93,6 +93,12 @@ def release_chances(lengths_heard: np.ndarray, ages: np.ndarray, moved: int) -> 
     return np.where(alive > 0, (alive - longer[now]) / np.maximum(alive, 1), 1.0)
 
 
+def length_draws_rng(sampling: SamplingConfig, seed: int | None) -> np.random.Generator | None:
+    """The generator of the piece's length draws, seeded like the sampler; None in greedy
+    decoding, whose samples must stay alike (`PianoPriors.length_draws`)."""
+    return np.random.default_rng(seed) if sampling.temperature > 0 else None
+
+
 def pitch_prior(ids: np.ndarray, strength: float) -> np.ndarray:
     """(128,) log-factors on the NOTE_ONs: the prompt's pitches as a prior on which note is struck.
 
@@ -547,8 +553,7 @@ def continue_piano(
         np.tile(prompt_ids, (num_samples, 1)),
         priors=priors,
         grid=sampling.grid,
-        # the piece's length draws, seeded like the sampler; none in greedy decoding (its samples alike)
-        rng=np.random.default_rng(seed) if sampling.temperature > 0 else None,
+        rng=length_draws_rng(sampling, seed),
     )
 
     limit = round(seconds * V.STEPS_PER_SECOND)

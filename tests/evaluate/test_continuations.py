@@ -26,7 +26,7 @@ from musicgpt.evaluate.continuations import (
     segment,
     select_pieces,
 )
-from musicgpt.generation.piano import continue_piano, cut_at_seconds
+from musicgpt.generation.piano import PianoPriors, continue_piano, cut_at_seconds
 from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.model.gpt import GPT, GPTConfig
 from musicgpt.tokenizers.performance import PerformanceTokenizer
@@ -173,6 +173,11 @@ def test_protocol_end_to_end(model_dir, data_dir):
     assert sharp.pieces[0].rows["generated"][0] == sharp.pieces[0].rows["generated"][1]  # greedy: alike
     assert report.pieces[0].rows["generated"][0] != report.pieces[0].rows["generated"][1]
     assert sharp.pieces[0].rows["bigram"] == report.pieces[0].rows["bigram"]
+    # so do the piano priors (here: none at all); the floor keeps the default ones
+    bare = dataclasses.replace(settings, priors=PianoPriors(release=0, onset=0, pitch=0, length_draws=0))
+    unprimed = evaluate_continuations(model, tokenizer, pieces, bare, bigram)
+    assert unprimed.pieces[0].rows["generated"] != report.pieces[0].rows["generated"]
+    assert unprimed.pieces[0].rows["bigram"] == report.pieces[0].rows["bigram"]
 
 
 def test_measure_of_a_segment_against_itself_is_perfect():
