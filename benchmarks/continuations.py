@@ -2,7 +2,7 @@
 
     python benchmarks/continuations.py [--checkpoints piano-small,runs/x/model] [--seeds 0,1,2]
         [--pieces Maestro_2,POP909_022,...] [--prompt-seconds 10[,50,90]] [--seconds 20] [--num-samples 4]
-        [--infill] [--length-draws 0.5]
+        [--infill] [--length-draws 0.5] [--length-draws-on-grid 1]
 
 The protocol is `musicgpt evaluate --continuations` (docs/evaluation.md) with each model's default
 sampling; the pieces default to the five held-out pieces of the bundled corpus that the recipe
@@ -44,7 +44,7 @@ from musicgpt.evaluate.continuations import (
 )
 from musicgpt.evaluate.infill import evaluate_infill
 from musicgpt.generation.infill import require_infill
-from musicgpt.generation.piano import LENGTH_DRAWS, PIANO_SAMPLING, PianoPriors
+from musicgpt.generation.piano import LENGTH_DRAWS, LENGTH_DRAWS_ON_GRID, PIANO_SAMPLING, PianoPriors
 
 ASSETS = Path(__file__).resolve().parent.parent / "musicgpt" / "assets" / "piano"
 HELD_OUT = "Maestro_2,POP909_022,maple-leaf-rag,peacherine-rag,pineapple-rag"
@@ -79,7 +79,9 @@ def run(
                 num_samples=args.num_samples,
                 seed=seed,
                 sampling=PIANO_SAMPLING,
-                priors=PianoPriors(length_draws=args.length_draws),
+                priors=PianoPriors(
+                    length_draws=args.length_draws, length_draws_on_grid=args.length_draws_on_grid
+                ),
             )
             try:
                 pieces, skipped = select_pieces(every_piece, settings)
@@ -122,11 +124,19 @@ def main() -> None:
         "--length-draws",
         type=float,
         default=LENGTH_DRAWS,
-        help=f"the share of releases the piece's note lengths decide (default {LENGTH_DRAWS}; docs/model.md)",
+        help=f"the share of notes whose length the piece's lengths decide (default {LENGTH_DRAWS}; docs/model.md)",
+    )
+    ap.add_argument(
+        "--length-draws-on-grid",
+        type=float,
+        default=LENGTH_DRAWS_ON_GRID,
+        help=f"the same on a sequenced prompt's grid (default {LENGTH_DRAWS_ON_GRID})",
     )
     args = ap.parse_args()
-    if not 0 <= args.length_draws <= 1:
-        ap.error(f"argument --length-draws: must be from 0 to 1, got {args.length_draws:g}")
+    for name in ("length_draws", "length_draws_on_grid"):
+        if not 0 <= getattr(args, name) <= 1:
+            flag = "--" + name.replace("_", "-")
+            ap.error(f"argument {flag}: must be from 0 to 1, got {getattr(args, name):g}")
     if args.seconds is None:
         args.seconds = 4.0 if args.infill else 20.0
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -155,6 +165,8 @@ def main() -> None:
         f"{args.seconds:g} s"
     )
     draws = "" if args.length_draws == LENGTH_DRAWS else f", length draws {args.length_draws:g}"
+    if args.length_draws_on_grid != LENGTH_DRAWS_ON_GRID:
+        draws += f", on a grid {args.length_draws_on_grid:g}"
     print(f"{what}, seeds {args.seeds}), each model's default sampling{draws}")
     header = "".join(f"{title:>9}" for _, title, _ in columns)
     print(f"{'':<34}{header}   share of floor->ceiling (dur/onset/pitch)")

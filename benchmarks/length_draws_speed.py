@@ -3,12 +3,12 @@
     python benchmarks/length_draws_speed.py [--pieces pineapple-rag.mid,fur-elise.mid] [--seconds 20]
         [--samples 4] [--rounds 3] [--threads 2]
 
-The length draws (`PianoPriors.length_draws`, docs/model.md "Note lengths, copied") decide a share
-of the releases from the piece's own note lengths each time a row's time moves: a few numpy
-operations per row and move, beside the model's step. Each round continues the first 10 s of each
-bundled piece with the draws off (0) and on (the default), taking turns; each number is decode
-steps per second (the longest sample's tokens over the wall time) in the best round, the ratio
-on / off from the same row.
+The length draws (`PianoPriors.length_draws`, docs/model.md "Note lengths, copied") draw a share
+of the notes' lengths from the piece's own when they are struck, hold their releases back until
+then and stop time there: a few numpy operations per row and step, beside the model's step. Each
+round continues the first 10 s of each bundled piece with the draws off (0, on and off a grid)
+and on (the defaults), taking turns; each number is decode steps per second (the longest
+sample's tokens over the wall time) in the best round, the ratio on / off from the same row.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from musicgpt.checkpoints import load_checkpoint
-from musicgpt.generation.piano import LENGTH_DRAWS, PianoPriors, continue_piano, cut_at_seconds
+from musicgpt.generation.piano import PianoPriors, continue_piano, cut_at_seconds
 from musicgpt.resources import piano_corpus
 
 
@@ -40,17 +40,17 @@ def main() -> None:
     print(f"{'piece':22s} {'off steps/s':>12s} {'on steps/s':>11s} {'on / off':>9s}")
     for piece in args.pieces.split(","):
         prompt = cut_at_seconds(np.asarray(tokenizer.encode(str(piano_corpus() / piece))), 10.0)
-        best = {0.0: 0.0, LENGTH_DRAWS: 0.0}
+        settings = {"off": PianoPriors(length_draws=0.0, length_draws_on_grid=0.0), "on": PianoPriors()}
+        best = dict.fromkeys(settings, 0.0)
         for seed in range(args.rounds):
-            for share in best:
+            for name, priors in settings.items():
                 start = time.perf_counter()
                 out = continue_piano(
-                    model, tokenizer, prompt, args.seconds, num_samples=args.samples, seed=seed,
-                    priors=PianoPriors(length_draws=share),
-                )  # fmt: skip
+                    model, tokenizer, prompt, args.seconds, num_samples=args.samples, seed=seed, priors=priors
+                )
                 steps = max(len(s) for s in out.samples)
-                best[share] = max(best[share], steps / (time.perf_counter() - start))
-        off, on = best[0.0], best[LENGTH_DRAWS]
+                best[name] = max(best[name], steps / (time.perf_counter() - start))
+        off, on = best["off"], best["on"]
         print(f"{piece:22s} {off:12.0f} {on:11.0f} {on / off:9.2f}")
 
 

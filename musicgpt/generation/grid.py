@@ -29,20 +29,28 @@ from musicgpt.tokenizers import vocab as V
 # A grid is believed when at least MIN_ONSETS distinct onsets were heard and at least
 # MIN_ON_GRID of them lie within TOLERANCE steps of it. Its spacing is searched from MAX_SPACING
 # down to MIN_SPACING steps (a 16th at 240 bpm is 6.25 steps; a performance's spread gaps fit only
-# spacings far below MIN_SPACING), in SEARCH_RESOLUTION steps, then fitted by least squares.
+# spacings far below MIN_SPACING), finely enough that the true spacing's onsets stay within
+# TOLERANCE of a candidate's points over the whole stretch (a tempo's 16th is rarely a round
+# number of steps: POP909_022's is 21.43), then fitted by least squares. Only the last
+# RECENT_ONSETS onsets are read: a sequenced file's tempo changes (POP909_022 goes from 70 to 69
+# bpm and back, solace.mid's rubato is written as tempo changes), and what a continuation goes on
+# from is the tempo it has reached.
 MIN_ONSETS = 16
 MIN_ON_GRID = 0.95
 TOLERANCE = 1.0
-MIN_SPACING, MAX_SPACING, SEARCH_RESOLUTION = 6.0, 100.0, 0.05
+MIN_SPACING, MAX_SPACING = 6.0, 100.0
+RECENT_ONSETS = 64
 
 
 @dataclass(frozen=True)
 class OnsetGrid:
     """Grid points at clock `phase + k * spacing` (in steps; both fractional: a tempo's 16th is
-    rarely a whole number of 10 ms steps), each rounded to the step the encoder would write."""
+    rarely a whole number of 10 ms steps), each rounded to the step the encoder would write.
+    `since`: the first onset it was fitted on (earlier music may lie on another tempo's grid)."""
 
     spacing: float
     phase: float
+    since: int = 0
 
     def nearest(self, clock: np.ndarray) -> np.ndarray:
         """The grid point nearest each clock, as an integer step."""
@@ -50,7 +58,7 @@ class OnsetGrid:
         return np.rint(self.phase + k * self.spacing).astype(np.int64)
 
     def subdivided(self, divisions: int) -> OnsetGrid:
-        return OnsetGrid(self.spacing / divisions, self.phase)
+        return OnsetGrid(self.spacing / divisions, self.phase, self.since)
 
 
 def onset_clocks(ids: np.ndarray) -> np.ndarray:
@@ -63,24 +71,33 @@ def onset_clocks(ids: np.ndarray) -> np.ndarray:
 
 
 def detect_grid(onsets: np.ndarray) -> OnsetGrid | None:
-    """The coarsest grid that holds MIN_ON_GRID of the onsets (distinct times, in steps), or None.
-
-    Coarsest, because every finer subdivision of the true grid holds the onsets too; a grid twice
-    too coarse misses about half of them.
+    """The coarsest grid that holds MIN_ON_GRID of the last RECENT_ONSETS onsets (distinct times,
+    in steps), or None. Coarsest, because every finer subdivision of the true grid holds the
+    onsets too; a grid twice too coarse misses about half of them.
     """
-    onsets = np.unique(np.asarray(onsets, np.float64))
+    onsets = np.unique(np.asarray(onsets, np.float64))[-RECENT_ONSETS:]
     if onsets.size < MIN_ONSETS:
         return None
-    span = onsets - onsets[0]
-    for spacing in np.arange(MAX_SPACING, MIN_SPACING - 1e-9, -SEARCH_RESOLUTION):
-        k = np.rint(span / spacing)
-        off = np.abs(span - k * spacing)
-        on = off <= TOLERANCE
-        if on.mean() < MIN_ON_GRID:
-            continue
-        # least squares over the onsets on it: onset = phase + k * spacing
-        slope, intercept = np.polyfit(k[on], onsets[on], 1)
-        return OnsetGrid(spacing=float(slope), phase=float(intercept))
+    # candidates a factor (1 - TOLERANCE / span) apart: between two of them, the points of the
+    # true spacing drift at most TOLERANCE / 2 from the nearer candidate's over the whole span,
+    # so the search admits onsets within 1.5 TOLERANCE and the fitted grid is held to TOLERANCE
+    ratio = 1 - TOLERANCE / max(onsets[-1] - onsets[0], 2 * TOLERANCE)
+    count = int(np.ceil(np.log(MIN_SPACING / MAX_SPACING) / np.log(ratio))) + 1
+    spacings = MAX_SPACING * ratio ** np.arange(count)
+    chunks = np.array_split(spacings, max(1, count // 1024))
+    # measured from one of the first onsets: the first few may be off the grid (a grace note)
+    for reference in onsets[: int(np.floor((1 - MIN_ON_GRID) * onsets.size)) + 1]:
+        span = onsets - reference
+        for chunk in chunks:
+            off = np.abs(span[None, :] - np.rint(span[None, :] / chunk[:, None]) * chunk[:, None])
+            for spacing in chunk[(off <= 1.5 * TOLERANCE).mean(1) >= MIN_ON_GRID]:
+                k = np.rint(span / spacing)
+                near = np.abs(span - k * spacing) <= 1.5 * TOLERANCE
+                # least squares over the onsets near it: onset = phase + k * spacing
+                slope, intercept = np.polyfit(k[near], onsets[near], 1)
+                on = np.abs(onsets - (intercept + k * slope)) <= TOLERANCE
+                if on.mean() >= MIN_ON_GRID:
+                    return OnsetGrid(spacing=float(slope), phase=float(intercept), since=int(onsets[0]))
     return None
 
 
@@ -135,6 +152,8 @@ def learn_articulation(ids: np.ndarray, grid: OnsetGrid) -> Articulation | None:
     after a point (a performer's overlap) count as on it.
     """
     _, onset, end, _ = note_spans(ids)
+    fitted = onset >= grid.since  # notes struck before lie on an earlier tempo's grid
+    onset, end = onset[fitted], end[fitted]
     if onset.size == 0:
         return None
     point = grid.nearest(end)

@@ -28,7 +28,7 @@ from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.base import MusicTokenizer
 from musicgpt.tokenizers.grammar import IS_ONSET_TOKEN, MIDDLE, PLAIN
-from musicgpt.tokenizers.infill import prefix_last, prefix_of
+from musicgpt.tokenizers.infill import prefix_last, prefix_of, suffix_of
 
 # How piano continuations sample unless told otherwise: the model's distribution mixed with the
 # prompt cache at its fitted weight (docs/model.md, "The prompt cache": continuations follow their
@@ -40,13 +40,17 @@ PIANO_SAMPLING = SamplingConfig(prompt_cache=1.0, grid=1)
 # How strongly the piece's own note lengths press a sounding note to end (`PerformanceGrammar.
 # release_bias`; 0: the model alone). Chosen by the continuation table (docs/model.md, "Note lengths").
 RELEASE_PRIOR = 2.0
-# How often the piece's own note lengths, not the model, decide whether a sounding note ends as
-# time moves (per note, per move of time: `release_chances`; 0: never). The model holds the notes
-# of a sequenced rag three times as long as the rag does, even 90 s in, and no prior on its logits
+# How often the piece's own note lengths, not the model, decide how long a note sounds (per
+# note, drawn when it is struck: `draw_length`; 0: never). The model holds the notes of a
+# sequenced rag three times as long as the rag does, even 90 s in, and no prior on its logits
 # moves it (docs/model.md, "Note lengths"). Chosen by the continuation table.
 LENGTH_DRAWS = 0.5
-# Fewer note lengths heard than this (prompt and sample so far) and the piece decides no release.
+# The same on a sequenced prompt's grid (`SamplingConfig.grid`): a sequencer gives each kind of
+# note one length (pineapple-rag's eighths all last 26 steps), and the draws copy them all.
+LENGTH_DRAWS_ON_GRID = 1.0
+# Fewer note lengths heard than this (prompt and sample so far) and the piece decides no length.
 LENGTH_DRAWS_MIN_NOTES = 16
+NO_RELEASE = np.iinfo(np.int64).max // 2  # a note whose length no draw decided
 # How strongly the piece's own gaps between onsets say when the next note comes
 # (`PerformanceGrammar.onset_bias`; 0: the model alone). Chosen by the continuation table
 # (docs/model.md, "Onsets").
@@ -61,6 +65,12 @@ PITCH_PRIOR = 0.5
 PITCH_PRIOR_SEMITONES = 1.0
 PITCH_PRIOR_FLOOR = 0.05
 PITCH_PRIOR_MIN_NOTES = 16
+# An infilled span's pitch prior: the music around the span, the prefix's last and the suffix's
+# first INFILL_PITCH_SECONDS, and a stronger weight (a span of seconds is one passage: what sounds
+# on both sides of it says more than a continuation's minutes of prompt say about the next 20 s).
+# Chosen by the infill table (docs/model.md, "Pitches").
+INFILL_PITCH_PRIOR = 1.0
+INFILL_PITCH_SECONDS = 8.0
 
 
 @dataclass(frozen=True)
@@ -68,29 +78,29 @@ class PianoPriors:
     """The piece's own habits, as priors the sampler multiplies into the model's distribution:
     `release` its note lengths (`PerformanceGrammar.release_bias`), `onset` its gaps between
     onsets (`PerformanceGrammar.onset_bias`), `pitch` the prompt's pitches (`pitch_prior`); 0 turns
-    one off. `length_draws`: the share of releases the piece's note lengths decide outright
-    (`release_chances`; a mixture of draws, not a factor on the logits: none in greedy decoding, and
-    none where `evaluate --copy-gap` scores the sampler's distribution)."""
+    one off; `infill_pitch` the pitch prior's weight in an infilled span, from the music around it
+    (`pitches_around`). `length_draws`: the share of notes whose length the piece's note lengths
+    decide outright (`draw_length`; `length_draws_on_grid` on a sequenced prompt's grid; draws,
+    not a factor on the logits: none in greedy decoding, and none where `evaluate --copy-gap`
+    scores the sampler's distribution)."""
 
     release: float = RELEASE_PRIOR
     onset: float = ONSET_PRIOR
     pitch: float = PITCH_PRIOR
     length_draws: float = LENGTH_DRAWS
+    length_draws_on_grid: float = LENGTH_DRAWS_ON_GRID
+    infill_pitch: float = INFILL_PITCH_PRIOR
 
 
-def release_chances(lengths_heard: np.ndarray, ages: np.ndarray, moved: int) -> np.ndarray:
-    """The piece's hazard over the last move of time: for sounding notes now `ages` steps old,
-    not ended when they were `ages - moved` old, the share of the piece's notes longer than that
-    earlier age that were over by now. `lengths_heard[k]`: notes heard that lasted k steps.
-
-    A note older than every note heard gets 1: by the piece's lengths it is long over.
-    """
-    lengths_heard = np.asarray(lengths_heard)
-    longer = lengths_heard.sum() - np.cumsum(lengths_heard)  # longer[k]: notes lasting > k steps
-    now = np.clip(np.asarray(ages), 0, len(longer) - 1)
-    before = np.clip(now - moved, 0, len(longer) - 1)
-    alive = longer[before]
-    return np.where(alive > 0, (alive - longer[now]) / np.maximum(alive, 1), 1.0)
+def draw_length(lengths_heard: np.ndarray, age: int, rng: np.random.Generator) -> int | None:
+    """A note length (steps) from the piece's own, for a note now `age` steps old: one of the
+    lengths heard longer than that, in proportion to how often each was heard
+    (`lengths_heard[k]`: notes that lasted k steps). None where no note heard lasted longer: by the
+    piece's lengths it is over."""
+    longer = np.cumsum(np.asarray(lengths_heard)[age + 1 :])
+    if longer.size == 0 or longer[-1] <= 0:
+        return None
+    return age + 1 + int(np.searchsorted(longer, rng.random() * longer[-1], side="right"))
 
 
 def length_draws_rng(sampling: SamplingConfig, seed: int | None) -> np.random.Generator | None:
@@ -120,6 +130,30 @@ def pitch_prior(ids: np.ndarray, strength: float) -> np.ndarray:
     share = counts / counts.sum()
     floor = PITCH_PRIOR_FLOOR / 88
     return (strength * np.log(88 * (share + floor) / (1 + 88 * floor))).astype(np.float32)
+
+
+def last_seconds(ids: np.ndarray, seconds: float) -> np.ndarray:
+    """The tokens of the last `seconds` of music: the events at or after that time."""
+    clock_after = np.cumsum(V.shift_steps(ids))
+    if clock_after.size == 0:
+        return np.asarray(ids)
+    start = clock_after[-1] - round(seconds * V.STEPS_PER_SECOND)
+    return np.asarray(ids)[clock_after - V.shift_steps(ids) >= start]
+
+
+def pitches_around(fim_prompt: np.ndarray) -> np.ndarray:
+    """What an infilled span's pitch prior reads: the prefix's last and the suffix's first
+    INFILL_PITCH_SECONDS of music (the whole prefix where those hold fewer than
+    PITCH_PRIOR_MIN_NOTES notes)."""
+    prefix = prefix_of(fim_prompt)
+    around = np.concatenate(
+        [
+            last_seconds(prefix, INFILL_PITCH_SECONDS),
+            cut_at_seconds(suffix_of(fim_prompt), INFILL_PITCH_SECONDS),
+        ]
+    )
+    struck = int((V.TYPE_OF_ID[around] == V.EventType.NOTE_ON).sum())
+    return around if struck >= PITCH_PRIOR_MIN_NOTES else prefix
 
 
 # Dead air: a continuation may stay silent (no note sounding) for at most the prompt's longest
@@ -254,10 +288,13 @@ class PianoSamplingGrammar:
         self._looping: list[list[int]] = [[] for _ in whole_prompt]
         # the piece's note lengths deciding releases (`PianoPriors.length_draws`): draws from `rng`
         # (None: no draws, as when evaluate/copy_gap.py scores the sampler's distribution); per
-        # row and pitch, notes they end now and notes they keep sounding until time moves again
+        # row and pitch, the clock at which the note a draw decided ends (NO_RELEASE: the model's)
         self.rng = rng
-        self._ending = np.zeros((len(whole_prompt), 128), bool)
-        self._keeping = np.zeros((len(whole_prompt), 128), bool)
+        self._release_at = np.full((len(whole_prompt), 128), NO_RELEASE, np.int64)
+        # a shift the model meant past a drawn release: the release comes, then the rest of it
+        # (`_fold_past_the_end` keeps what each row meant this step; `advance` draws from it)
+        self._meant: dict[int, tuple[int, np.ndarray]] = {}
+        self._resume_at = np.zeros(len(whole_prompt), np.int64)  # clock the row's shift goes on to
 
     def start(self, prompt) -> None:
         self.grammar.start(self.whole_prompt)
@@ -271,9 +308,15 @@ class PianoSamplingGrammar:
         # would sound on to the next grid point and pile up (docs/model.md, "Onsets").
         self.grammar.release_after_onsets[:] = [g is not None for g in self.grids]
         self._allowed = None
-        # the register of what each row heard before the model writes (an infill's prefix)
+        # the register of what each row heard before the model writes: a continuation's prompt,
+        # the music around an infilled span
         self._pitch_bias = np.stack(
-            [pitch_prior(prefix_of(row), self.priors.pitch) for row in self.whole_prompt]
+            [
+                pitch_prior(row, self.priors.pitch)
+                if len(prefix_of(row)) == len(row)
+                else pitch_prior(pitches_around(row), self.priors.infill_pitch)
+                for row in self.whole_prompt
+            ]
         )
         # dead air: how long each row may stay silent, and since when it is (continuations only)
         heard = [longest_silence_steps(row) for row in self.whole_prompt]
@@ -291,6 +334,12 @@ class PianoSamplingGrammar:
             ]
         )
         self._looping = [self._looping_keys(row) for row in range(len(self._struck))]
+        # the notes sounding where the model takes over: lengths drawn for them too
+        self._release_at[:] = NO_RELEASE
+        self._meant, self._resume_at[:] = {}, 0
+        ages = self.grammar.ages()
+        for row, pitch in zip(*np.nonzero(self.grammar.sounding), strict=True):
+            self._draw_length(int(row), int(pitch), int(ages[row, pitch]))
 
     def allowed(self):
         # once a step: the grid snap reads it before the sampler does (do not write into it)
@@ -312,12 +361,30 @@ class PianoSamplingGrammar:
                 for key in keys:
                     if self._allowed[row].sum() > self._allowed[row, key]:
                         self._allowed[row, key] = False
-            # the notes the piece's lengths ended at this move of time: their NOTE_OFFs first
+            # the notes whose drawn lengths are over: their NOTE_OFFs first; and no time moves
+            # past the next such release (`fold_logits` gives the longer shifts' mass to the one
+            # that reaches it: the model meant nothing to happen before, and the release comes then)
             offs = self._allowed[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
-            ending = self._ending & offs
+            ending = self._due() & offs
             for row in np.flatnonzero(ending.any(1)):
                 self._allowed[row] = False
                 self._allowed[row, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128] = ending[row]
+            to_release = self._steps_to_release()
+            for row in np.flatnonzero((to_release > 0) & (to_release < V.MAX_SHIFT_STEPS)):
+                self._allowed[row, V.shift_id(np.arange(to_release[row] + 1, V.MAX_SHIFT_STEPS + 1))] = False
+            # after the releases a shift was stopped for, the rest of that shift and nothing else:
+            # the model's timing of its next notes stands (stopping it there, the model took the
+            # release for a beat and struck more notes: validation's onset OA fell 0.51 -> 0.47)
+            waiting = (self._resume_at > grammar.clock) & ~ending.any(1)
+            for row in np.flatnonzero(waiting):
+                rest = int(self._resume_at[row] - grammar.clock[row])
+                rest = min(rest, int(to_release[row])) if to_release[row] > 0 else rest
+                shift = int(V.shift_id(min(rest, V.MAX_SHIFT_STEPS)))
+                if self._allowed[row, shift]:
+                    self._allowed[row] = False
+                    self._allowed[row, shift] = True
+                else:  # the grammar's rules (a note's deadline, the dead air) come first
+                    self._resume_at[row] = 0
         return self._allowed
 
     def _looping_keys(self, row: int) -> list[int]:
@@ -331,7 +398,9 @@ class PianoSamplingGrammar:
         return keys
 
     def advance(self, tokens) -> None:
+        clock_before = self.grammar.clock.copy()
         self.grammar.advance(tokens)
+        self._resume_shifts(np.asarray(tokens), clock_before)
         self._allowed = None
         kind = V.TYPE_OF_ID[np.asarray(tokens)]
         onset = kind == V.EventType.NOTE_ON
@@ -340,39 +409,59 @@ class PianoSamplingGrammar:
         for row in np.flatnonzero(onset):
             self._struck[row].append(int(tokens[row]) - V.NOTE_ON_OFFSET)
             self._looping[row] = self._looping_keys(row)
-        self._ending &= self.grammar.sounding
-        moved = V.shift_steps(np.asarray(tokens))
-        if moved.any():
-            self._draw_releases(np.flatnonzero(moved > 0), moved)
+            if self.grammar.sounding[row, self._struck[row][-1]]:  # (not an infill's gap or suffix)
+                self._draw_length(int(row), self._struck[row][-1], 0)
+        self._release_at[~self.grammar.sounding] = NO_RELEASE
 
-    def _draw_releases(self, rows: np.ndarray, moved: np.ndarray) -> None:
-        """Time moved in `rows`: for each sounding note, with probability `length_draws` the
-        piece's note lengths decide whether it ends now (with their hazard over the move,
-        `release_chances`); else the model does. A mixture per note and move of time: where the
-        piece's lengths are all alike (a sequenced rag) its releases follow them, where they spread
-        (a performance) they are a gentle nudge, and the model's own choices keep the rest."""
-        self._ending[rows] = False
-        self._keeping[rows] = False
-        share = self.priors.length_draws
-        if self.rng is None or share <= 0:
-            return
-        grammar = self.grammar
-        ages = grammar.ages()
-        left = grammar.steps_to_middle_end()
-        for row in rows.tolist():
-            # in an infilled middle: not at its end (the grammar's), nor the notes the suffix ends
-            notes = np.flatnonzero(
-                grammar.sounding[row] & ~(grammar.expected[row] & (grammar.fim[row] == MIDDLE))
-            )
-            heard = grammar.lengths_heard[row]
-            placed = grammar.fim[row] == PLAIN or (grammar.fim[row] == MIDDLE and left[row] > 0)
-            if not placed or notes.size == 0 or heard.sum() < LENGTH_DRAWS_MIN_NOTES:
+    def _resume_shifts(self, tokens: np.ndarray, clock_before: np.ndarray) -> None:
+        """A row that took the shift stopping at a drawn release: how far the model meant to go,
+        drawn from its probabilities of that shift and the longer ones (`_fold_past_the_end`),
+        onto the grid if the row has one. Where it meant further, `allowed` lets time go on
+        there once the release is done."""
+        meant, self._meant = self._meant, {}
+        for row, (stop, probs) in meant.items():
+            if V.shift_steps(tokens[row : row + 1])[0] != stop:
                 continue
-            chances = release_chances(heard, ages[row, notes], int(moved[row]))
-            decided = self.rng.random(notes.size) < share
-            ends = self.rng.random(notes.size) < chances
-            self._ending[row, notes[decided & ends]] = True
-            self._keeping[row, notes[decided & ~ends]] = True
+            target = int(clock_before[row]) + stop + int(self.rng.choice(probs.size, p=probs / probs.sum()))
+            grid = self.grids[row]
+            if grid is not None:
+                target = int(grid.nearest(np.array([target]))[0])
+            if self.grammar.fim[row] == MIDDLE:
+                target = min(target, int(self.grammar.end_clock[row]))
+            if target > self.grammar.clock[row]:
+                self._resume_at[row] = target
+
+    def _draw_length(self, row: int, pitch: int, age: int) -> None:
+        """With probability `length_draws` (`length_draws_on_grid` on a grid), the length of the
+        note `pitch` of `row`, now `age` steps old, drawn from the piece's (`draw_length`): its
+        NOTE_OFF comes then (not before: `logit_bias`; not after: `allowed`). Else the model
+        decides. Per note: where the piece's lengths are all alike (a sequenced rag) its notes
+        last them, where they spread (a performance) the model's own choices keep the rest. In
+        an infilled middle: not the notes the suffix ends, nor past the middle's end."""
+        grammar = self.grammar
+        share = self.priors.length_draws if self.grids[row] is None else self.priors.length_draws_on_grid
+        if self.rng is None or share <= 0 or grammar.lengths_heard[row].sum() < LENGTH_DRAWS_MIN_NOTES:
+            return
+        if grammar.fim[row] not in (PLAIN, MIDDLE) or (
+            grammar.fim[row] == MIDDLE and grammar.expected[row, pitch]
+        ):
+            return
+        if self.rng.random() >= share:
+            return
+        length = draw_length(grammar.lengths_heard[row], age, self.rng)
+        end = grammar.clock[row] + (0 if length is None else length - age)
+        if grammar.fim[row] == MIDDLE and end >= grammar.end_clock[row]:
+            return  # the middle's end rules it (`PerformanceGrammar`)
+        self._release_at[row, pitch] = end
+
+    def _due(self) -> np.ndarray:
+        """(batch, 128): the sounding notes whose drawn length is over."""
+        return self.grammar.sounding & (self._release_at <= self.grammar.clock[:, None])
+
+    def _steps_to_release(self) -> np.ndarray:
+        """(batch,) steps until the next drawn release of a sounding note; 0 where none is ahead."""
+        ahead = np.where(self.grammar.sounding, self._release_at, NO_RELEASE).min(1) - self.grammar.clock
+        return np.where((ahead > 0) & (ahead < NO_RELEASE // 2), ahead, 0)
 
     @property
     def group_of_id(self):
@@ -393,41 +482,56 @@ class PianoSamplingGrammar:
         if self.priors.onset > 0:
             bias += self.grammar.onset_bias(self.priors.onset)
         bias[:, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128] += self._pitch_bias
-        if self._keeping.any():
-            # the notes the piece's lengths keep sounding at this move of time: no NOTE_OFF (a
-            # factor of 0, so that their share goes to every other event, not to other releases),
-            # unless such a release is all the grammar allows (a note overdue)
+        keeping = self.grammar.sounding & (self._release_at < NO_RELEASE) & ~self._due()
+        if keeping.any():
+            # the notes whose drawn length is not over: no NOTE_OFF (a factor of 0, so that their
+            # share goes to every other event, not to other releases), unless such a release is
+            # all the grammar allows (a note overdue)
             allowed = self.allowed()
             offs = bias[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
-            kept = self._keeping & allowed[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
+            kept = keeping & allowed[:, V.NOTE_OFF_OFFSET : V.NOTE_OFF_OFFSET + 128]
             rest = allowed.sum(1) > kept.sum(1)
             offs[kept & rest[:, None]] = -np.inf
         return bias
 
     def fold_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """The sampler's TIME_SHIFT mass moved where the grammar's time rules say: an infilled
-        middle's shifts past its end into the shift that reaches it (`_fold_past_the_end`), then
-        every shift onto the prompt's onset grid, if it has one (`_snap_to_grid`)."""
+        """The sampler's TIME_SHIFT mass moved where the grammar's time rules say: shifts past
+        an infilled middle's end or the next drawn release into the shift that reaches it
+        (`_fold_past_the_end`), then every shift onto the prompt's onset grid, if it has one
+        (`_snap_to_grid`)."""
         return self._snap_to_grid(self._fold_past_the_end(logits))
 
+    def _steps_to_stop(self) -> np.ndarray:
+        """(batch,) steps to where time must stop next: an infilled middle's end, or a note's
+        drawn release, whichever comes first; 0 where neither is ahead."""
+        stops = np.stack([self.grammar.steps_to_middle_end(), self._steps_to_release()])
+        first = np.where(stops > 0, stops, NO_RELEASE).min(0)
+        return np.where(first < NO_RELEASE, first, 0)
+
     def _fold_past_the_end(self, logits: torch.Tensor) -> torch.Tensor:
-        """An infilled middle's shifts past its end, folded into the shift that reaches it.
+        """The shifts past an infilled middle's end (or a drawn release), folded into the shift
+        that reaches it.
 
         In the training windows a TIME_SHIFT that crosses the span's end is cut there, so the
         model's probability of every shift at least as long as the time left is the probability
         that nothing happens before the end. The mask forbids the longer ones; left alone, their
         mass would go to all shorter shifts alike, landing the row a few steps short of the end,
         where (no shift may follow a short one) it must strike a note: measured, a burst of notes
-        in the span's last half second (docs/tokenizer.md, "Infilling").
+        in the span's last half second (docs/tokenizer.md, "Infilling"). A drawn release is such
+        an end too: a shift the model meant to pass it stops there, the note ends, and time goes on.
         """
-        left = self.grammar.steps_to_middle_end()
+        left = self._steps_to_stop()
         rows = np.flatnonzero((left > 0) & (left < V.MAX_SHIFT_STEPS))
         if rows.size == 0:
             return logits
         logits = logits.float().clone()
         longest = int(V.shift_id(V.MAX_SHIFT_STEPS))
+        releasing = self._steps_to_release()
         for row, to_end in zip(rows.tolist(), V.shift_id(left[rows]).tolist(), strict=True):
-            logits[row, to_end] = logits[row, to_end : longest + 1].logsumexp(-1)
+            past = logits[row, to_end : longest + 1]
+            if left[row] == releasing[row] and torch.isfinite(past).any():
+                self._meant[row] = (int(left[row]), past.softmax(-1).double().cpu().numpy())
+            logits[row, to_end] = past.logsumexp(-1)
         return logits
 
     def _snap_to_grid(self, logits: torch.Tensor) -> torch.Tensor:
@@ -444,7 +548,7 @@ class PianoSamplingGrammar:
         if not rows:
             return logits
         allowed = self.allowed()
-        to_end = self.grammar.steps_to_middle_end()
+        to_end = self._steps_to_stop()
         logits = logits.float().clone()
         steps = np.arange(1, V.MAX_SHIFT_STEPS + 1)
         ids = V.shift_id(steps)

@@ -155,6 +155,18 @@ def prefix_of(ids: np.ndarray) -> np.ndarray:
     return ids[: suffix_at[-1]] if suffix_at.size else ids
 
 
+def suffix_of(ids: np.ndarray) -> np.ndarray:
+    """What a fill-in-the-middle prompt holds between its gap's shifts and FIM_MIDDLE: the suffix
+    (from its opening VELOCITY); empty for ids without FIM_SUFFIX ... FIM_MIDDLE."""
+    ids = np.asarray(ids)
+    suffix_at, middle_at = np.flatnonzero(ids == V.FIM_SUFFIX_ID), np.flatnonzero(ids == V.FIM_MIDDLE_ID)
+    if not suffix_at.size or not middle_at.size or middle_at[-1] < suffix_at[-1]:
+        return ids[:0]
+    gap_and_suffix = ids[int(suffix_at[-1]) + 1 : int(middle_at[-1])]
+    events = np.flatnonzero(V.STEPS_OF_ID[gap_and_suffix] == 0)  # the suffix opens with a VELOCITY
+    return gap_and_suffix[int(events[0]) :] if events.size else gap_and_suffix[:0]
+
+
 def fim_sequence(cut: Cut) -> np.ndarray:
     """The training sequence of a cut: its `fim_prompt`, the middle, FIM_END."""
     gap = int(V.shift_steps(cut.middle).sum())

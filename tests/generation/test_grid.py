@@ -8,6 +8,7 @@ import torch
 from conftest import PIANO_DIR
 
 from musicgpt.generation.grid import (
+    RECENT_ONSETS,
     Articulation,
     OnsetGrid,
     articulate,
@@ -59,9 +60,36 @@ def test_a_sequenced_rag_has_its_sixteenth_as_grid(name, spacing):
     assert np.array_equal(grid.nearest(onsets), onsets)  # every onset of the opening on it
 
 
-@pytest.mark.parametrize("name", ["Maestro_1.mid", "Maestro_3.mid", "Maestro_5.mid", "POP909_008.mid"])
+@pytest.mark.parametrize("name", ["Maestro_1.mid", "Maestro_3.mid", "Maestro_5.mid", "fur-elise.mid"])
 def test_a_performance_has_no_grid(name):
     assert detect_grid(onset_clocks(opening(name))) is None
+    assert detect_grid(onset_clocks(opening(name, 60.0))) is None
+
+
+def test_a_grid_of_no_round_number_of_steps_is_found():
+    # POP909_022 is sequenced at 70 bpm: its 16th is 21.43 steps, and over 40 s a spacing off by
+    # the 0.05 of a coarse search drifts 4 steps from the onsets
+    onsets = onset_clocks(opening("POP909_022.mid", 50.0))
+    grid = detect_grid(onsets)
+    assert grid is not None and grid.spacing == pytest.approx(6000 / 70 / 4, abs=0.01)
+    recent = onsets[onsets >= grid.since]
+    assert recent.size == RECENT_ONSETS
+    assert np.abs(grid.nearest(recent) - recent).max() <= 1
+
+
+def test_the_grid_is_the_tempo_the_prompt_has_reached():
+    slow = np.arange(100) * 25.0
+    fast = slow[-1] + 20.0 * np.arange(1, RECENT_ONSETS + 1)
+    grid = detect_grid(np.concatenate([slow, fast]))
+    assert grid.spacing == pytest.approx(20.0) and grid.since == fast[0]
+    # with fewer new onsets than RECENT_ONSETS the two tempi mix, and neither grid holds them
+    assert detect_grid(np.concatenate([slow, fast[:20]])) is None
+
+
+def test_an_onset_off_the_grid_at_the_start_does_not_hide_it():
+    onsets = np.concatenate([[3.0], 7.0 + 15.0 * np.arange(40)])  # a grace note, then a 15-step grid
+    grid = detect_grid(onsets)
+    assert grid.spacing == pytest.approx(15.0) and grid.phase == pytest.approx(7.0)
 
 
 def test_too_few_onsets_are_no_evidence_of_a_grid():
@@ -259,13 +287,15 @@ def test_a_release_never_moves_before_an_event_or_the_prompt():
 
 def test_a_continuation_of_pineapple_ends_its_notes_as_the_rag_does():
     """A tiny random model on pineapple-rag's grid: every onset on the grid, every release on a
-    point or where the rag ends notes of that length, some of them before the point, and the
-    samples last exactly the seconds asked for."""
+    point or where the rag ends its notes before one (the piece's drawn lengths end a note there,
+    and the model may end others with it), some of them before the point, and the samples last
+    exactly the seconds asked for."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=V.VOCAB_SIZE, block_size=128, n_layer=1, n_head=2, n_embd=16)).eval()
     prompt = opening("pineapple-rag.mid")
     articulation = learn_articulation(prompt, detect_grid(onset_clocks(prompt)))
     out = continue_piano(model, PerformanceTokenizer(), prompt, seconds=8.0, num_samples=4, seed=0)
+    offsets = set(np.concatenate([values for values, _ in articulation.by_length.values()]).tolist())
     moved = 0
     for sample, whole in zip(out.samples, out.sequences(), strict=True):
         assert V.shift_steps(sample).sum() == 800
@@ -273,8 +303,6 @@ def test_a_continuation_of_pineapple_ends_its_notes_as_the_rag_does():
         new = off >= len(prompt)
         assert np.all(onset[new] % 15 == 0)
         offset = end[new] - np.rint(end[new] / 15).astype(int) * 15
-        k = np.rint((end[new] - offset - onset[new]) / 15).astype(int)
-        for o, length in zip(offset.tolist(), k.tolist(), strict=True):
-            assert o == 0 or o in articulation.offsets_for(length)[0].tolist()
+        assert set(offset.tolist()) <= offsets | {0}
         moved += int((offset < 0).sum())
     assert moved > 10

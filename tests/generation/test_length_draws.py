@@ -1,17 +1,18 @@
 """The piece's note lengths deciding a share of a continuation's releases (generation/piano.py,
-`PianoPriors.length_draws`): their hazard over each move of time, the notes it ends (only their
-NOTE_OFFs allowed) and the notes it keeps (their NOTE_OFFs given no mass) until time moves again."""
+`PianoPriors.length_draws`): a note's length drawn from the piece's when it is struck, its
+NOTE_OFF held back until then (no mass), then due first, and no time moving past it."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from musicgpt.generation.piano import (
     LENGTH_DRAWS_MIN_NOTES,
     PianoPriors,
     PianoSamplingGrammar,
-    release_chances,
+    draw_length,
 )
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.performance import PerformanceTokenizer
@@ -23,13 +24,18 @@ def ids(*names: str) -> np.ndarray:
     return np.array([V.name_to_id(n) for n in names], np.int64)
 
 
-def test_release_chances_are_the_pieces_hazard_over_the_move():
+def test_a_drawn_length_is_one_heard_longer_than_the_age_in_proportion():
     heard = np.zeros(11, np.int64)
     heard[[2, 4, 8]] = [1, 1, 2]  # notes of 2, 4, 8 and 8 steps
-    # age 2 from 0: 1 of 4 over; 4 from 2: 1 of the 3 longer than 2; 8 from 6: both left end
-    assert release_chances(heard, np.array([2, 4, 8]), 2).tolist() == [0.25, 1 / 3, 1.0]
-    assert release_chances(heard, np.array([1, 3]), 1).tolist() == [0.0, 0.0]  # none ends at 1 or 3
-    assert release_chances(heard, np.array([10]), 1).tolist() == [1.0]  # older than every note heard
+    rng = np.random.default_rng(0)
+    draws = np.array([draw_length(heard, 0, rng) for _ in range(4000)])
+    assert set(draws.tolist()) == {2, 4, 8}
+    assert np.allclose([(draws == k).mean() for k in (2, 4, 8)], [0.25, 0.25, 0.5], atol=0.03)
+    from_3 = np.array([draw_length(heard, 3, rng) for _ in range(3000)])  # 4 or 8: 1 to 2
+    assert set(from_3.tolist()) == {4, 8} and abs((from_3 == 8).mean() - 2 / 3) < 0.03
+    assert {draw_length(heard, 4, rng) for _ in range(50)} == {8}
+    assert draw_length(heard, 8, rng) is None  # older than every note heard: over
+    assert draw_length(heard, 10, rng) is None
 
 
 def grammar_after(prompt: np.ndarray, share: float, seed: int | None = 0, batch: int = 1):
@@ -55,33 +61,61 @@ PROMPT = np.concatenate(
 )  # fmt: skip
 
 
-def test_a_note_the_piece_would_keep_has_no_release_until_time_moves():
-    grammar = grammar_after(PROMPT, share=1.0)
-    step(grammar, "TIME_SHIFT_5")  # age 5: no note of the piece ends before 10
-    assert grammar.logit_bias()[0, V.NOTE_OFF_OFFSET + 60] == -np.inf
-    assert grammar.allowed()[0, V.NOTE_OFF_OFFSET + 60]  # allowed: a factor of 0, not the mask
-    grammar.grammar.release_after_onsets[:] = True  # (a grid's: releases may follow the onsets)
-    step(grammar, "NOTE_ON_64")
-    assert grammar.allowed()[0, V.NOTE_OFF_OFFSET + 60]
-    assert grammar.logit_bias()[0, V.NOTE_OFF_OFFSET + 60] == -np.inf  # kept for the whole step
-
-
-def test_a_note_the_piece_would_end_is_released_first():
+def test_a_note_sounds_for_its_drawn_length_then_ends_first():
+    """60 was struck as the model takes over, and every note of the piece lasted 10 steps: its
+    NOTE_OFF has no mass for 10 steps (a factor of 0, not the mask), no shift passes its end,
+    and then it is all the grammar allows."""
     grammar = grammar_after(PROMPT, share=1.0)
     step(grammar, "TIME_SHIFT_5")
-    step(grammar, "NOTE_ON_64")
-    step(grammar, "TIME_SHIFT_5")  # 60 at age 10: every note of the piece is over; 64 at age 5
-    allowed = grammar.allowed()[0]
-    assert np.flatnonzero(allowed).tolist() == [V.NOTE_OFF_OFFSET + 60]
+    assert grammar.logit_bias()[0, V.NOTE_OFF_OFFSET + 60] == -np.inf
+    assert grammar.allowed()[0, V.NOTE_OFF_OFFSET + 60]
+    step(grammar, "NOTE_ON_64")  # struck now: its own length drawn, 10
+    shifts = np.flatnonzero(grammar.allowed()[0, V.TIME_SHIFT_OFFSET : V.VELOCITY_OFFSET]) + 1
+    assert shifts.max() == 5  # up to 60's release, not past it
+    step(grammar, "TIME_SHIFT_5")  # 60 is 10 steps old, 64 5
+    assert np.flatnonzero(grammar.allowed()[0]).tolist() == [V.NOTE_OFF_OFFSET + 60]
     step(grammar, "NOTE_OFF_60")  # once it has ended, the rest of the step is the model's again
     allowed = grammar.allowed()[0]
     assert allowed[V.NOTE_ON_OFFSET + 70] and allowed[V.name_to_id("TIME_SHIFT_5")]
+    assert not allowed[V.name_to_id("TIME_SHIFT_6")]  # 64 ends in 5
     assert allowed[V.NOTE_OFF_OFFSET + 64] and grammar.logit_bias()[0, V.NOTE_OFF_OFFSET + 64] == -np.inf
 
 
+def test_a_shift_the_model_meant_past_a_release_stops_at_it():
+    """The mass of every shift that would pass the drawn release goes to the one that reaches it
+    (the model meant nothing to happen before then), the shorter ones keep theirs."""
+    grammar = grammar_after(PROMPT, share=1.0)
+    step(grammar, "TIME_SHIFT_3")
+    step(grammar, "NOTE_ON_64")  # 7 steps to 60's release
+    logits = torch.zeros(1, V.VOCAB_SIZE)
+    folded = grammar.fold_logits(logits)[0]
+    to_release = V.name_to_id("TIME_SHIFT_7")
+    assert folded[to_release].item() == pytest.approx(np.log(V.MAX_SHIFT_STEPS - 6), rel=1e-5)
+    assert folded[V.name_to_id("TIME_SHIFT_6")].item() == 0.0
+
+
+def test_after_the_release_the_rest_of_the_models_shift_follows():
+    """The model means to wait 50 steps; 60 and 64 (struck together) end at 10 by the piece's
+    lengths: time stops there, both end, then the other 40 steps and nothing else."""
+    grammar = grammar_after(PROMPT, share=1.0)
+    step(grammar, "NOTE_ON_64")
+    logits = torch.full((1, V.VOCAB_SIZE), -30.0)
+    logits[0, V.name_to_id("TIME_SHIFT_50")] = 0.0
+    folded = grammar.fold_logits(logits)[0]
+    assert folded.argmax().item() == V.name_to_id("TIME_SHIFT_10")
+    step(grammar, "TIME_SHIFT_10")
+    assert np.flatnonzero(grammar.allowed()[0]).tolist() == [V.NOTE_OFF_OFFSET + 60, V.NOTE_OFF_OFFSET + 64]
+    step(grammar, "NOTE_OFF_60")
+    step(grammar, "NOTE_OFF_64")
+    assert np.flatnonzero(grammar.allowed()[0]).tolist() == [V.name_to_id("TIME_SHIFT_40")]
+    step(grammar, "TIME_SHIFT_40")
+    allowed = grammar.allowed()[0]
+    assert allowed[V.NOTE_ON_OFFSET + 70] and allowed[V.name_to_id("VELOCITY_24")]  # the model's again
+
+
 def test_the_share_decides_how_many_notes_the_piece_decides():
-    """With share s, each note's release is the piece's with probability s: over many rows, the
-    share of notes it kept at age 5 (where its hazard is 0) is about s."""
+    """With share s, each note's length is the piece's with probability s: over many rows, the
+    share of rows holding 60's release back is about s."""
     batch = 2000
     for share in (0.0, 0.5):
         grammar = grammar_after(PROMPT, share=share, batch=batch)
@@ -116,14 +150,27 @@ def test_too_few_lengths_heard_decide_nothing():
 
 
 def test_in_an_infilled_middle_the_notes_the_suffix_ends_are_left_alone():
-    """60 and 72 sound from the prefix; the suffix ends 60 (it may sound on into it), not 72. Both
-    are older than every note heard: the piece ends 72, and leaves 60 to the model."""
+    """60 and 72 sound from the prefix, 5 steps old; the suffix ends 60 (it may sound on into
+    it), not 72. The piece's notes all lasted 10: 72 ends in 5 steps, 60 is left to the model."""
     from musicgpt.tokenizers.infill import fim_prompt
 
     prefix = np.concatenate([PROMPT[:-1], ids("NOTE_ON_60", "NOTE_ON_72", "TIME_SHIFT_5")])
     suffix = ids("VELOCITY_20", "TIME_SHIFT_20", "NOTE_OFF_60", "NOTE_ON_67")
     grammar = grammar_after(fim_prompt(prefix, 150, suffix), share=1.0)
-    step(grammar, "TIME_SHIFT_20")  # both 25 steps old, the piece's notes all 10
+    step(grammar, "TIME_SHIFT_5")
     assert np.flatnonzero(grammar.allowed()[0]).tolist() == [V.NOTE_OFF_OFFSET + 72]
     step(grammar, "NOTE_OFF_72")
     assert grammar.allowed()[0, V.NOTE_OFF_OFFSET + 60] and np.isfinite(grammar.logit_bias()[0, OFFS]).all()
+    assert grammar.allowed()[0, V.name_to_id("TIME_SHIFT_100")]  # no release ahead: time is free
+
+
+def test_no_drawn_release_past_an_infilled_middles_end():
+    """A note struck 3 steps before the middle's end: the end's own rules decide it."""
+    from musicgpt.tokenizers.infill import fim_prompt
+
+    grammar = grammar_after(fim_prompt(PROMPT[:-1], 20, ids("VELOCITY_20", "NOTE_ON_67")), share=1.0)
+    step(grammar, "TIME_SHIFT_17")
+    step(grammar, "VELOCITY_20")
+    step(grammar, "NOTE_ON_64")
+    assert grammar.grammar.steps_to_middle_end()[0] == 3
+    assert np.isfinite(grammar.logit_bias()[0, OFFS]).all()

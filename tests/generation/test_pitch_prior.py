@@ -12,6 +12,8 @@ from conftest import PIANO_DIR
 from musicgpt.generation.piano import (
     DEAD_AIR_MARGIN_STEPS,
     DEAD_AIR_MIN_STEPS,
+    INFILL_PITCH_PRIOR,
+    INFILL_PITCH_SECONDS,
     LOOP_MARGIN_CYCLES,
     LOOP_MIN_CYCLES,
     PITCH_PRIOR_FLOOR,
@@ -19,14 +21,17 @@ from musicgpt.generation.piano import (
     PianoSamplingGrammar,
     continue_piano,
     cut_at_seconds,
+    last_seconds,
     longest_loops,
     longest_silence_steps,
     onset_pitches,
     pitch_prior,
+    pitches_around,
     trailing_loop,
 )
 from musicgpt.model.gpt import GPT, GPTConfig
 from musicgpt.tokenizers import vocab as V
+from musicgpt.tokenizers.infill import fim_prompt, prefix_of
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 
 
@@ -80,7 +85,13 @@ def test_a_continuation_stays_in_the_prompts_register():
 
     def in_range(pitch: float) -> float:
         out = continue_piano(
-            model, tokenizer, prompt, 6.0, num_samples=4, seed=0, priors=PianoPriors(pitch=pitch)
+            model,
+            tokenizer,
+            prompt,
+            6.0,
+            num_samples=4,
+            seed=0,
+            priors=PianoPriors(pitch=pitch, length_draws=0.0),
         )
         struck = np.concatenate(
             [V.VALUE_OF_ID[s[V.TYPE_OF_ID[s] == V.EventType.NOTE_ON]] for s in out.samples]
@@ -90,6 +101,26 @@ def test_a_continuation_stays_in_the_prompts_register():
 
     without, with_prior = in_range(0.0), in_range(0.5)
     assert without < 0.4 and with_prior > 0.7  # 0.33 and 0.75 with these seeds
+
+
+def test_an_infilled_span_hears_the_music_around_it():
+    """The prefix's last and the suffix's first INFILL_PITCH_SECONDS, at the infill's weight: a
+    piece that opens low and plays high on both sides of the span gives the span the high register."""
+    low, high = notes([36, 38, 40, 41] * 10), notes([72, 74, 76, 77] * 20)  # 4 s low, then 8 s high
+    prefix = np.concatenate([low, high[1:]])
+    prompt = fim_prompt(prefix, 300, notes([79, 77, 76, 74] * 5))  # a 3 s span, then 2 s high
+    assert INFILL_PITCH_SECONDS == 8.0
+    around = pitches_around(prompt)
+    struck = V.VALUE_OF_ID[around[V.TYPE_OF_ID[around] == V.EventType.NOTE_ON]]
+    assert sorted(set(struck.tolist())) == [72, 74, 76, 77, 79]  # the low opening lies over 8 s back
+    grammar = PianoSamplingGrammar(PerformanceTokenizer().grammar(1), prompt[None])
+    grammar.start(None)
+    bias = grammar.logit_bias()[0, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128]
+    assert np.array_equal(bias, pitch_prior(around, INFILL_PITCH_PRIOR))
+    assert bias[76] > 0 > bias[38]
+    # a span among fewer than PITCH_PRIOR_MIN_NOTES notes hears the whole prefix
+    sparse = fim_prompt(np.concatenate([low, tokens(*["TIME_SHIFT_100"] * 9)]), 300, notes([79] * 3))
+    assert np.array_equal(pitches_around(sparse), prefix_of(sparse))
 
 
 # --- dead air -------------------------------------------------------------------------------------
@@ -173,3 +204,10 @@ def test_a_continuation_goes_round_a_figure_no_more_often_than_its_prompt_did(fi
     assert not allowed[again] and allowed[V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128].sum() == 127
     grammar.advance(np.array([V.name_to_id("NOTE_ON_62")]))
     assert grammar.allowed()[0, again]  # broken: the figure's note may be struck again
+
+
+def test_last_seconds_are_the_events_from_that_time_on():
+    ids = tokens("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_100", "NOTE_OFF_60", "NOTE_ON_62", "TIME_SHIFT_50")
+    assert last_seconds(ids, 0.5).tolist() == tokens("NOTE_OFF_60", "NOTE_ON_62", "TIME_SHIFT_50").tolist()
+    assert last_seconds(ids, 1.5).tolist() == ids.tolist()
+    assert last_seconds(ids[:0], 1.0).size == 0

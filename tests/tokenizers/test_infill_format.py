@@ -17,6 +17,7 @@ from musicgpt.tokenizers.infill import (
     merge_shifts,
     prefix_last,
     splice,
+    suffix_of,
 )
 from musicgpt.tokenizers.performance import PerformanceTokenizer
 
@@ -199,3 +200,13 @@ def test_the_prompt_cache_reads_an_infill_prompt_suffix_first_then_the_prefix_it
     heard = prefix_last(np.concatenate([prompt, middle]))
     assert heard.tolist() == [*suffix.tolist(), V.EOS_ID, *prefix.tolist(), *middle.tolist()]
     assert prefix_last(prefix).tolist() == prefix.tolist()
+
+
+def test_suffix_of_is_what_follows_the_gap():
+    prefix = n("VELOCITY_20", "NOTE_ON_60", "TIME_SHIFT_10")
+    suffix = n("VELOCITY_20", "TIME_SHIFT_5", "NOTE_OFF_60", "NOTE_ON_67")
+    prompt = fim_prompt(prefix, 150, suffix)
+    assert suffix_of(prompt).tolist() == suffix.tolist()
+    assert suffix_of(np.concatenate([prompt, n("NOTE_ON_62")])).tolist() == suffix.tolist()  # a middle begun
+    assert suffix_of(prefix).size == 0  # no FIM tokens: no suffix
+    assert suffix_of(fim_prompt(prefix, 150, suffix[:0])).size == 0  # the gap's shifts are not a suffix
