@@ -92,15 +92,34 @@ class PianoPriors:
     infill_pitch: float = INFILL_PITCH_PRIOR
 
 
-def draw_length(lengths_heard: np.ndarray, age: int, rng: np.random.Generator) -> int | None:
-    """A note length (steps) from the piece's own, for a note now `age` steps old: one of the
-    lengths heard longer than that, in proportion to how often each was heard
-    (`lengths_heard[k]`: notes that lasted k steps). None where no note heard lasted longer: by the
-    piece's lengths it is over."""
-    longer = np.cumsum(np.asarray(lengths_heard)[age + 1 :])
-    if longer.size == 0 or longer[-1] <= 0:
+def draw_length(
+    lengths_heard: np.ndarray, age: int, rng: np.random.Generator, sounding_ages: np.ndarray | None = None
+) -> int | None:
+    """A note length (steps) from the piece's own, for a note now `age` steps old, drawn from the
+    Kaplan-Meier estimate of the piece's lengths: the notes heard to their end
+    (`lengths_heard[k]`: notes that lasted k steps) and the notes still sounding, `sounding_ages`
+    steps old, which lasted at least that long. Without the second, the lengths heard early in a
+    piece are the short ones (a long note has not ended yet), and a sample drawing from its own
+    notes grows shorter and shorter.
+
+    `age` where no note heard, ended or sounding, lasted longer (by the piece's lengths the note
+    is over: it ends now); None where the estimate leaves it open (a note sounding now outlasted
+    every ended one): the model decides."""
+    ended = np.asarray(lengths_heard, np.float64)
+    at_least = np.zeros_like(ended)
+    if sounding_ages is not None and len(sounding_ages):
+        np.add.at(at_least, np.clip(np.asarray(sounding_ages), 0, len(ended) - 1), 1)
+    # at risk at k: notes that ended at k or later, and notes sounding for k steps or more
+    at_risk = np.cumsum((ended + at_least)[::-1])[::-1]
+    hazard = np.divide(ended, at_risk, out=np.zeros_like(ended), where=at_risk > 0)
+    survival = np.cumprod(1 - hazard)  # survival[k]: P(length > k)
+    if age + 1 >= len(ended) or at_risk[age + 1] <= 0:
+        return age  # older than every note heard
+    cumulative = np.cumsum(survival[age : len(ended) - 1] * hazard[age + 1 :])  # P(age < length <= k)
+    u = rng.random() * survival[age]
+    if u >= cumulative[-1]:  # past the longest ended note: the estimate leaves it open
         return None
-    return age + 1 + int(np.searchsorted(longer, rng.random() * longer[-1], side="right"))
+    return age + 1 + int(np.searchsorted(cumulative, u, side="right"))
 
 
 def length_draws_rng(sampling: SamplingConfig, seed: int | None) -> np.random.Generator | None:
@@ -448,8 +467,12 @@ class PianoSamplingGrammar:
             return
         if self.rng.random() >= share:
             return
-        length = draw_length(grammar.lengths_heard[row], age, self.rng)
-        end = grammar.clock[row] + (0 if length is None else length - age)
+        others = grammar.sounding[row].copy()
+        others[pitch] = False
+        length = draw_length(grammar.lengths_heard[row], age, self.rng, grammar.ages()[row, others])
+        if length is None:
+            return  # longer than every note the piece ended: the model's to end
+        end = grammar.clock[row] + length - age  # (length == age: over now)
         if grammar.fim[row] == MIDDLE and end >= grammar.end_clock[row]:
             return  # the middle's end rules it (`PerformanceGrammar`)
         self._release_at[row, pitch] = end

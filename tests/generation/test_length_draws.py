@@ -34,8 +34,25 @@ def test_a_drawn_length_is_one_heard_longer_than_the_age_in_proportion():
     from_3 = np.array([draw_length(heard, 3, rng) for _ in range(3000)])  # 4 or 8: 1 to 2
     assert set(from_3.tolist()) == {4, 8} and abs((from_3 == 8).mean() - 2 / 3) < 0.03
     assert {draw_length(heard, 4, rng) for _ in range(50)} == {8}
-    assert draw_length(heard, 8, rng) is None  # older than every note heard: over
-    assert draw_length(heard, 10, rng) is None
+    assert draw_length(heard, 8, rng) == 8  # older than every note heard: over now
+    assert draw_length(heard, 10, rng) == 10
+
+
+def test_notes_still_sounding_count_as_at_least_their_age():
+    """Kaplan-Meier: 2 notes ended after 2 steps, 2 sound 6 steps old. Ended lengths alone say 2;
+    with the sounding ones, half the notes outlast every ended one: left open (the model's)."""
+    heard = np.zeros(11, np.int64)
+    heard[2] = 2
+    rng = np.random.default_rng(0)
+    alone = {draw_length(heard, 0, rng) for _ in range(100)}
+    assert alone == {2}
+    draws = [draw_length(heard, 0, rng, sounding_ages=np.array([6, 6])) for _ in range(4000)]
+    assert abs(np.mean([d is None for d in draws]) - 0.5) < 0.03
+    assert {d for d in draws if d is not None} == {2}
+    # a note older than the ended ones but not the sounding: left open
+    assert draw_length(heard, 4, rng, sounding_ages=np.array([6, 6])) is None
+    # older than all of them: over now
+    assert draw_length(heard, 7, rng, sounding_ages=np.array([6, 6])) == 7
 
 
 def grammar_after(prompt: np.ndarray, share: float, seed: int | None = 0, batch: int = 1):

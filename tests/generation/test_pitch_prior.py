@@ -91,7 +91,7 @@ def test_a_continuation_stays_in_the_prompts_register():
             6.0,
             num_samples=4,
             seed=0,
-            priors=PianoPriors(pitch=pitch, length_draws=0.0),
+            priors=PianoPriors(pitch=pitch, length_draws=0.0, length_draws_on_grid=0.0),
         )
         struck = np.concatenate(
             [V.VALUE_OF_ID[s[V.TYPE_OF_ID[s] == V.EventType.NOTE_ON]] for s in out.samples]
