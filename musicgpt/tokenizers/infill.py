@@ -132,19 +132,26 @@ def fim_prompt(prefix: np.ndarray, gap_steps: int, suffix: np.ndarray) -> np.nda
     ).astype(np.int64)
 
 
+def _fim_marks(ids: np.ndarray) -> tuple[int, int] | None:
+    """The indices of a fill-in-the-middle prompt's last FIM_SUFFIX and the FIM_MIDDLE after it;
+    None for ids without them."""
+    suffix_at, middle_at = np.flatnonzero(ids == V.FIM_SUFFIX_ID), np.flatnonzero(ids == V.FIM_MIDDLE_ID)
+    if not suffix_at.size or not middle_at.size or middle_at[-1] < suffix_at[-1]:
+        return None
+    return int(suffix_at[-1]), int(middle_at[-1])
+
+
 def prefix_last(ids: np.ndarray) -> np.ndarray:
     """A fill-in-the-middle prompt in the order a middle continues it: the suffix, an EOS (a
     break: no repeat is matched across it), then the prefix. The prompt cache reads it so: the
     middle follows the prefix it continues, and may still repeat what the suffix plays. The gap's
     shifts and the FIM tokens are dropped; ids without FIM_SUFFIX ... FIM_MIDDLE come back as they are."""
     ids = np.asarray(ids, np.int64)
-    suffix_at, middle_at = np.flatnonzero(ids == V.FIM_SUFFIX_ID), np.flatnonzero(ids == V.FIM_MIDDLE_ID)
-    if not suffix_at.size or not middle_at.size or middle_at[-1] < suffix_at[-1]:
+    marks = _fim_marks(ids)
+    if marks is None:
         return ids
-    s, m = int(suffix_at[-1]), int(middle_at[-1])
-    gap_and_suffix = ids[s + 1 : m]
-    gap = int(np.argmax(V.STEPS_OF_ID[gap_and_suffix] == 0))  # the suffix opens with a VELOCITY
-    return np.concatenate([gap_and_suffix[gap:], [V.EOS_ID], ids[:s], ids[m + 1 :]])
+    s, m = marks
+    return np.concatenate([suffix_of(ids), [V.EOS_ID], ids[:s], ids[m + 1 :]])
 
 
 def prefix_of(ids: np.ndarray) -> np.ndarray:
@@ -159,10 +166,10 @@ def suffix_of(ids: np.ndarray) -> np.ndarray:
     """What a fill-in-the-middle prompt holds between its gap's shifts and FIM_MIDDLE: the suffix
     (from its opening VELOCITY); empty for ids without FIM_SUFFIX ... FIM_MIDDLE."""
     ids = np.asarray(ids)
-    suffix_at, middle_at = np.flatnonzero(ids == V.FIM_SUFFIX_ID), np.flatnonzero(ids == V.FIM_MIDDLE_ID)
-    if not suffix_at.size or not middle_at.size or middle_at[-1] < suffix_at[-1]:
+    marks = _fim_marks(ids)
+    if marks is None:
         return ids[:0]
-    gap_and_suffix = ids[int(suffix_at[-1]) + 1 : int(middle_at[-1])]
+    gap_and_suffix = ids[marks[0] + 1 : marks[1]]
     events = np.flatnonzero(V.STEPS_OF_ID[gap_and_suffix] == 0)  # the suffix opens with a VELOCITY
     return gap_and_suffix[int(events[0]) :] if events.size else gap_and_suffix[:0]
 
