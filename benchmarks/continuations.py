@@ -2,7 +2,7 @@
 
     python benchmarks/continuations.py [--checkpoints piano-small,runs/x/model] [--seeds 0,1,2]
         [--pieces Maestro_2,POP909_022,...] [--prompt-seconds 10[,50,90]] [--seconds 20] [--num-samples 4]
-        [--infill] [--length-draws 0.5] [--length-draws-on-grid 1]
+        [--infill] [--length-draws 0.5] [--length-draws-on-grid 1] [--onset-draws 0.5] [--chord-draws 0.5]
 
 The protocol is `musicgpt evaluate --continuations` (docs/evaluation.md) with each model's default
 sampling; the pieces default to the five held-out pieces of the bundled corpus that the recipe
@@ -44,7 +44,14 @@ from musicgpt.evaluate.continuations import (
 )
 from musicgpt.evaluate.infill import evaluate_infill
 from musicgpt.generation.infill import require_infill
-from musicgpt.generation.piano import LENGTH_DRAWS, LENGTH_DRAWS_ON_GRID, PIANO_SAMPLING, PianoPriors
+from musicgpt.generation.piano import (
+    CHORD_DRAWS,
+    LENGTH_DRAWS,
+    LENGTH_DRAWS_ON_GRID,
+    ONSET_DRAWS,
+    PIANO_SAMPLING,
+    PianoPriors,
+)
 
 ASSETS = Path(__file__).resolve().parent.parent / "musicgpt" / "assets" / "piano"
 HELD_OUT = "Maestro_2,POP909_022,maple-leaf-rag,peacherine-rag,pineapple-rag"
@@ -80,7 +87,10 @@ def run(
                 seed=seed,
                 sampling=PIANO_SAMPLING,
                 priors=PianoPriors(
-                    length_draws=args.length_draws, length_draws_on_grid=args.length_draws_on_grid
+                    length_draws=args.length_draws,
+                    length_draws_on_grid=args.length_draws_on_grid,
+                    onset_draws=args.onset_draws,
+                    chord_draws=args.chord_draws,
                 ),
             )
             try:
@@ -132,8 +142,20 @@ def main() -> None:
         default=LENGTH_DRAWS_ON_GRID,
         help=f"the same on a sequenced prompt's grid (default {LENGTH_DRAWS_ON_GRID})",
     )
+    ap.add_argument(
+        "--onset-draws",
+        type=float,
+        default=ONSET_DRAWS,
+        help=f"the share of onsets whose time the piece's gaps decide (default {ONSET_DRAWS}; docs/model.md)",
+    )
+    ap.add_argument(
+        "--chord-draws",
+        type=float,
+        default=CHORD_DRAWS,
+        help=f"the share of onsets whose number of notes the piece's chords decide (default {CHORD_DRAWS})",
+    )
     args = ap.parse_args()
-    for name in ("length_draws", "length_draws_on_grid"):
+    for name in ("length_draws", "length_draws_on_grid", "onset_draws", "chord_draws"):
         if not 0 <= getattr(args, name) <= 1:
             flag = "--" + name.replace("_", "-")
             ap.error(f"argument {flag}: must be from 0 to 1, got {getattr(args, name):g}")
@@ -167,6 +189,10 @@ def main() -> None:
     draws = "" if args.length_draws == LENGTH_DRAWS else f", length draws {args.length_draws:g}"
     if args.length_draws_on_grid != LENGTH_DRAWS_ON_GRID:
         draws += f", on a grid {args.length_draws_on_grid:g}"
+    if args.onset_draws != ONSET_DRAWS:
+        draws += f", onset draws {args.onset_draws:g}"
+    if args.chord_draws != CHORD_DRAWS:
+        draws += f", chord draws {args.chord_draws:g}"
     print(f"{what}, seeds {args.seeds}), each model's default sampling{draws}")
     header = "".join(f"{title:>9}" for _, title, _ in columns)
     print(f"{'':<34}{header}   share of floor->ceiling (dur/onset/pitch)")

@@ -1,14 +1,15 @@
-"""Piano continuations with the length draws off and on, side by side in one run.
+"""Piano continuations with the piece's draws off and on, side by side in one run.
 
     python benchmarks/length_draws_speed.py [--pieces pineapple-rag.mid,fur-elise.mid] [--seconds 20]
         [--samples 4] [--rounds 3] [--threads 2]
 
-The length draws (`PianoPriors.length_draws`, docs/model.md "Note lengths, copied") draw a share
-of the notes' lengths from the piece's own when they are struck, hold their releases back until
-then and stop time there: a few numpy operations per row and step, beside the model's step. Each
-round continues the first 10 s of each bundled piece with the draws off (0, on and off a grid)
-and on (the defaults), taking turns; each number is decode steps per second (the longest
-sample's tokens over the wall time) in the best round, the ratio on / off from the same row.
+The draws (`PianoPriors.length_draws`, `onset_draws`, `chord_draws`; docs/model.md "Note lengths,
+drawn when a note is struck" and "Onsets and chords, drawn from the piece") decide a share of the
+notes' lengths, of the gaps between onsets and of the chords' sizes from the piece's own, and
+hold the model to them: a few numpy operations per row and step, beside the model's step. Each
+round continues the first 10 s of each bundled piece with every draw off and with the defaults,
+taking turns; each number is decode steps per second (the longest sample's tokens over the wall
+time) in the best round, the ratio on / off from the same row.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def main() -> None:
     print(f"{'piece':22s} {'off steps/s':>12s} {'on steps/s':>11s} {'on / off':>9s}")
     for piece in args.pieces.split(","):
         prompt = cut_at_seconds(np.asarray(tokenizer.encode(str(piano_corpus() / piece))), 10.0)
-        settings = {"off": PianoPriors(length_draws=0.0, length_draws_on_grid=0.0), "on": PianoPriors()}
+        off = PianoPriors(length_draws=0.0, length_draws_on_grid=0.0, onset_draws=0.0, chord_draws=0.0)
+        settings = {"off": off, "on": PianoPriors()}
         best = dict.fromkeys(settings, 0.0)
         for seed in range(args.rounds):
             for name, priors in settings.items():

@@ -27,7 +27,7 @@ from musicgpt.generation.note_cache import NoteCache
 from musicgpt.generation.sampling import SamplingConfig
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.base import MusicTokenizer
-from musicgpt.tokenizers.grammar import IS_ONSET_TOKEN, MIDDLE, PLAIN
+from musicgpt.tokenizers.grammar import IS_ONSET_TOKEN, MAX_GAP_STEPS, MIDDLE, PLAIN
 from musicgpt.tokenizers.infill import prefix_last, prefix_of, suffix_of
 
 # How piano continuations sample unless told otherwise: the model's distribution mixed with the
@@ -48,9 +48,25 @@ LENGTH_DRAWS = 0.5
 # The same on a sequenced prompt's grid (`SamplingConfig.grid`): a sequencer gives each kind of
 # note one length (pineapple-rag's eighths all last 26 steps), and the draws copy them all.
 LENGTH_DRAWS_ON_GRID = 1.0
-# Fewer note lengths heard than this (prompt and sample so far) and the piece decides no length.
+# Fewer notes (lengths) or onsets (gaps, chords) heard in the prompt than this, and the piece
+# decides none.
 LENGTH_DRAWS_MIN_NOTES = 16
 NO_RELEASE = np.iinfo(np.int64).max // 2  # a note whose length no draw decided
+# How often the piece's own gaps between onsets, not the model, decide when the next note comes
+# (per onset, drawn when one is struck: `_draw_onset`; 0: never). The model plays its corpus's
+# pace: four times as many notes as a slow pedalled opening has, half a rag's.
+# Chosen by the continuation table (docs/model.md, "Onsets and chords, drawn from the piece").
+ONSET_DRAWS = 1.0
+# How often the piece's own chords, not the model, decide how many notes an onset strikes (per
+# onset, drawn with its first note: `_draw_chord`; 0: never). The model strikes a rag's stride
+# chords one note at a time: 1.4 notes per onset against the rag's 2.4. Chosen by the same table.
+CHORD_DRAWS = 1.0
+# What the draws read: the prompt's notes, lengths, gaps and chords, each weighted by how recently
+# it was heard (halved every this many seconds before the prompt's end), never the sample's own
+# (the model's pace and lengths would feed back). A piece's pedalled opening is not how it goes
+# on a minute later: Maestro_2's first 50 s hold 5% of notes over 5 s, its next 20 s none.
+MEMORY_HALF_LIFE = 10.0
+MAX_CHORD = 12  # notes struck at one time that a chord draw counts (more count as this many)
 # How strongly the piece's own gaps between onsets say when the next note comes
 # (`PerformanceGrammar.onset_bias`; 0: the model alone). Chosen by the continuation table
 # (docs/model.md, "Onsets").
@@ -79,10 +95,11 @@ class PianoPriors:
     `release` its note lengths (`PerformanceGrammar.release_bias`), `onset` its gaps between
     onsets (`PerformanceGrammar.onset_bias`), `pitch` the prompt's pitches (`pitch_prior`); 0 turns
     one off; `infill_pitch` the pitch prior's weight in an infilled span, from the music around it
-    (`pitches_around`). `length_draws`: the share of notes whose length the piece's note lengths
-    decide outright (`draw_length`; `length_draws_on_grid` on a sequenced prompt's grid; draws,
-    not a factor on the logits: none in greedy decoding, and none where `evaluate --copy-gap`
-    scores the sampler's distribution)."""
+    (`pitches_around`). `length_draws`: the share of notes whose length the prompt's note lengths
+    decide outright (`draw_length`; `length_draws_on_grid` on a sequenced prompt's grid);
+    `onset_draws` the share of onsets whose time its gaps between onsets decide, `chord_draws`
+    the share whose number of notes its chords decide. Draws, not factors on the logits: none in
+    greedy decoding, and none where `evaluate --copy-gap` scores the sampler's distribution."""
 
     release: float = RELEASE_PRIOR
     onset: float = ONSET_PRIOR
@@ -90,25 +107,26 @@ class PianoPriors:
     length_draws: float = LENGTH_DRAWS
     length_draws_on_grid: float = LENGTH_DRAWS_ON_GRID
     infill_pitch: float = INFILL_PITCH_PRIOR
+    onset_draws: float = ONSET_DRAWS
+    chord_draws: float = CHORD_DRAWS
 
 
 def draw_length(
-    lengths_heard: np.ndarray, age: int, rng: np.random.Generator, sounding_ages: np.ndarray | None = None
+    lengths_heard: np.ndarray, age: int, rng: np.random.Generator, at_least: np.ndarray | None = None
 ) -> int | None:
     """A note length (steps) from the piece's own, for a note now `age` steps old, drawn from the
     Kaplan-Meier estimate of the piece's lengths: the notes heard to their end
-    (`lengths_heard[k]`: notes that lasted k steps) and the notes still sounding, `sounding_ages`
-    steps old, which lasted at least that long. Without the second, the lengths heard early in a
-    piece are the short ones (a long note has not ended yet), and a sample drawing from its own
-    notes grows shorter and shorter.
+    (`lengths_heard[k]`: notes that lasted k steps, or their weights) and the notes still
+    sounding, which lasted at least as long as they are old (`at_least[k]`: notes k steps old).
+    Without the second, the lengths heard early in a piece are the short ones (a long note has
+    not ended yet), and the draws of a 10 s opening are too short. The onset draws read gaps
+    between onsets the same way.
 
     `age` where no note heard, ended or sounding, lasted longer (by the piece's lengths the note
     is over: it ends now); None where the estimate leaves it open (a note sounding now outlasted
     every ended one): the model decides."""
     ended = np.asarray(lengths_heard, np.float64)
-    at_least = np.zeros_like(ended)
-    if sounding_ages is not None and len(sounding_ages):
-        np.add.at(at_least, np.clip(np.asarray(sounding_ages), 0, len(ended) - 1), 1)
+    at_least = np.zeros_like(ended) if at_least is None else np.asarray(at_least, np.float64)
     # at risk at k: notes that ended at k or later, and notes sounding for k steps or more
     at_risk = np.cumsum((ended + at_least)[::-1])[::-1]
     hazard = np.divide(ended, at_risk, out=np.zeros_like(ended), where=at_risk > 0)
@@ -122,9 +140,53 @@ def draw_length(
     return age + 1 + int(np.searchsorted(cumulative, u, side="right"))
 
 
+def heard_lengths(ids: np.ndarray, half_life_steps: float, max_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The note lengths of `ids` as `draw_length` reads them, two (max_steps + 1,) histograms of
+    steps: the notes that end in `ids`, each counted 0.5 ** (steps from its end to the end of
+    `ids` / half_life_steps), and the notes still sounding at its end, at their age (at least
+    that long)."""
+    ids = np.asarray(ids)
+    clock = np.cumsum(V.shift_steps(ids))
+    kind, value = V.TYPE_OF_ID[ids], V.VALUE_OF_ID[ids]
+    struck_at = np.full(128, -1, np.int64)
+    lengths, ends = [], []
+    for i in np.flatnonzero(kind <= V.EventType.NOTE_OFF):
+        pitch = int(value[i])
+        if kind[i] == V.EventType.NOTE_ON:
+            struck_at[pitch] = clock[i]
+        elif struck_at[pitch] >= 0:
+            lengths.append(clock[i] - struck_at[pitch])
+            ends.append(clock[i])
+            struck_at[pitch] = -1
+    now = clock[-1] if clock.size else 0
+    ended, at_least = np.zeros(max_steps + 1), np.zeros(max_steps + 1)
+    if lengths:
+        weights = 0.5 ** ((now - np.asarray(ends)) / half_life_steps)
+        np.add.at(ended, np.clip(lengths, 0, max_steps), weights)
+    sounding = struck_at[struck_at >= 0]
+    np.add.at(at_least, np.clip(now - sounding, 0, max_steps), 1.0)
+    return ended, at_least
+
+
+def heard_onsets(ids: np.ndarray, half_life_steps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The onsets of `ids` as the onset and chord draws read them: (MAX_GAP_STEPS + 1,) the gaps
+    (steps) between its distinct onset times, and (MAX_CHORD + 1,) how many of its onsets strike
+    1, 2, ... notes; each counted 0.5 ** (steps from the onset to the end of `ids` /
+    half_life_steps)."""
+    ids = np.asarray(ids)
+    clock = np.cumsum(V.shift_steps(ids))
+    onsets, per_onset = np.unique(clock[V.TYPE_OF_ID[ids] == V.EventType.NOTE_ON], return_counts=True)
+    weights = 0.5 ** (((clock[-1] if clock.size else 0) - onsets) / half_life_steps)
+    gaps = np.zeros(MAX_GAP_STEPS + 1)
+    np.add.at(gaps, np.minimum(np.diff(onsets), MAX_GAP_STEPS), weights[1:])
+    chords = np.zeros(MAX_CHORD + 1)
+    np.add.at(chords, np.minimum(per_onset, MAX_CHORD), weights)
+    return gaps, chords
+
+
 def length_draws_rng(sampling: SamplingConfig, seed: int | None) -> np.random.Generator | None:
-    """The generator of the piece's length draws, seeded like the sampler; None in greedy
-    decoding, whose samples must stay alike (`PianoPriors.length_draws`)."""
+    """The generator of the piece's draws (lengths, onsets, chords), seeded like the sampler;
+    None in greedy decoding, whose samples must stay alike (`PianoPriors.length_draws`)."""
     return np.random.default_rng(seed) if sampling.temperature > 0 else None
 
 
@@ -314,6 +376,24 @@ class PianoSamplingGrammar:
         # (`_fold_past_the_end` keeps what each row meant this step; `advance` draws from it)
         self._meant: dict[int, tuple[int, np.ndarray]] = {}
         self._resume_at = np.zeros(len(whole_prompt), np.int64)  # clock the row's shift goes on to
+        # what the draws read, per row (set by start): the prompt's lengths (`heard_lengths`),
+        # gaps between onsets and chords (`heard_onsets`), and how many notes and onsets it has
+        self._heard: list[tuple[np.ndarray, np.ndarray]] = []
+        self._prompt_gaps = np.zeros((len(whole_prompt), MAX_GAP_STEPS + 1))
+        self._prompt_chords = np.zeros((len(whole_prompt), MAX_CHORD + 1))
+        self._prompt_notes = np.zeros(len(whole_prompt), np.int64)
+        self._prompt_onsets = np.zeros(len(whole_prompt), np.int64)
+        # the piece's gaps between onsets deciding when the next note comes (`PianoPriors.
+        # onset_draws`): per row, the clock of the next onset a draw decided (NO_RELEASE: the
+        # model's), and the clock of the onset it was drawn at
+        self._onset_at = np.full(len(whole_prompt), NO_RELEASE, np.int64)
+        self._onset_drawn_at = np.full(len(whole_prompt), -1, np.int64)
+        # the piece's chords deciding how many notes an onset strikes (`PianoPriors.chord_draws`):
+        # per row, the clock of its last onset, the notes struck then, and how many it must have
+        # (0: the model's)
+        self._chord_clock = np.full(len(whole_prompt), -1, np.int64)
+        self._chord_notes = np.zeros(len(whole_prompt), np.int64)
+        self._chord_size = np.zeros(len(whole_prompt), np.int64)
 
     def start(self, prompt) -> None:
         self.grammar.start(self.whole_prompt)
@@ -356,9 +436,25 @@ class PianoSamplingGrammar:
         # the notes sounding where the model takes over: lengths drawn for them too
         self._release_at[:] = NO_RELEASE
         self._meant, self._resume_at[:] = {}, 0
+        # what the draws read: the prompt's lengths, gaps and chords, faded by how long ago
+        # (an infill prompt's prefix: what the middle goes on from)
+        half_life = MEMORY_HALF_LIFE * V.STEPS_PER_SECOND
+        width = self.grammar.lengths_heard.shape[1] - 1
+        self._heard = [heard_lengths(prefix_of(row), half_life, width) for row in self.whole_prompt]
+        self._prompt_notes = self.grammar.lengths_heard.sum(1)  # (unweighted)
         ages = self.grammar.ages()
         for row, pitch in zip(*np.nonzero(self.grammar.sounding), strict=True):
             self._draw_length(int(row), int(pitch), int(ages[row, pitch]))
+        # and the gap open where the model takes over: when its next onset comes (from the
+        # prompt's gaps alone: the sample's own, the model's pace among them, would feed back)
+        heard = [heard_onsets(prefix_of(row), half_life) for row in self.whole_prompt]
+        self._prompt_gaps = np.stack([gaps for gaps, _ in heard])
+        self._prompt_chords = np.stack([chords for _, chords in heard])
+        self._prompt_onsets = self.grammar.gaps_heard.sum(1) + 1  # (unweighted)
+        self._chord_clock[:], self._chord_notes[:], self._chord_size[:] = -1, 0, 0
+        self._onset_at[:], self._onset_drawn_at[:] = NO_RELEASE, -1
+        for row in np.flatnonzero(self.grammar.last_onset >= 0):
+            self._draw_onset(int(row), int(self.grammar.clock[row] - self.grammar.last_onset[row]))
 
     def allowed(self):
         # once a step: the grid snap reads it before the sampler does (do not write into it)
@@ -391,6 +487,44 @@ class PianoSamplingGrammar:
             to_release = self._steps_to_release()
             for row in np.flatnonzero((to_release > 0) & (to_release < V.MAX_SHIFT_STEPS)):
                 self._allowed[row, V.shift_id(np.arange(to_release[row] + 1, V.MAX_SHIFT_STEPS + 1))] = False
+            # the onsets whose drawn gap is not over: no note struck before it (a chord's notes
+            # join it at once), and time goes straight there, stopping only for the drawn
+            # releases on the way (the model's own releases come at those stops); there, a note
+            to_onset = self._onset_at - grammar.clock
+            drawn = (self._onset_at < NO_RELEASE) & (to_onset > 0) & ~ending.any(1)
+            shifts = slice(V.TIME_SHIFT_OFFSET, V.VELOCITY_OFFSET)
+            for row in np.flatnonzero(drawn):
+                keep = self._allowed[row].copy()
+                if grammar.clock[row] > grammar.last_onset[row]:
+                    self._allowed[row, IS_ONSET_TOKEN] = False
+                ok = np.flatnonzero(self._allowed[row, shifts])  # (shift k: index k - 1)
+                if ok.size:
+                    stop = min(int(to_onset[row]), int(ok.max()) + 1)
+                    self._allowed[row, shifts] = False
+                    self._allowed[row, V.shift_id(stop)] = True
+                if not self._allowed[row].any():  # the grammar's rules come first
+                    self._allowed[row], self._onset_at[row] = keep, NO_RELEASE
+                self._resume_at[row] = 0
+            due_onset = (self._onset_at == grammar.clock) & ~grammar.on_this_step & ~ending.any(1)
+            for row in np.flatnonzero(due_onset):
+                if (self._allowed[row] & IS_ONSET_TOKEN).any():
+                    self._allowed[row, shifts] = False
+                    self._resume_at[row] = 0
+                else:
+                    self._onset_at[row] = NO_RELEASE
+            # the chord a draw sized: its notes before time moves, and no more than them
+            in_chord = (self._chord_size > 0) & (self._chord_clock == grammar.clock) & ~ending.any(1)
+            for row in np.flatnonzero(in_chord):
+                keep = self._allowed[row].copy()
+                if self._chord_notes[row] < self._chord_size[row]:
+                    self._allowed[row, shifts] = False
+                    self._resume_at[row] = 0
+                    ok = (self._allowed[row] & IS_ONSET_TOKEN).any()  # (none: the chord is what it is)
+                else:
+                    self._allowed[row, IS_ONSET_TOKEN] = False
+                    ok = self._allowed[row].any()
+                if not ok:
+                    self._allowed[row], self._chord_size[row] = keep, 0
             # after the releases a shift was stopped for, the rest of that shift and nothing else:
             # the model's timing of its next notes stands (stopping it there, the model took the
             # release for a beat and struck more notes: validation's onset OA fell 0.51 -> 0.47)
@@ -430,6 +564,12 @@ class PianoSamplingGrammar:
             self._looping[row] = self._looping_keys(row)
             if self.grammar.sounding[row, self._struck[row][-1]]:  # (not an infill's gap or suffix)
                 self._draw_length(int(row), self._struck[row][-1], 0)
+                if self._onset_drawn_at[row] != self.grammar.clock[row]:
+                    self._draw_onset(int(row), 0)  # the first note at this time: when the next comes
+                if self._chord_clock[row] != self.grammar.clock[row]:
+                    self._chord_clock[row], self._chord_notes[row] = self.grammar.clock[row], 0
+                    self._draw_chord(int(row))  # and how many notes it has
+                self._chord_notes[row] += 1
         self._release_at[~self.grammar.sounding] = NO_RELEASE
 
     def _resume_shifts(self, tokens: np.ndarray, clock_before: np.ndarray) -> None:
@@ -452,14 +592,15 @@ class PianoSamplingGrammar:
 
     def _draw_length(self, row: int, pitch: int, age: int) -> None:
         """With probability `length_draws` (`length_draws_on_grid` on a grid), the length of the
-        note `pitch` of `row`, now `age` steps old, drawn from the piece's (`draw_length`): its
-        NOTE_OFF comes then (not before: `logit_bias`; not after: `allowed`). Else the model
-        decides. Per note: where the piece's lengths are all alike (a sequenced rag) its notes
-        last them, where they spread (a performance) the model's own choices keep the rest. In
-        an infilled middle: not the notes the suffix ends, nor past the middle's end."""
+        note `pitch` of `row`, now `age` steps old, drawn from the prompt's (`draw_length` over
+        `heard_lengths`): its NOTE_OFF comes then (not before: `logit_bias`; not after:
+        `allowed`). Else the model decides. Per note: where the piece's lengths are all alike (a
+        sequenced rag) its notes last them, where they spread (a performance) the model's own
+        choices keep the rest. In an infilled middle: not the notes the suffix ends, nor past
+        the middle's end."""
         grammar = self.grammar
         share = self.priors.length_draws if self.grids[row] is None else self.priors.length_draws_on_grid
-        if self.rng is None or share <= 0 or grammar.lengths_heard[row].sum() < LENGTH_DRAWS_MIN_NOTES:
+        if self.rng is None or share <= 0 or self._prompt_notes[row] < LENGTH_DRAWS_MIN_NOTES:
             return
         if grammar.fim[row] not in (PLAIN, MIDDLE) or (
             grammar.fim[row] == MIDDLE and grammar.expected[row, pitch]
@@ -467,15 +608,54 @@ class PianoSamplingGrammar:
             return
         if self.rng.random() >= share:
             return
-        others = grammar.sounding[row].copy()
-        others[pitch] = False
-        length = draw_length(grammar.lengths_heard[row], age, self.rng, grammar.ages()[row, others])
+        heard, at_least = self._heard[row]
+        length = draw_length(heard, age, self.rng, at_least)
         if length is None:
             return  # longer than every note the piece ended: the model's to end
         end = grammar.clock[row] + length - age  # (length == age: over now)
         if grammar.fim[row] == MIDDLE and end >= grammar.end_clock[row]:
             return  # the middle's end rules it (`PerformanceGrammar`)
         self._release_at[row, pitch] = end
+
+    def _draw_onset(self, row: int, age: int) -> None:
+        """With probability `onset_draws`, when the row's next onset comes (its gap since the
+        last, now `age` steps old, drawn from the prompt's: `draw_length` over `heard_onsets`):
+        no note before it, time goes straight there, and a note is struck then (`allowed`). Else
+        the model decides. On a grid, the drawn onset is its nearest point; in an infilled
+        middle, none at or past the middle's end."""
+        grammar, share = self.grammar, self.priors.onset_draws
+        self._onset_at[row], self._onset_drawn_at[row] = NO_RELEASE, grammar.clock[row]
+        gaps = self._prompt_gaps[row]
+        if self.rng is None or share <= 0 or self._prompt_onsets[row] < LENGTH_DRAWS_MIN_NOTES:
+            return
+        if grammar.fim[row] not in (PLAIN, MIDDLE) or self.rng.random() >= share:
+            return
+        gap = draw_length(gaps, age, self.rng)
+        if gap is None or gap >= len(gaps) - 1:
+            return  # longer than the gaps the piece ended (or than it counts): the model's
+        at = int(grammar.clock[row]) + max(gap - age, 1 if age == 0 else 0)
+        if self.grids[row] is not None:
+            at = int(self.grids[row].nearest(np.array([at]))[0])
+            at = max(at, int(grammar.clock[row]) + (1 if age == 0 else 0))
+        if grammar.fim[row] == MIDDLE and at >= grammar.end_clock[row]:
+            return
+        self._onset_at[row] = at
+
+    def _draw_chord(self, row: int) -> None:
+        """With probability `chord_draws`, how many notes the onset the row just struck has,
+        drawn from the prompt's (`heard_onsets`): no time moves until it has them, and no more
+        are struck then (`allowed`). Else the model decides."""
+        self._chord_size[row] = 0
+        sizes = self._prompt_chords[row]
+        if (
+            self.rng is None
+            or self.priors.chord_draws <= 0
+            or self._prompt_onsets[row] < LENGTH_DRAWS_MIN_NOTES
+        ):
+            return
+        if self.grammar.fim[row] not in (PLAIN, MIDDLE) or self.rng.random() >= self.priors.chord_draws:
+            return
+        self._chord_size[row] = int(self.rng.choice(sizes.size, p=sizes / sizes.sum()))
 
     def _due(self) -> np.ndarray:
         """(batch, 128): the sounding notes whose drawn length is over."""
@@ -525,9 +705,11 @@ class PianoSamplingGrammar:
         return self._snap_to_grid(self._fold_past_the_end(logits))
 
     def _steps_to_stop(self) -> np.ndarray:
-        """(batch,) steps to where time must stop next: an infilled middle's end, or a note's
-        drawn release, whichever comes first; 0 where neither is ahead."""
-        stops = np.stack([self.grammar.steps_to_middle_end(), self._steps_to_release()])
+        """(batch,) steps to where time must stop next: an infilled middle's end, a note's
+        drawn release or a drawn onset, whichever comes first; 0 where none is ahead."""
+        onset = self._onset_at - self.grammar.clock
+        onset = np.where((onset > 0) & (self._onset_at < NO_RELEASE), onset, 0)
+        stops = np.stack([self.grammar.steps_to_middle_end(), self._steps_to_release(), onset])
         first = np.where(stops > 0, stops, NO_RELEASE).min(0)
         return np.where(first < NO_RELEASE, first, 0)
 

@@ -17,7 +17,13 @@ from musicgpt.generation.grid import (
     note_spans,
     onset_clocks,
 )
-from musicgpt.generation.piano import PIANO_SAMPLING, PianoSamplingGrammar, continue_piano, cut_at_seconds
+from musicgpt.generation.piano import (
+    PIANO_SAMPLING,
+    PianoPriors,
+    PianoSamplingGrammar,
+    continue_piano,
+    cut_at_seconds,
+)
 from musicgpt.generation.sampling import SamplingConfig, SamplingError
 from musicgpt.model.gpt import GPT, GPTConfig
 from musicgpt.tokenizers import vocab as V
@@ -170,14 +176,26 @@ def test_a_performance_prompt_is_not_snapped():
 
 def test_every_sampled_onset_falls_on_the_prompts_grid():
     """A model that knows nothing of grids (a tiny random one) continues pineapple-rag: with
-    snapping, every note it strikes lands on the rag's 15-step grid; without, most do not."""
+    snapping, every note it strikes lands on the rag's 15-step grid; without, most do not. (The
+    onset draws off: the rag's own gaps, all 15 or 30 steps, would put its notes on the grid
+    without snapping.)"""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=V.VOCAB_SIZE, block_size=128, n_layer=1, n_head=2, n_embd=16)).eval()
     tokenizer = PerformanceTokenizer()
     prompt = opening("pineapple-rag.mid")
+    no_onset_draws = PianoPriors(onset_draws=0.0)
     for divisions, expect_all in ((1, True), (0, False)):
         sampling = SamplingConfig.build(PIANO_SAMPLING, grid=divisions)
-        out = continue_piano(model, tokenizer, prompt, seconds=8.0, num_samples=4, seed=0, sampling=sampling)
+        out = continue_piano(
+            model,
+            tokenizer,
+            prompt,
+            seconds=8.0,
+            num_samples=4,
+            seed=0,
+            sampling=sampling,
+            priors=no_onset_draws,
+        )
         new = np.concatenate([onset_clocks(seq) for seq in out.sequences()])
         new = new[new > onset_clocks(prompt)[-1]]
         assert new.size > 20

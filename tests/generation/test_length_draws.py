@@ -38,6 +38,10 @@ def test_a_drawn_length_is_one_heard_longer_than_the_age_in_proportion():
     assert draw_length(heard, 10, rng) == 10
 
 
+SIX_SIX = np.zeros(11)
+SIX_SIX[6] = 2  # two notes sounding, 6 steps old
+
+
 def test_notes_still_sounding_count_as_at_least_their_age():
     """Kaplan-Meier: 2 notes ended after 2 steps, 2 sound 6 steps old. Ended lengths alone say 2;
     with the sounding ones, half the notes outlast every ended one: left open (the model's)."""
@@ -46,13 +50,13 @@ def test_notes_still_sounding_count_as_at_least_their_age():
     rng = np.random.default_rng(0)
     alone = {draw_length(heard, 0, rng) for _ in range(100)}
     assert alone == {2}
-    draws = [draw_length(heard, 0, rng, sounding_ages=np.array([6, 6])) for _ in range(4000)]
+    draws = [draw_length(heard, 0, rng, at_least=SIX_SIX) for _ in range(4000)]
     assert abs(np.mean([d is None for d in draws]) - 0.5) < 0.03
     assert {d for d in draws if d is not None} == {2}
     # a note older than the ended ones but not the sounding: left open
-    assert draw_length(heard, 4, rng, sounding_ages=np.array([6, 6])) is None
+    assert draw_length(heard, 4, rng, at_least=SIX_SIX) is None
     # older than all of them: over now
-    assert draw_length(heard, 7, rng, sounding_ages=np.array([6, 6])) == 7
+    assert draw_length(heard, 7, rng, at_least=SIX_SIX) == 7
 
 
 def grammar_after(prompt: np.ndarray, share: float, seed: int | None = 0, batch: int = 1):
@@ -60,7 +64,7 @@ def grammar_after(prompt: np.ndarray, share: float, seed: int | None = 0, batch:
     grammar = PianoSamplingGrammar(
         PerformanceTokenizer().grammar(batch),
         np.tile(prompt, (batch, 1)),
-        PianoPriors(length_draws=share),
+        PianoPriors(length_draws=share, onset_draws=0.0, chord_draws=0.0),  # the lengths alone
         rng=rng,
     )
     grammar.start(None)
