@@ -67,6 +67,13 @@ COLUMNS = (
 )
 SHARES = ("duration_oa", "ioi_oa", "pitch_oa")
 EDGE_COLUMN = ("edge_onset_oa", "edge OA", ".2f")  # --infill: the onset OA around the span's edges
+# the piece's draws (`PianoPriors`, docs/model.md), each a flag from 0 to 1: field, default, what it decides
+DRAWS = (
+    ("length_draws", LENGTH_DRAWS, "the share of notes whose length the piece's lengths decide"),
+    ("length_draws_on_grid", LENGTH_DRAWS_ON_GRID, "the same on a sequenced prompt's grid"),
+    ("onset_draws", ONSET_DRAWS, "the share of onsets whose time the piece's gaps decide"),
+    ("chord_draws", CHORD_DRAWS, "the share of onsets whose number of notes the piece's chords decide"),
+)
 
 
 def run(
@@ -86,12 +93,7 @@ def run(
                 num_samples=args.num_samples,
                 seed=seed,
                 sampling=PIANO_SAMPLING,
-                priors=PianoPriors(
-                    length_draws=args.length_draws,
-                    length_draws_on_grid=args.length_draws_on_grid,
-                    onset_draws=args.onset_draws,
-                    chord_draws=args.chord_draws,
-                ),
+                priors=PianoPriors(**{name: getattr(args, name) for name, _, _ in DRAWS}),
             )
             try:
                 pieces, skipped = select_pieces(every_piece, settings)
@@ -130,35 +132,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, help="seconds continued (default 20), or the span infilled (4)")
     ap.add_argument("--num-samples", type=int, default=4)
     ap.add_argument("--infill", action="store_true", help="infill [P, P + S) instead of continuing from P")
-    ap.add_argument(
-        "--length-draws",
-        type=float,
-        default=LENGTH_DRAWS,
-        help=f"the share of notes whose length the piece's lengths decide (default {LENGTH_DRAWS}; docs/model.md)",
-    )
-    ap.add_argument(
-        "--length-draws-on-grid",
-        type=float,
-        default=LENGTH_DRAWS_ON_GRID,
-        help=f"the same on a sequenced prompt's grid (default {LENGTH_DRAWS_ON_GRID})",
-    )
-    ap.add_argument(
-        "--onset-draws",
-        type=float,
-        default=ONSET_DRAWS,
-        help=f"the share of onsets whose time the piece's gaps decide (default {ONSET_DRAWS}; docs/model.md)",
-    )
-    ap.add_argument(
-        "--chord-draws",
-        type=float,
-        default=CHORD_DRAWS,
-        help=f"the share of onsets whose number of notes the piece's chords decide (default {CHORD_DRAWS})",
-    )
+    for name, default, what in DRAWS:
+        ap.add_argument(
+            "--" + name.replace("_", "-"), type=float, default=default, help=f"{what} (default {default:g})"
+        )
     args = ap.parse_args()
-    for name in ("length_draws", "length_draws_on_grid", "onset_draws", "chord_draws"):
+    for name, _, _ in DRAWS:
         if not 0 <= getattr(args, name) <= 1:
-            flag = "--" + name.replace("_", "-")
-            ap.error(f"argument {flag}: must be from 0 to 1, got {getattr(args, name):g}")
+            ap.error(f"argument --{name.replace('_', '-')}: must be from 0 to 1, got {getattr(args, name):g}")
     if args.seconds is None:
         args.seconds = 4.0 if args.infill else 20.0
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -186,13 +167,11 @@ def main() -> None:
         else f"continuations of {args.pieces} ({args.prompt_seconds} s prompts, {args.num_samples} x "
         f"{args.seconds:g} s"
     )
-    draws = "" if args.length_draws == LENGTH_DRAWS else f", length draws {args.length_draws:g}"
-    if args.length_draws_on_grid != LENGTH_DRAWS_ON_GRID:
-        draws += f", on a grid {args.length_draws_on_grid:g}"
-    if args.onset_draws != ONSET_DRAWS:
-        draws += f", onset draws {args.onset_draws:g}"
-    if args.chord_draws != CHORD_DRAWS:
-        draws += f", chord draws {args.chord_draws:g}"
+    draws = "".join(
+        f", {name.replace('_', ' ')} {getattr(args, name):g}"
+        for name, default, _ in DRAWS
+        if getattr(args, name) != default
+    )
     print(f"{what}, seeds {args.seeds}), each model's default sampling{draws}")
     header = "".join(f"{title:>9}" for _, title, _ in columns)
     print(f"{'':<34}{header}   share of floor->ceiling (dur/onset/pitch)")

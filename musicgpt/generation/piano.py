@@ -384,13 +384,11 @@ class PianoSamplingGrammar:
         self._prompt_notes = np.zeros(len(whole_prompt), np.int64)
         self._prompt_onsets = np.zeros(len(whole_prompt), np.int64)
         # the piece's gaps between onsets deciding when the next note comes (`PianoPriors.
-        # onset_draws`): per row, the clock of the next onset a draw decided (NO_RELEASE: the
-        # model's), and the clock of the onset it was drawn at
+        # onset_draws`): per row, the clock of the next onset a draw decided (NO_RELEASE: the model's)
         self._onset_at = np.full(len(whole_prompt), NO_RELEASE, np.int64)
-        self._onset_drawn_at = np.full(len(whole_prompt), -1, np.int64)
         # the piece's chords deciding how many notes an onset strikes (`PianoPriors.chord_draws`):
-        # per row, the clock of its last onset, the notes struck then, and how many it must have
-        # (0: the model's)
+        # per row, the clock of its last onset (both draws are made with its first note), the
+        # notes struck then, and how many it must have (0: the model's)
         self._chord_clock = np.full(len(whole_prompt), -1, np.int64)
         self._chord_notes = np.zeros(len(whole_prompt), np.int64)
         self._chord_size = np.zeros(len(whole_prompt), np.int64)
@@ -451,8 +449,9 @@ class PianoSamplingGrammar:
         self._prompt_gaps = np.stack([gaps for gaps, _ in heard])
         self._prompt_chords = np.stack([chords for _, chords in heard])
         self._prompt_onsets = self.grammar.gaps_heard.sum(1) + 1  # (unweighted)
-        self._chord_clock[:], self._chord_notes[:], self._chord_size[:] = -1, 0, 0
-        self._onset_at[:], self._onset_drawn_at[:] = NO_RELEASE, -1
+        # (a chord the prompt ends on is its own: notes may join it, and no draw sizes it)
+        self._chord_clock[:] = np.where(self.grammar.clock == self.grammar.last_onset, self.grammar.clock, -1)
+        self._chord_notes[:], self._chord_size[:], self._onset_at[:] = 0, 0, NO_RELEASE
         for row in np.flatnonzero(self.grammar.last_onset >= 0):
             self._draw_onset(int(row), int(self.grammar.clock[row] - self.grammar.last_onset[row]))
 
@@ -564,11 +563,11 @@ class PianoSamplingGrammar:
             self._looping[row] = self._looping_keys(row)
             if self.grammar.sounding[row, self._struck[row][-1]]:  # (not an infill's gap or suffix)
                 self._draw_length(int(row), self._struck[row][-1], 0)
-                if self._onset_drawn_at[row] != self.grammar.clock[row]:
-                    self._draw_onset(int(row), 0)  # the first note at this time: when the next comes
                 if self._chord_clock[row] != self.grammar.clock[row]:
+                    # the first note at this time: when the next onset comes, and how many notes this one has
                     self._chord_clock[row], self._chord_notes[row] = self.grammar.clock[row], 0
-                    self._draw_chord(int(row))  # and how many notes it has
+                    self._draw_onset(int(row), 0)
+                    self._draw_chord(int(row))
                 self._chord_notes[row] += 1
         self._release_at[~self.grammar.sounding] = NO_RELEASE
 
@@ -624,7 +623,7 @@ class PianoSamplingGrammar:
         the model decides. On a grid, the drawn onset is its nearest point; in an infilled
         middle, none at or past the middle's end."""
         grammar, share = self.grammar, self.priors.onset_draws
-        self._onset_at[row], self._onset_drawn_at[row] = NO_RELEASE, grammar.clock[row]
+        self._onset_at[row] = NO_RELEASE
         gaps = self._prompt_gaps[row]
         if self.rng is None or share <= 0 or self._prompt_onsets[row] < LENGTH_DRAWS_MIN_NOTES:
             return
