@@ -3,6 +3,7 @@
     python benchmarks/continuations.py [--checkpoints piano-small,runs/x/model] [--seeds 0,1,2]
         [--pieces Maestro_2,POP909_022,...] [--prompt-seconds 10[,50,90]] [--seconds 20] [--num-samples 4]
         [--infill] [--length-draws 0.5] [--length-draws-on-grid 1] [--onset-draws 0.5] [--chord-draws 0.5]
+        [--longest-share 0.01]
 
 The protocol is `musicgpt evaluate --continuations` (docs/evaluation.md) with each model's default
 sampling; the pieces default to the five held-out pieces of the bundled corpus that the recipe
@@ -48,6 +49,7 @@ from musicgpt.generation.piano import (
     CHORD_DRAWS,
     LENGTH_DRAWS,
     LENGTH_DRAWS_ON_GRID,
+    LONGEST_SHARE,
     ONSET_DRAWS,
     PIANO_SAMPLING,
     PianoPriors,
@@ -73,6 +75,7 @@ DRAWS = (
     ("length_draws_on_grid", LENGTH_DRAWS_ON_GRID, "the same on a sequenced prompt's grid"),
     ("onset_draws", ONSET_DRAWS, "the share of onsets whose time the piece's gaps decide"),
     ("chord_draws", CHORD_DRAWS, "the share of onsets whose number of notes the piece's chords decide"),
+    ("longest_share", LONGEST_SHARE, "the share of the piece's notes a note may outlast before it must end"),
 )
 
 

@@ -3,7 +3,7 @@
     python benchmarks/length_draws_speed.py [--pieces pineapple-rag.mid,fur-elise.mid] [--seconds 20]
         [--samples 4] [--rounds 3] [--threads 2]
 
-The draws (`PianoPriors.length_draws`, `onset_draws`, `chord_draws`; docs/model.md "Note lengths,
+The draws (`PianoPriors.length_draws`, `onset_draws`, `chord_draws`, and the longest length `longest_share`; docs/model.md "Note lengths,
 drawn when a note is struck" and "Onsets and chords, drawn from the piece") decide a share of the
 notes' lengths, of the gaps between onsets and of the chords' sizes from the piece's own, and
 hold the model to them: a few numpy operations per row and step, beside the model's step. Each
@@ -41,7 +41,9 @@ def main() -> None:
     print(f"{'piece':22s} {'off steps/s':>12s} {'on steps/s':>11s} {'on / off':>9s}")
     for piece in args.pieces.split(","):
         prompt = cut_at_seconds(np.asarray(tokenizer.encode(str(piano_corpus() / piece))), 10.0)
-        off = PianoPriors(length_draws=0.0, length_draws_on_grid=0.0, onset_draws=0.0, chord_draws=0.0)
+        off = PianoPriors(
+            length_draws=0.0, length_draws_on_grid=0.0, onset_draws=0.0, chord_draws=0.0, longest_share=0.0
+        )
         settings = {"off": off, "on": PianoPriors()}
         best = dict.fromkeys(settings, 0.0)
         for seed in range(args.rounds):

@@ -52,6 +52,11 @@ LENGTH_DRAWS_ON_GRID = 1.0
 # decides none.
 LENGTH_DRAWS_MIN_NOTES = 16
 NO_RELEASE = np.iinfo(np.int64).max // 2  # a note whose length no draw decided
+# No note, drawn or the model's, outlasts the length by which all but this share of the prompt's
+# notes have ended (`longest_length`; 0: no such end). The model holds some notes past anything
+# its prompt holds: from 90 s into Maestro_2, whose last 20 s hold no note over 1.6 s, 0.2-1.6% of
+# its notes sounded over 5 s, the real continuation's none (docs/model.md, "The longest note").
+LONGEST_SHARE = 0.01
 # How often the piece's own gaps between onsets, not the model, decide when the next note comes
 # (per onset, drawn when one is struck: `_draw_onset`; 0: never). The model plays its corpus's
 # pace: four times as many notes as a slow pedalled opening has, half a rag's.
@@ -86,7 +91,7 @@ PITCH_PRIOR_MIN_NOTES = 16
 # on both sides of it says more than a continuation's minutes of prompt say about the next 20 s).
 # Chosen by the infill table (docs/model.md, "Pitches").
 INFILL_PITCH_PRIOR = 1.0
-INFILL_PITCH_SECONDS = 8.0
+INFILL_PITCH_SECONDS = 16.0
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,10 @@ class PianoPriors:
     (`pitches_around`). `length_draws`: the share of notes whose length the prompt's note lengths
     decide outright (`draw_length`; `length_draws_on_grid` on a sequenced prompt's grid);
     `onset_draws` the share of onsets whose time its gaps between onsets decide, `chord_draws`
-    the share whose number of notes its chords decide. Draws, not factors on the logits: none in
-    greedy decoding, and none where `evaluate --copy-gap` scores the sampler's distribution."""
+    the share whose number of notes its chords decide; `longest_share` the share of its notes
+    that may outlast the length at which every note, drawn or the model's, ends (`longest_length`).
+    Draws, not factors on the logits: none in greedy decoding, and none where `evaluate
+    --copy-gap` scores the sampler's distribution."""
 
     release: float = RELEASE_PRIOR
     onset: float = ONSET_PRIOR
@@ -109,6 +116,7 @@ class PianoPriors:
     infill_pitch: float = INFILL_PITCH_PRIOR
     onset_draws: float = ONSET_DRAWS
     chord_draws: float = CHORD_DRAWS
+    longest_share: float = LONGEST_SHARE
 
 
 def draw_length(
@@ -140,11 +148,26 @@ def draw_length(
     return age + 1 + int(np.searchsorted(cumulative, u, side="right"))
 
 
-def heard_lengths(ids: np.ndarray, half_life_steps: float, max_steps: int) -> tuple[np.ndarray, np.ndarray]:
+def longest_length(lengths_heard: np.ndarray, at_least: np.ndarray, share: float) -> int | None:
+    """The length (steps) by which all but `share` of the notes heard have ended, by the same
+    Kaplan-Meier estimate as `draw_length`; None where more than that share is left open (notes
+    still sounding that outlasted every ended one), or for a share of 0."""
+    ended = np.asarray(lengths_heard, np.float64)
+    at_risk = np.cumsum((ended + at_least)[::-1])[::-1]
+    hazard = np.divide(ended, at_risk, out=np.zeros_like(ended), where=at_risk > 0)
+    below = np.flatnonzero(np.cumprod(1 - hazard) < share)
+    return int(below[0]) if below.size and share > 0 else None
+
+
+def heard_lengths(
+    ids: np.ndarray, half_life_steps: float, max_steps: int, ahead: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """The note lengths of `ids` as `draw_length` reads them, two (max_steps + 1,) histograms of
     steps: the notes that end in `ids`, each counted 0.5 ** (steps from its end to the end of
     `ids` / half_life_steps), and the notes still sounding at its end, at their age (at least
-    that long)."""
+    that long). `ahead`: `ids` is music that comes after the notes drawn (an infilled span's
+    suffix), each note counted by how soon it is struck: 0.5 ** (its onset / half_life_steps);
+    its first NOTE_OFFs end notes it never heard begin, and count nothing."""
     ids = np.asarray(ids)
     clock = np.cumsum(V.shift_steps(ids))
     kind, value = V.TYPE_OF_ID[ids], V.VALUE_OF_ID[ids]
@@ -160,28 +183,49 @@ def heard_lengths(ids: np.ndarray, half_life_steps: float, max_steps: int) -> tu
             struck_at[pitch] = -1
     now = clock[-1] if clock.size else 0
     ended, at_least = np.zeros(max_steps + 1), np.zeros(max_steps + 1)
-    if lengths:
-        weights = 0.5 ** ((now - np.asarray(ends)) / half_life_steps)
-        np.add.at(ended, np.clip(lengths, 0, max_steps), weights)
     sounding = struck_at[struck_at >= 0]
-    np.add.at(at_least, np.clip(now - sounding, 0, max_steps), 1.0)
+    if lengths:
+        lengths, ends = np.asarray(lengths), np.asarray(ends)
+        since = ends - lengths if ahead else now - ends
+        np.add.at(ended, np.clip(lengths, 0, max_steps), 0.5 ** (since / half_life_steps))
+    sounding_weights = 0.5 ** (sounding / half_life_steps) if ahead else np.ones(sounding.size)
+    np.add.at(at_least, np.clip(now - sounding, 0, max_steps), sounding_weights)
     return ended, at_least
 
 
-def heard_onsets(ids: np.ndarray, half_life_steps: float) -> tuple[np.ndarray, np.ndarray]:
+def heard_onsets(
+    ids: np.ndarray, half_life_steps: float, ahead: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """The onsets of `ids` as the onset and chord draws read them: (MAX_GAP_STEPS + 1,) the gaps
     (steps) between its distinct onset times, and (MAX_CHORD + 1,) how many of its onsets strike
     1, 2, ... notes; each counted 0.5 ** (steps from the onset to the end of `ids` /
-    half_life_steps)."""
+    half_life_steps), or with `ahead` (`heard_lengths`) from the start of `ids` to the onset."""
     ids = np.asarray(ids)
     clock = np.cumsum(V.shift_steps(ids))
     onsets, per_onset = np.unique(clock[V.TYPE_OF_ID[ids] == V.EventType.NOTE_ON], return_counts=True)
-    weights = 0.5 ** (((clock[-1] if clock.size else 0) - onsets) / half_life_steps)
+    since = onsets if ahead else (clock[-1] if clock.size else 0) - onsets
+    weights = 0.5 ** (since / half_life_steps)
     gaps = np.zeros(MAX_GAP_STEPS + 1)
-    np.add.at(gaps, np.minimum(np.diff(onsets), MAX_GAP_STEPS), weights[1:])
+    # a gap counted as its later onset is (ahead: its earlier one, the one nearer the span)
+    np.add.at(gaps, np.minimum(np.diff(onsets), MAX_GAP_STEPS), weights[:-1] if ahead else weights[1:])
     chords = np.zeros(MAX_CHORD + 1)
     np.add.at(chords, np.minimum(per_onset, MAX_CHORD), weights)
     return gaps, chords
+
+
+def heard_around(row: np.ndarray, half_life_steps: float, max_steps: int):
+    """What the draws read for one prompt: its `heard_lengths` and `heard_onsets`, each faded
+    by how long before the model takes over; an infill prompt's prefix so, and its suffix by
+    how long after the span (the music on both sides of a span is what it should sound like)."""
+    prefix, suffix = prefix_of(row), suffix_of(row)
+    lengths = heard_lengths(prefix, half_life_steps, max_steps)
+    onsets = heard_onsets(prefix, half_life_steps)
+    if suffix.size:
+        after = heard_lengths(suffix, half_life_steps, max_steps, ahead=True)
+        lengths = tuple(a + b for a, b in zip(lengths, after, strict=True))
+        after = heard_onsets(suffix, half_life_steps, ahead=True)
+        onsets = tuple(a + b for a, b in zip(onsets, after, strict=True))
+    return lengths, onsets
 
 
 def length_draws_rng(sampling: SamplingConfig, seed: int | None) -> np.random.Generator | None:
@@ -372,6 +416,10 @@ class PianoSamplingGrammar:
         # row and pitch, the clock at which the note a draw decided ends (NO_RELEASE: the model's)
         self.rng = rng
         self._release_at = np.full((len(whole_prompt), 128), NO_RELEASE, np.int64)
+        # and the clock by which each sounding note ends however it was decided: struck plus the
+        # row's longest length (`PianoPriors.longest_share`; NO_RELEASE: none)
+        self._release_by = np.full((len(whole_prompt), 128), NO_RELEASE, np.int64)
+        self._longest = np.full(len(whole_prompt), NO_RELEASE, np.int64)
         # a shift the model meant past a drawn release: the release comes, then the rest of it
         # (`_fold_past_the_end` keeps what each row meant this step; `advance` draws from it)
         self._meant: dict[int, tuple[int, np.ndarray]] = {}
@@ -432,22 +480,26 @@ class PianoSamplingGrammar:
         )
         self._looping = [self._looping_keys(row) for row in range(len(self._struck))]
         # the notes sounding where the model takes over: lengths drawn for them too
-        self._release_at[:] = NO_RELEASE
+        self._release_at[:], self._release_by[:] = NO_RELEASE, NO_RELEASE
         self._meant, self._resume_at[:] = {}, 0
         # what the draws read: the prompt's lengths, gaps and chords, faded by how long ago
-        # (an infill prompt's prefix: what the middle goes on from)
+        # (an infill prompt's prefix, and its suffix faded by how long after the span)
         half_life = MEMORY_HALF_LIFE * V.STEPS_PER_SECOND
         width = self.grammar.lengths_heard.shape[1] - 1
-        self._heard = [heard_lengths(prefix_of(row), half_life, width) for row in self.whole_prompt]
+        around = [heard_around(row, half_life, width) for row in self.whole_prompt]
+        self._heard = [lengths for lengths, _ in around]
+        longest = [
+            longest_length(ended, at_least, self.priors.longest_share) for ended, at_least in self._heard
+        ]
+        self._longest[:] = [NO_RELEASE if length is None else length for length in longest]
         self._prompt_notes = self.grammar.lengths_heard.sum(1)  # (unweighted)
         ages = self.grammar.ages()
         for row, pitch in zip(*np.nonzero(self.grammar.sounding), strict=True):
             self._draw_length(int(row), int(pitch), int(ages[row, pitch]))
         # and the gap open where the model takes over: when its next onset comes (from the
         # prompt's gaps alone: the sample's own, the model's pace among them, would feed back)
-        heard = [heard_onsets(prefix_of(row), half_life) for row in self.whole_prompt]
-        self._prompt_gaps = np.stack([gaps for gaps, _ in heard])
-        self._prompt_chords = np.stack([chords for _, chords in heard])
+        self._prompt_gaps = np.stack([gaps for _, (gaps, _) in around])
+        self._prompt_chords = np.stack([chords for _, (_, chords) in around])
         self._prompt_onsets = self.grammar.gaps_heard.sum(1) + 1  # (unweighted)
         # (a chord the prompt ends on is its own: notes may join it, and no draw sizes it)
         self._chord_clock[:] = np.where(self.grammar.clock == self.grammar.last_onset, self.grammar.clock, -1)
@@ -570,6 +622,7 @@ class PianoSamplingGrammar:
                     self._draw_chord(int(row))
                 self._chord_notes[row] += 1
         self._release_at[~self.grammar.sounding] = NO_RELEASE
+        self._release_by[~self.grammar.sounding] = NO_RELEASE
 
     def _resume_shifts(self, tokens: np.ndarray, clock_before: np.ndarray) -> None:
         """A row that took the shift stopping at a drawn release: how far the model meant to go,
@@ -599,13 +652,15 @@ class PianoSamplingGrammar:
         the middle's end."""
         grammar = self.grammar
         share = self.priors.length_draws if self.grids[row] is None else self.priors.length_draws_on_grid
-        if self.rng is None or share <= 0 or self._prompt_notes[row] < LENGTH_DRAWS_MIN_NOTES:
+        if self.rng is None or self._prompt_notes[row] < LENGTH_DRAWS_MIN_NOTES:
             return
         if grammar.fim[row] not in (PLAIN, MIDDLE) or (
             grammar.fim[row] == MIDDLE and grammar.expected[row, pitch]
         ):
             return
-        if self.rng.random() >= share:
+        if self._longest[row] < NO_RELEASE:  # drawn or not, it ends by the piece's longest
+            self._release_by[row, pitch] = grammar.clock[row] - age + max(int(self._longest[row]), age)
+        if share <= 0 or self.rng.random() >= share:
             return
         heard, at_least = self._heard[row]
         length = draw_length(heard, age, self.rng, at_least)
@@ -658,11 +713,13 @@ class PianoSamplingGrammar:
 
     def _due(self) -> np.ndarray:
         """(batch, 128): the sounding notes whose drawn length is over."""
-        return self.grammar.sounding & (self._release_at <= self.grammar.clock[:, None])
+        ends = np.minimum(self._release_at, self._release_by)
+        return self.grammar.sounding & (ends <= self.grammar.clock[:, None])
 
     def _steps_to_release(self) -> np.ndarray:
         """(batch,) steps until the next drawn release of a sounding note; 0 where none is ahead."""
-        ahead = np.where(self.grammar.sounding, self._release_at, NO_RELEASE).min(1) - self.grammar.clock
+        ends = np.minimum(self._release_at, self._release_by)
+        ahead = np.where(self.grammar.sounding, ends, NO_RELEASE).min(1) - self.grammar.clock
         return np.where((ahead > 0) & (ahead < NO_RELEASE // 2), ahead, 0)
 
     @property

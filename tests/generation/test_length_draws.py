@@ -13,6 +13,7 @@ from musicgpt.generation.piano import (
     PianoPriors,
     PianoSamplingGrammar,
     draw_length,
+    longest_length,
 )
 from musicgpt.tokenizers import vocab as V
 from musicgpt.tokenizers.performance import PerformanceTokenizer
@@ -59,12 +60,15 @@ def test_notes_still_sounding_count_as_at_least_their_age():
     assert draw_length(heard, 7, rng, at_least=SIX_SIX) == 7
 
 
-def grammar_after(prompt: np.ndarray, share: float, seed: int | None = 0, batch: int = 1):
+def grammar_after(
+    prompt: np.ndarray, share: float, seed: int | None = 0, batch: int = 1, longest_share: float = 0.0
+):
     rng = None if seed is None else np.random.default_rng(seed)
     grammar = PianoSamplingGrammar(
         PerformanceTokenizer().grammar(batch),
         np.tile(prompt, (batch, 1)),
-        PianoPriors(length_draws=share, onset_draws=0.0, chord_draws=0.0),  # the lengths alone
+        # the lengths alone
+        PianoPriors(length_draws=share, onset_draws=0.0, chord_draws=0.0, longest_share=longest_share),
         rng=rng,
     )
     grammar.start(None)
@@ -195,3 +199,37 @@ def test_no_drawn_release_past_an_infilled_middles_end():
     step(grammar, "NOTE_ON_64")
     assert grammar.grammar.steps_to_middle_end()[0] == 3
     assert np.isfinite(grammar.logit_bias()[0, OFFS]).all()
+
+
+def test_the_longest_length_is_where_all_but_the_share_have_ended():
+    """Notes of 2, 4, 8 and 8 steps: a quarter outlasts 4 steps... none 8. Sounding notes older
+    than every ended one leave it open (half the notes outlast all ended); a share of 0, none."""
+    heard = np.zeros(11)
+    heard[[2, 4, 8]] = [1, 1, 2]
+    assert longest_length(heard, np.zeros(11), 0.01) == 8
+    assert longest_length(heard, np.zeros(11), 0.6) == 4  # half outlast 4 steps: under 0.6
+    assert longest_length(heard, np.zeros(11), 0.0) is None
+    two = np.zeros(11)
+    two[2] = 2
+    assert longest_length(two, SIX_SIX, 0.01) is None
+    assert longest_length(two, SIX_SIX, 0.6) == 2
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_no_note_outlasts_the_pieces_longest(share):
+    """Every note of the piece lasted 10 steps: 60, struck as the model takes over, ends by then
+    whether its length was drawn (share 1) or is the model's (share 0: its NOTE_OFF keeps its
+    mass, and is all there is once 60 is 10 steps old)."""
+    grammar = grammar_after(PROMPT, share=share, longest_share=0.01)
+    step(grammar, "TIME_SHIFT_5")
+    assert (grammar.logit_bias()[0, V.NOTE_OFF_OFFSET + 60] == -np.inf) == (share == 1.0)
+    step(grammar, "NOTE_ON_64")  # (a shift follows a shift only after the longest)
+    shifts = np.flatnonzero(grammar.allowed()[0, V.TIME_SHIFT_OFFSET : V.VELOCITY_OFFSET]) + 1
+    assert shifts.max() == 5  # up to 60's end, not past it
+    step(grammar, "TIME_SHIFT_5")
+    assert np.flatnonzero(grammar.allowed()[0]).tolist() == [V.NOTE_OFF_OFFSET + 60]
+    # greedy decoding and the copy gap (no generator): no end but the model's
+    unheld = grammar_after(PROMPT, share=share, seed=None, longest_share=0.01)
+    step(unheld, "TIME_SHIFT_5")
+    step(unheld, "NOTE_ON_64")
+    assert unheld.allowed()[0, V.name_to_id("TIME_SHIFT_20")]

@@ -33,7 +33,7 @@ def grammar_after(prompt, onsets: float, lengths: float = 0.0, seed: int | None 
     grammar = PianoSamplingGrammar(
         PerformanceTokenizer().grammar(batch),
         np.tile(prompt, (batch, 1)),
-        PianoPriors(length_draws=lengths, onset_draws=onsets, chord_draws=0.0),
+        PianoPriors(length_draws=lengths, onset_draws=onsets, chord_draws=0.0, longest_share=0.0),
         rng=rng,
     )
     grammar.start(None)
@@ -129,7 +129,7 @@ def grammar_with_chords(prompt, share: float, seed: int | None = 0):
     grammar = PianoSamplingGrammar(
         PerformanceTokenizer().grammar(1),
         prompt[None],
-        PianoPriors(length_draws=0.0, onset_draws=0.0, chord_draws=share),
+        PianoPriors(length_draws=0.0, onset_draws=0.0, chord_draws=share, longest_share=0.0),
         rng=None if seed is None else np.random.default_rng(seed),
     )
     grammar.start(None)
@@ -184,3 +184,31 @@ def test_what_the_draws_read_is_the_prompt_faded_by_how_long_ago():
     ]
     ended, _ = heard_lengths(prompt, np.inf, 100)  # no fading: each note counts once
     assert ended[[10, 20]].tolist() == [1.0, 1.0]
+
+
+def test_an_infilled_span_reads_its_suffix_by_how_soon_it_comes():
+    """The same music as a suffix (after a NOTE_OFF of a note struck in the span, which counts
+    nothing): 60 struck at 0 (weight 1), 62 at 10 (0.5), 64 at 10 still sounding at 30 steps;
+    the gap 0 -> 10 counted as its earlier onset. An infill prompt's draws read both sides."""
+    from musicgpt.generation.piano import heard_around, heard_lengths, heard_onsets
+    from musicgpt.tokenizers.infill import fim_prompt
+
+    suffix = ids(
+        "VELOCITY_20", "NOTE_OFF_50", "NOTE_ON_60", "TIME_SHIFT_10", "NOTE_OFF_60", "NOTE_ON_62", "NOTE_ON_64",
+        "TIME_SHIFT_20", "NOTE_OFF_62", "TIME_SHIFT_10",
+    )  # fmt: skip
+    ended, at_least = heard_lengths(suffix, 10.0, 100, ahead=True)
+    assert np.flatnonzero(ended).tolist() == [10, 20] and ended[[10, 20]].tolist() == [1.0, 0.5]
+    assert np.flatnonzero(at_least).tolist() == [30] and at_least[30] == 0.5
+    gaps, chord_counts = heard_onsets(suffix, 10.0, ahead=True)
+    assert np.flatnonzero(gaps).tolist() == [10] and gaps[10] == 1.0
+    assert np.flatnonzero(chord_counts).tolist() == [1, 2] and chord_counts[[1, 2]].tolist() == [1.0, 0.5]
+
+    prefix = ids("VELOCITY_20", "NOTE_ON_50", "TIME_SHIFT_40", "NOTE_OFF_50", "TIME_SHIFT_10")
+    (ended, at_least), (gaps, chord_counts) = heard_around(fim_prompt(prefix, 100, suffix), 10.0, 100)
+    assert np.flatnonzero(ended).tolist() == [10, 20, 40] and ended[[10, 20, 40]].tolist() == [1.0, 0.5, 0.5]
+    assert (
+        at_least[30] == 0.5 and gaps[10] == 1.0 and chord_counts[[1, 2]].tolist() == [1 + 1 / 32, 0.5]
+    )  # (the prefix's onset 50 steps back)
+    (alone, _), _ = heard_around(prefix, 10.0, 100)  # a continuation's prompt: itself alone
+    assert np.flatnonzero(alone).tolist() == [40] and alone[40] == 0.5

@@ -91,7 +91,7 @@ def test_a_continuation_stays_in_the_prompts_register():
             6.0,
             num_samples=4,
             seed=0,
-            priors=PianoPriors(pitch=pitch, length_draws=0.0, length_draws_on_grid=0.0),
+            priors=PianoPriors(pitch=pitch, length_draws=0.0, length_draws_on_grid=0.0, longest_share=0.0),
         )
         struck = np.concatenate(
             [V.VALUE_OF_ID[s[V.TYPE_OF_ID[s] == V.EventType.NOTE_ON]] for s in out.samples]
@@ -106,20 +106,20 @@ def test_a_continuation_stays_in_the_prompts_register():
 def test_an_infilled_span_hears_the_music_around_it():
     """The prefix's last and the suffix's first INFILL_PITCH_SECONDS, at the infill's weight: a
     piece that opens low and plays high on both sides of the span gives the span the high register."""
-    low, high = notes([36, 38, 40, 41] * 10), notes([72, 74, 76, 77] * 20)  # 4 s low, then 8 s high
+    low, high = notes([36, 38, 40, 41] * 10), notes([72, 74, 76, 77] * 40)  # 4 s low, then 16 s high
     prefix = np.concatenate([low, high[1:]])
     prompt = fim_prompt(prefix, 300, notes([79, 77, 76, 74] * 5))  # a 3 s span, then 2 s high
-    assert INFILL_PITCH_SECONDS == 8.0
+    assert INFILL_PITCH_SECONDS == 16.0
     around = pitches_around(prompt)
     struck = V.VALUE_OF_ID[around[V.TYPE_OF_ID[around] == V.EventType.NOTE_ON]]
-    assert sorted(set(struck.tolist())) == [72, 74, 76, 77, 79]  # the low opening lies over 8 s back
+    assert sorted(set(struck.tolist())) == [72, 74, 76, 77, 79]  # the low opening lies over 16 s back
     grammar = PianoSamplingGrammar(PerformanceTokenizer().grammar(1), prompt[None])
     grammar.start(None)
     bias = grammar.logit_bias()[0, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128]
     assert np.array_equal(bias, pitch_prior(around, INFILL_PITCH_PRIOR))
     assert bias[76] > 0 > bias[38]
     # a span among fewer than PITCH_PRIOR_MIN_NOTES notes hears the whole prefix
-    sparse = fim_prompt(np.concatenate([low, tokens(*["TIME_SHIFT_100"] * 9)]), 300, notes([79] * 3))
+    sparse = fim_prompt(np.concatenate([low, tokens(*["TIME_SHIFT_100"] * 17)]), 300, notes([79] * 3))
     assert np.array_equal(pitches_around(sparse), prefix_of(sparse))
 
 
