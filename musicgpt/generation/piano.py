@@ -648,8 +648,9 @@ class PianoSamplingGrammar:
         `heard_lengths`): its NOTE_OFF comes then (not before: `logit_bias`; not after:
         `allowed`). Else the model decides. Per note: where the piece's lengths are all alike (a
         sequenced rag) its notes last them, where they spread (a performance) the model's own
-        choices keep the rest. In an infilled middle: not the notes the suffix ends, nor past
-        the middle's end."""
+        choices keep the rest. Drawn or not, the note ends by the row's longest length
+        (`longest_length`, `PianoPriors.longest_share`). In an infilled middle: not the notes the
+        suffix ends, nor past the middle's end."""
         grammar = self.grammar
         share = self.priors.length_draws if self.grids[row] is None else self.priors.length_draws_on_grid
         if self.rng is None or self._prompt_notes[row] < LENGTH_DRAWS_MIN_NOTES:
