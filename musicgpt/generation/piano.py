@@ -119,6 +119,18 @@ class PianoPriors:
     longest_share: float = LONGEST_SHARE
 
 
+def kaplan_meier(ended: np.ndarray, at_least: np.ndarray | None = None):
+    """The Kaplan-Meier estimate of a length from histograms (per step) of the lengths heard to
+    their end and of those still going at least so long: (at_risk, hazard, survival), at_risk[k]
+    the weight of lengths that ended at k or later or go on k steps or more, survival[k] P(length
+    > k)."""
+    ended = np.asarray(ended, np.float64)
+    at_least = np.zeros_like(ended) if at_least is None else np.asarray(at_least, np.float64)
+    at_risk = np.cumsum((ended + at_least)[::-1])[::-1]
+    hazard = np.divide(ended, at_risk, out=np.zeros_like(ended), where=at_risk > 0)
+    return at_risk, hazard, np.cumprod(1 - hazard)
+
+
 def draw_length(
     lengths_heard: np.ndarray, age: int, rng: np.random.Generator, at_least: np.ndarray | None = None
 ) -> int | None:
@@ -134,11 +146,7 @@ def draw_length(
     is over: it ends now); None where the estimate leaves it open (a note sounding now outlasted
     every ended one): the model decides."""
     ended = np.asarray(lengths_heard, np.float64)
-    at_least = np.zeros_like(ended) if at_least is None else np.asarray(at_least, np.float64)
-    # at risk at k: notes that ended at k or later, and notes sounding for k steps or more
-    at_risk = np.cumsum((ended + at_least)[::-1])[::-1]
-    hazard = np.divide(ended, at_risk, out=np.zeros_like(ended), where=at_risk > 0)
-    survival = np.cumprod(1 - hazard)  # survival[k]: P(length > k)
+    at_risk, hazard, survival = kaplan_meier(ended, at_least)
     if age + 1 >= len(ended) or at_risk[age + 1] <= 0:
         return age  # older than every note heard
     cumulative = np.cumsum(survival[age : len(ended) - 1] * hazard[age + 1 :])  # P(age < length <= k)
@@ -152,10 +160,8 @@ def longest_length(lengths_heard: np.ndarray, at_least: np.ndarray, share: float
     """The length (steps) by which all but `share` of the notes heard have ended, by the same
     Kaplan-Meier estimate as `draw_length`; None where more than that share is left open (notes
     still sounding that outlasted every ended one), or for a share of 0."""
-    ended = np.asarray(lengths_heard, np.float64)
-    at_risk = np.cumsum((ended + at_least)[::-1])[::-1]
-    hazard = np.divide(ended, at_risk, out=np.zeros_like(ended), where=at_risk > 0)
-    below = np.flatnonzero(np.cumprod(1 - hazard) < share)
+    _, _, survival = kaplan_meier(lengths_heard, at_least)
+    below = np.flatnonzero(survival < share)
     return int(below[0]) if below.size and share > 0 else None
 
 
@@ -206,7 +212,7 @@ def heard_onsets(
     since = onsets if ahead else (clock[-1] if clock.size else 0) - onsets
     weights = 0.5 ** (since / half_life_steps)
     gaps = np.zeros(MAX_GAP_STEPS + 1)
-    # a gap counted as its later onset is (ahead: its earlier one, the one nearer the span)
+    # a gap counts as its later onset does (ahead: as its earlier one, the one nearer the span)
     np.add.at(gaps, np.minimum(np.diff(onsets), MAX_GAP_STEPS), weights[:-1] if ahead else weights[1:])
     chords = np.zeros(MAX_CHORD + 1)
     np.add.at(chords, np.minimum(per_onset, MAX_CHORD), weights)
@@ -712,15 +718,18 @@ class PianoSamplingGrammar:
             return
         self._chord_size[row] = int(self.rng.choice(sizes.size, p=sizes / sizes.sum()))
 
+    def _ends(self) -> np.ndarray:
+        """(batch, 128): the clock each sounding note ends by, its drawn length or the longest."""
+        return np.where(self.grammar.sounding, np.minimum(self._release_at, self._release_by), NO_RELEASE)
+
     def _due(self) -> np.ndarray:
-        """(batch, 128): the sounding notes whose drawn length is over."""
-        ends = np.minimum(self._release_at, self._release_by)
-        return self.grammar.sounding & (ends <= self.grammar.clock[:, None])
+        """(batch, 128): the sounding notes whose drawn or longest length is over."""
+        return self._ends() <= self.grammar.clock[:, None]
 
     def _steps_to_release(self) -> np.ndarray:
-        """(batch,) steps until the next drawn release of a sounding note; 0 where none is ahead."""
-        ends = np.minimum(self._release_at, self._release_by)
-        ahead = np.where(self.grammar.sounding, ends, NO_RELEASE).min(1) - self.grammar.clock
+        """(batch,) steps until the next drawn (or longest) release of a sounding note; 0 where
+        none is ahead."""
+        ahead = self._ends().min(1) - self.grammar.clock
         return np.where((ahead > 0) & (ahead < NO_RELEASE // 2), ahead, 0)
 
     @property
