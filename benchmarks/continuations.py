@@ -3,7 +3,7 @@
     python benchmarks/continuations.py [--checkpoints piano-small,runs/x/model] [--seeds 0,1,2]
         [--pieces Maestro_2,POP909_022,...] [--prompt-seconds 10[,50,90]] [--seconds 20] [--num-samples 4]
         [--infill] [--length-draws 0.5] [--length-draws-on-grid 1] [--onset-draws 0.5] [--chord-draws 0.5]
-        [--longest-share 0.01]
+        [--longest-share 0.01] [--suffix-pitches 16]
 
 The protocol is `musicgpt evaluate --continuations` (docs/evaluation.md) with each model's default
 sampling; the pieces default to the five held-out pieces of the bundled corpus that the recipe
@@ -52,6 +52,7 @@ from musicgpt.generation.piano import (
     LONGEST_SHARE,
     ONSET_DRAWS,
     PIANO_SAMPLING,
+    SUFFIX_PITCH_PRIOR,
     PianoPriors,
 )
 
@@ -69,13 +70,25 @@ COLUMNS = (
 )
 SHARES = ("duration_oa", "ioi_oa", "pitch_oa")
 EDGE_COLUMN = ("edge_onset_oa", "edge OA", ".2f")  # --infill: the onset OA around the span's edges
-# the piece's draws (`PianoPriors`, docs/model.md), each a flag from 0 to 1: field, default, what it decides
+# the piece's draws (`PianoPriors`, docs/model.md), each a flag: field, default, what it decides, and
+# its largest value (a share is at most 1, a log-factor has no bound)
 DRAWS = (
-    ("length_draws", LENGTH_DRAWS, "the share of notes whose length the piece's lengths decide"),
-    ("length_draws_on_grid", LENGTH_DRAWS_ON_GRID, "the same on a sequenced prompt's grid"),
-    ("onset_draws", ONSET_DRAWS, "the share of onsets whose time the piece's gaps decide"),
-    ("chord_draws", CHORD_DRAWS, "the share of onsets whose number of notes the piece's chords decide"),
-    ("longest_share", LONGEST_SHARE, "the share of the piece's notes a note may outlast before it must end"),
+    ("length_draws", LENGTH_DRAWS, "the share of notes whose length the piece's lengths decide", 1),
+    ("length_draws_on_grid", LENGTH_DRAWS_ON_GRID, "the same on a sequenced prompt's grid", 1),
+    ("onset_draws", ONSET_DRAWS, "the share of onsets whose time the piece's gaps decide", 1),
+    ("chord_draws", CHORD_DRAWS, "the share of onsets whose number of notes the piece's chords decide", 1),
+    (
+        "longest_share",
+        LONGEST_SHARE,
+        "the share of the piece's notes a note may outlast before it must end",
+        1,
+    ),
+    (
+        "suffix_pitches",
+        SUFFIX_PITCH_PRIOR,
+        "--infill: the log-factor on the pitches the suffix holds on, near the end",
+        float("inf"),
+    ),
 )
 
 
@@ -96,7 +109,7 @@ def run(
                 num_samples=args.num_samples,
                 seed=seed,
                 sampling=PIANO_SAMPLING,
-                priors=PianoPriors(**{name: getattr(args, name) for name, _, _ in DRAWS}),
+                priors=PianoPriors(**{name: getattr(args, name) for name, *_ in DRAWS}),
             )
             try:
                 pieces, skipped = select_pieces(every_piece, settings)
@@ -135,14 +148,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, help="seconds continued (default 20), or the span infilled (4)")
     ap.add_argument("--num-samples", type=int, default=4)
     ap.add_argument("--infill", action="store_true", help="infill [P, P + S) instead of continuing from P")
-    for name, default, what in DRAWS:
+    for name, default, what, _ in DRAWS:
         ap.add_argument(
             "--" + name.replace("_", "-"), type=float, default=default, help=f"{what} (default {default:g})"
         )
     args = ap.parse_args()
-    for name, _, _ in DRAWS:
-        if not 0 <= getattr(args, name) <= 1:
-            ap.error(f"argument --{name.replace('_', '-')}: must be from 0 to 1, got {getattr(args, name):g}")
+    for name, _, _, most in DRAWS:
+        if not 0 <= getattr(args, name) <= most:
+            bound = f"from 0 to {most:g}" if most < float("inf") else "0 or more"
+            ap.error(f"argument --{name.replace('_', '-')}: must be {bound}, got {getattr(args, name):g}")
     if args.seconds is None:
         args.seconds = 4.0 if args.infill else 20.0
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -172,7 +186,7 @@ def main() -> None:
     )
     draws = "".join(
         f", {name.replace('_', ' ')} {getattr(args, name):g}"
-        for name, default, _ in DRAWS
+        for name, default, *_ in DRAWS
         if getattr(args, name) != default
     )
     print(f"{what}, seeds {args.seeds}), each model's default sampling{draws}")

@@ -79,11 +79,11 @@ ONSET_PRIOR = 0.0
 # How strongly the prompt's own pitches say which note is struck (`pitch_prior`; 0: the model
 # alone). Chosen by the continuation table (docs/model.md, "Pitches").
 PITCH_PRIOR = 0.5
-# The pitch prior's histogram: each prompt note spread over its neighbours (a Gaussian of this many
-# semitones: a melody moves by steps, and a prompt of 10 s has not played every one), a floor of
-# this share of one pitch's mass for pitches the prompt never played, and no prior at all from
-# fewer notes than this (a sparse opening says little about the register).
-PITCH_PRIOR_SEMITONES = 1.0
+# The pitch prior's histogram: the prompt's notes counted per pitch (not spread over neighbouring
+# pitches: a neighbour is mostly out of the key, and a Gaussian of one semitone cost infilled spans
+# 12 points of their pitch share, docs/model.md "Pitches, counted exactly"), a floor of this share
+# of one pitch's mass for pitches the prompt never played, and no prior at all from fewer notes
+# than this (a sparse opening says little about the register).
 PITCH_PRIOR_FLOOR = 0.05
 PITCH_PRIOR_MIN_NOTES = 16
 # An infilled span's pitch prior: the music around the span, the prefix's last and the suffix's
@@ -92,6 +92,15 @@ PITCH_PRIOR_MIN_NOTES = 16
 # Chosen by the infill table (docs/model.md, "Pitches").
 INFILL_PITCH_PRIOR = 1.0
 INFILL_PITCH_SECONDS = 16.0
+# The chord an infilled span leads into: in the span's last SUFFIX_PITCH_SECONDS, each pitch the
+# suffix holds on that does not sound yet (the grammar has it sound at the end) gets this
+# log-factor on its NOTE_ON. The model hardly reads a suffix that opens with NOTE_OFFs as "strike
+# these": it struck a chord of its own there, then, in the last steps, the pitches the grammar
+# demands, a burst of short notes (docs/model.md, "The chord a span leads into"). Chosen by the
+# infill table there (2, 4, 8, 16: each better than the last); at e^16 a missing pitch comes
+# before any other the model would strike, short of a rule.
+SUFFIX_PITCH_PRIOR = 16.0
+SUFFIX_PITCH_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,8 @@ class PianoPriors:
     decide outright (`draw_length`; `length_draws_on_grid` on a sequenced prompt's grid);
     `onset_draws` the share of onsets whose time its gaps between onsets decide, `chord_draws`
     the share whose number of notes its chords decide; `longest_share` the share of its notes
-    that may outlast the length at which every note, drawn or the model's, ends (`longest_length`).
+    that may outlast the length at which every note, drawn or the model's, ends (`longest_length`);
+    `suffix_pitches` the factor on the pitches an infilled span's suffix holds on, near its end.
     Draws, not factors on the logits: none in greedy decoding, and none where `evaluate
     --copy-gap` scores the sampler's distribution."""
 
@@ -117,6 +127,7 @@ class PianoPriors:
     onset_draws: float = ONSET_DRAWS
     chord_draws: float = CHORD_DRAWS
     longest_share: float = LONGEST_SHARE
+    suffix_pitches: float = SUFFIX_PITCH_PRIOR
 
 
 def kaplan_meier(ended: np.ndarray, at_least: np.ndarray | None = None):
@@ -243,10 +254,9 @@ def length_draws_rng(sampling: SamplingConfig, seed: int | None) -> np.random.Ge
 def pitch_prior(ids: np.ndarray, strength: float) -> np.ndarray:
     """(128,) log-factors on the NOTE_ONs: the prompt's pitches as a prior on which note is struck.
 
-    The prompt's NOTE_ONs counted per pitch, smoothed over neighbouring pitches
-    (PITCH_PRIOR_SEMITONES), as shares h(p); a pitch gets strength * log(88 * (h(p) + f) / (1 + 88 f))
-    with f = PITCH_PRIOR_FLOOR / 88: above 0 where the prompt plays more than an even share of the
-    keyboard, far below where it never plays. Not renormalized within the NOTE_ONs: in the
+    The prompt's NOTE_ONs counted per pitch, as shares h(p); a pitch gets
+    strength * log(88 * (h(p) + f) / (1 + 88 f)) with f = PITCH_PRIOR_FLOOR / 88: above 0 where the
+    prompt plays more than an even share of the keyboard, far below where it never plays. Not renormalized within the NOTE_ONs: in the
     prompt's register a note is also likelier to be struck at all (measured: normalizing it away
     kept the pitch gain and lost the polyphony and density gains, docs/model.md "Pitches").
     Zeros from fewer than PITCH_PRIOR_MIN_NOTES notes.
@@ -255,9 +265,7 @@ def pitch_prior(ids: np.ndarray, strength: float) -> np.ndarray:
     pitches = V.VALUE_OF_ID[ids[V.TYPE_OF_ID[ids] == V.EventType.NOTE_ON]]
     if strength <= 0 or pitches.size < PITCH_PRIOR_MIN_NOTES:
         return np.zeros(128, np.float32)
-    reach = int(np.ceil(6 * PITCH_PRIOR_SEMITONES))
-    kernel = np.exp(-0.5 * (np.arange(-reach, reach + 1) / PITCH_PRIOR_SEMITONES) ** 2)
-    counts = np.convolve(np.bincount(pitches, minlength=128).astype(np.float64), kernel, mode="same")
+    counts = np.bincount(pitches, minlength=128).astype(np.float64)
     share = counts / counts.sum()
     floor = PITCH_PRIOR_FLOOR / 88
     return (strength * np.log(88 * (share + floor) / (1 + 88 * floor))).astype(np.float32)
@@ -746,11 +754,14 @@ class PianoSamplingGrammar:
     def logit_bias(self) -> np.ndarray:
         """What the sampler adds to the logits before it samples: the piece's note lengths as a
         prior on releases, its gaps between onsets as one on when to strike, the prompt's pitches
-        as one on which note (`PianoPriors`)."""
+        as one on which note, and near an infilled span's end the pitches its suffix holds on
+        (`PianoPriors`)."""
         bias = self.grammar.release_bias(self.priors.release)
         if self.priors.onset > 0:
             bias += self.grammar.onset_bias(self.priors.onset)
         bias[:, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128] += self._pitch_bias
+        if self.priors.suffix_pitches > 0:
+            bias[:, V.NOTE_ON_OFFSET : V.NOTE_ON_OFFSET + 128][self._awaited()] += self.priors.suffix_pitches
         keeping = self.grammar.sounding & (self._release_at < NO_RELEASE) & ~self._due()
         if keeping.any():
             # the notes whose drawn length is not over: no NOTE_OFF (a factor of 0, so that their
@@ -762,6 +773,14 @@ class PianoSamplingGrammar:
             rest = allowed.sum(1) > kept.sum(1)
             offs[kept & rest[:, None]] = -np.inf
         return bias
+
+    def _awaited(self) -> np.ndarray:
+        """(batch, 128): in an infilled middle's last SUFFIX_PITCH_SECONDS, the pitches the suffix
+        holds on (`PerformanceGrammar.must_sound`) that do not sound yet."""
+        grammar = self.grammar
+        left = grammar.steps_to_middle_end()
+        late = (grammar.fim == MIDDLE) & (left <= SUFFIX_PITCH_SECONDS * V.STEPS_PER_SECOND)
+        return grammar.must_sound & ~grammar.sounding & late[:, None]
 
     def fold_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The sampler's TIME_SHIFT mass moved where the grammar's time rules say: shifts past

@@ -13,7 +13,7 @@ from musicgpt.checkpoints import load_checkpoint
 from musicgpt.cli import main
 from musicgpt.evaluate.copy_gap import copy_gap, sampler_distributions, total
 from musicgpt.evaluate.nll import token_log_probs
-from musicgpt.generation.piano import continue_piano, cut_at_seconds, default_context
+from musicgpt.generation.piano import PianoPriors, continue_piano, cut_at_seconds, default_context
 from musicgpt.generation.sampling import SamplingConfig
 
 
@@ -56,11 +56,14 @@ def test_copy_gap_and_continuations_are_two_runs(tiny_checkpoint, tmp_path, caps
 
 def test_the_scored_sampler_is_the_one_that_samples():
     """Greedy piano continuation picks, at every step, the argmax of what `sampler_distributions`
-    scores on the same tokens: the grammar, release prior and note cache applied as decode.py does."""
+    scores on the same tokens: the grammar, release prior and note cache applied as decode.py does.
+    (Without the pitch prior: the scorer reads a piece from its first token, with no prompt to take
+    a register from, and the prompt's exact pitches do move a greedy pick.)"""
     model, tok = load_checkpoint("piano-small")
     prompt = cut_at_seconds(tok.encode(PIANO_DIR / "maple-leaf-rag.mid"), 6.0).astype(np.int64)
     greedy = SamplingConfig(temperature=0, prompt_cache=1.0)
-    sample = continue_piano(model, tok, prompt, seconds=3.0, sampling=greedy, seed=0).samples[0]
+    no_register = PianoPriors(pitch=0.0)
+    sample = continue_piano(model, tok, prompt, 3.0, sampling=greedy, seed=0, priors=no_register).samples[0]
     ids = np.concatenate([prompt, sample])
     context = default_context(model)
     assert len(ids) <= context  # one window: the scorer reads what the decoder read
