@@ -256,9 +256,10 @@ def pitch_prior(ids: np.ndarray, strength: float) -> np.ndarray:
 
     The prompt's NOTE_ONs counted per pitch, as shares h(p); a pitch gets
     strength * log(88 * (h(p) + f) / (1 + 88 f)) with f = PITCH_PRIOR_FLOOR / 88: above 0 where the
-    prompt plays more than an even share of the keyboard, far below where it never plays. Not renormalized within the NOTE_ONs: in the
-    prompt's register a note is also likelier to be struck at all (measured: normalizing it away
-    kept the pitch gain and lost the polyphony and density gains, docs/model.md "Pitches").
+    prompt plays more than an even share of the keyboard, far below where it never plays. Not
+    renormalized within the NOTE_ONs: in the prompt's register a note is also likelier to be
+    struck at all (measured: normalizing it away kept the pitch gain and lost the polyphony and
+    density gains, docs/model.md "Pitches").
     Zeros from fewer than PITCH_PRIOR_MIN_NOTES notes.
     """
     ids = np.asarray(ids)
