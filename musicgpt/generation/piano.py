@@ -109,14 +109,15 @@ class PianoPriors:
     `release` its note lengths (`PerformanceGrammar.release_bias`), `onset` its gaps between
     onsets (`PerformanceGrammar.onset_bias`), `pitch` the prompt's pitches (`pitch_prior`); 0 turns
     one off; `infill_pitch` the pitch prior's weight in an infilled span, from the music around it
-    (`pitches_around`). `length_draws`: the share of notes whose length the prompt's note lengths
+    (`pitches_around`); `suffix_pitches` the log-factor, in an infilled span's last second, on
+    the pitches its suffix holds on that do not sound yet (`SUFFIX_PITCH_PRIOR`).
+    `length_draws`: the share of notes whose length the prompt's note lengths
     decide outright (`draw_length`; `length_draws_on_grid` on a sequenced prompt's grid);
     `onset_draws` the share of onsets whose time its gaps between onsets decide, `chord_draws`
     the share whose number of notes its chords decide; `longest_share` the share of its notes
-    that may outlast the length at which every note, drawn or the model's, ends (`longest_length`);
-    `suffix_pitches` the factor on the pitches an infilled span's suffix holds on, near its end.
-    Draws, not factors on the logits: none in greedy decoding, and none where `evaluate
-    --copy-gap` scores the sampler's distribution."""
+    that may outlast the length at which every note, drawn or the model's, ends (`longest_length`).
+    Draws and that end, not factors on the logits: none in greedy decoding, and none where
+    `evaluate --copy-gap` scores the sampler's distribution."""
 
     release: float = RELEASE_PRIOR
     onset: float = ONSET_PRIOR
